@@ -1,0 +1,34 @@
+# One entry point for developers and CI. Everything runs inside an isolated
+# virtual environment (no system site packages) created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(BIN)/cvmlaunch: pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/cvmlaunch
+	$(BIN)/cvmlaunch measure
+
+lint: $(BIN)/cvmlaunch
+	$(BIN)/ruff check cvmlaunch tests examples benchmarks
+	$(BIN)/ruff format --check cvmlaunch tests examples benchmarks
+
+typecheck: $(BIN)/cvmlaunch
+	$(BIN)/mypy cvmlaunch tests examples benchmarks
+
+unit: $(BIN)/cvmlaunch
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: $(BIN)/cvmlaunch
+	$(BIN)/python benchmarks/measure_vs_reference.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
