@@ -1,0 +1,68 @@
+"""The one error root of cvmlaunch and its context-carrying subclasses.
+
+Every failure a caller can act on is a `CvmlaunchError`; the CLI turns any of them into one
+line on stderr and exit code 2 (bad input) or 1 (a check that failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CvmlaunchError(Exception):
+    """Root of every error cvmlaunch raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One invalid field: its dotted name (as written in the profile or flag) and why."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class ProfileError(CvmlaunchError):
+    """A guest profile (file, flags or API arguments) is invalid; lists every problem at once."""
+
+    def __init__(self, problems: Sequence[FieldProblem], source: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(str(p) for p in self.problems))
+
+
+class InputError(CvmlaunchError):
+    """An input file (kernel, initrd, firmware, key) cannot be read or is unusable."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class FirmwareError(CvmlaunchError):
+    """A firmware image is malformed, hostile, or lacks what the launch needs.
+
+    `offset` is the file offset of the offending structure when one is known.
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        self.reason = message
+        where = f" (at file offset {offset:#x})" if offset is not None else ""
+        super().__init__(message + where)
+
+
+class MeasurementMismatch(CvmlaunchError):
+    """An expected and an actual measurement differ."""
+
+    def __init__(self, expected: bytes, actual: bytes, first_divergent_step: int | None = None):
+        self.expected = expected
+        self.actual = actual
+        self.first_divergent_step = first_divergent_step
+        step = f" (first divergent step {first_divergent_step})" if first_divergent_step else ""
+        super().__init__(f"measurement {actual.hex()} != expected {expected.hex()}{step}")

@@ -1,0 +1,1 @@
+"""Firmware image parsers: bytes in, typed objects out. No I/O."""

@@ -1,0 +1,41 @@
+"""Reading input files: firmware images whole (they are small), everything else streamed.
+
+Every failure becomes an `InputError` naming the path; no file descriptor outlives a call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cvmlaunch.errors import InputError
+
+# A firmware image is mapped below 4 GiB; anything near that size is not a firmware image.
+MAX_FIRMWARE_SIZE = 256 << 20
+
+
+def read_firmware(path: Path, sha256_pin: bytes | None = None) -> bytes:
+    """The whole firmware image, checked against its SHA-256 pin when one is given."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FIRMWARE_SIZE + 1)
+    except OSError as e:
+        raise InputError(str(path), e.strerror or str(e)) from None
+    if len(data) > MAX_FIRMWARE_SIZE:
+        raise InputError(str(path), f"larger than {MAX_FIRMWARE_SIZE >> 20} MiB; not a firmware")
+    if sha256_pin is not None:
+        actual = hashlib.sha256(data).digest()
+        if actual != sha256_pin:
+            raise InputError(
+                str(path), f"sha256 is {actual.hex()}, but the profile pins {sha256_pin.hex()}"
+            )
+    return data
+
+
+def sha256_file(path: Path) -> bytes:
+    """SHA-256 of a file's bytes, read in fixed-size chunks (memory does not grow with size)."""
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
+    except OSError as e:
+        raise InputError(str(path), e.strerror or str(e)) from None

@@ -1,0 +1,49 @@
+"""Pure measurement engines: a LaunchPlan in, the digest the platform will report out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cvmlaunch.measure.sev import launch_measure, sev_digest
+from cvmlaunch.measure.snp import firmware_digest, snp_digest
+from cvmlaunch.measure.trace import TraceStep
+from cvmlaunch.plan.ops import LaunchPlan
+from cvmlaunch.spec import Technology
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The expected launch measurement of a plan.
+
+    `digest` is the launch digest (SNP MEASUREMENT; SEV/SEV-ES GCTX.LD). For sev-snp,
+    `firmware_digest` is the digest after the firmware pages, which can be published and
+    used instead of the image. For sev/sev-es with launch-secret inputs, `launch_measure` is
+    the HMAC the platform reports.
+    """
+
+    technology: Technology
+    digest: bytes
+    firmware_digest: bytes | None
+    launch_measure: bytes | None
+    trace: tuple[TraceStep, ...] | None
+
+
+def measure(plan: LaunchPlan, *, trace: bool = False) -> Measurement:
+    """Compute the measurement of `plan`; with `trace`, record every step."""
+    steps: list[TraceStep] | None = [] if trace else None
+    spec = plan.spec
+    if spec.technology is Technology.SEV_SNP:
+        digest = snp_digest(plan, steps)
+        fw = plan.firmware_digest or firmware_digest(plan)
+        return Measurement(spec.technology, digest, fw, None, _freeze(steps))
+    digest = sev_digest(plan, steps)
+    secret = spec.launch_secret
+    hmac = None if secret is None else launch_measure(digest, spec.sev_policy, secret)
+    return Measurement(spec.technology, digest, None, hmac, _freeze(steps))
+
+
+def _freeze(steps: list[TraceStep] | None) -> tuple[TraceStep, ...] | None:
+    return None if steps is None else tuple(steps)
+
+
+__all__ = ["Measurement", "TraceStep", "measure"]

@@ -1,0 +1,51 @@
+"""SEV and SEV-ES launch digest, and the LAUNCH_MEASURE value the SEV firmware reports.
+
+SEV API 55766, LAUNCH_UPDATE_DATA / LAUNCH_UPDATE_VMSA: the firmware hashes the bytes of
+every update into one running SHA-256 (GCTX.LD), with no GPA or page structure.
+LAUNCH_MEASURE (section 6.5) reports HMAC-SHA256(TIK, 0x04 || API_MAJOR || API_MINOR ||
+BUILD || POLICY || LD || MNONCE) followed by MNONCE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from cvmlaunch.measure.trace import TraceStep
+from cvmlaunch.plan.ops import LaunchPlan
+from cvmlaunch.spec import SevLaunchSecretInputs
+
+_MEASURE_CONTEXT = 0x04
+_MEASURE_HEADER = struct.Struct("<BBBBI")
+
+
+def sev_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> bytes:
+    """SHA-256 over the data of every operation of `plan`, in order."""
+    ld = hashlib.sha256()
+    for op in plan.ops:
+        if op.data is None:
+            continue
+        ld.update(op.data)
+        if trace is not None:
+            trace.append(
+                TraceStep(
+                    len(trace),
+                    op.kind,
+                    op.label,
+                    op.gpa,
+                    op.size,
+                    op.page_type,
+                    hashlib.sha256(op.data).digest(),
+                    ld.copy().digest(),
+                )
+            )
+    return ld.digest()
+
+
+def launch_measure(ld: bytes, policy: int, secret: SevLaunchSecretInputs) -> bytes:
+    """The 32-byte MEASURE HMAC the platform returns from LAUNCH_MEASURE."""
+    message = _MEASURE_HEADER.pack(
+        _MEASURE_CONTEXT, secret.api_major, secret.api_minor, secret.build, policy
+    )
+    return hmac.digest(secret.tik, message + ld + secret.mnonce, "sha256")

@@ -1,0 +1,184 @@
+"""GuestSpec: the validated inputs of a launch measurement, independent of any file format.
+
+A `Profile` (TOML, pydantic) converts into a GuestSpec; so do command-line flags on their
+own, which keeps the measure path free of heavy imports. Every check here reports all the
+problems it finds at once, each under the name a user wrote it with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
+from cvmlaunch.abi.snp import KVM_VMSA_GPA, LD_SIZE, PAGE_SIZE, SevFeature
+from cvmlaunch.errors import FieldProblem, ProfileError
+
+MAX_VCPUS = 4096
+SHA256_SIZE = 32
+
+
+class Technology(StrEnum):
+    """The confidential-computing technology a guest is launched with."""
+
+    SEV = "sev"
+    SEV_ES = "sev-es"
+    SEV_SNP = "sev-snp"
+
+
+class Vmm(StrEnum):
+    """Whose VMM (and so whose initial vCPU state and page types) launches the guest."""
+
+    QEMU = "qemu"
+    EC2 = "ec2"
+    GCE = "gce"
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    """The guest CPU as its CPUID(1).EAX signature; `name` is the QEMU model if given by name."""
+
+    signature: int
+    name: str | None = None
+
+    @classmethod
+    def from_name(cls, name: str) -> CpuSpec:
+        canonical = lookup_model(name)
+        if canonical is None:
+            raise ValueError(f"unknown CPU model {name!r} (known: {', '.join(CPU_MODELS)})")
+        return cls(cpu_signature(*CPU_MODELS[canonical]), canonical)
+
+    @classmethod
+    def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> CpuSpec:
+        if not (0 <= family <= 0xFF + 0xF and 0 <= model <= 0xFF and 0 <= stepping <= 0xF):
+            raise ValueError(
+                f"family/model/stepping {family}/{model}/{stepping} out of range "
+                "(family 0..270, model 0..255, stepping 0..15)"
+            )
+        return cls(cpu_signature(family, model, stepping))
+
+
+@dataclass(frozen=True)
+class BootFile:
+    """A measured direct-boot input: a file to hash, or its SHA-256 given in advance."""
+
+    path: Path | None = None
+    sha256: bytes | None = None
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    """QEMU -kernel/-initrd/-append with the firmware's kernel hashes."""
+
+    kernel: BootFile
+    initrd: BootFile | None = None
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class SevLaunchSecretInputs:
+    """What the SEV/SEV-ES firmware mixes into its reported LAUNCH_MEASURE HMAC."""
+
+    tik: bytes
+    api_major: int
+    api_minor: int
+    build: int
+    mnonce: bytes
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """Everything that determines a SEV-family launch digest."""
+
+    technology: Technology
+    firmware: Path
+    firmware_sha256: bytes | None = None
+    firmware_digest: bytes | None = None
+    vcpus: int = 1
+    cpu: CpuSpec | None = None
+    vmm: Vmm = Vmm.QEMU
+    guest_features: int = 1 << SevFeature.SNP_ACTIVE
+    boot: DirectBoot | None = None
+    vmsa_gpa: int = KVM_VMSA_GPA
+    sev_policy: int = 0
+    launch_secret: SevLaunchSecretInputs | None = None
+
+    def __post_init__(self) -> None:
+        problems = list(self.problems())
+        if problems:
+            raise ProfileError(problems)
+
+    def replace(self, **changes: object) -> GuestSpec:
+        """A copy with `changes` applied and validated again."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def problems(self) -> list[FieldProblem]:
+        """Every semantic problem of this spec; empty when it is usable."""
+        out: list[FieldProblem] = []
+
+        def bad(name: str, reason: str) -> None:
+            out.append(FieldProblem(name, reason))
+
+        if self.firmware_sha256 is not None and len(self.firmware_sha256) != SHA256_SIZE:
+            bad("firmware.sha256", "expected 32 bytes (64 hex digits)")
+        if self.firmware_digest is not None:
+            if self.technology is not Technology.SEV_SNP:
+                bad("firmware.digest", "a precomputed firmware digest applies to sev-snp only")
+            elif len(self.firmware_digest) != LD_SIZE:
+                bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
+        needs_vcpus = self.technology is not Technology.SEV
+        if needs_vcpus and not 1 <= self.vcpus <= MAX_VCPUS:
+            bad("vcpus", f"expected 1..{MAX_VCPUS}, got {self.vcpus}")
+        if needs_vcpus and self.vmm is Vmm.QEMU and self.cpu is None:
+            bad("cpu", "required with vmm 'qemu': QEMU puts the CPUID signature in RDX of every VMSA")
+        if self.cpu is not None and not 0 <= self.cpu.signature <= 0xFFFFFFFF:
+            bad("cpu.signature", f"expected a 32-bit value, got {self.cpu.signature:#x}")
+        if not 0 <= self.guest_features < 1 << 64:
+            bad("snp.guest_features", "expected a 64-bit value")
+        elif self.technology is Technology.SEV_SNP and not self.guest_features & 1:
+            bad("snp.guest_features", "bit 0 (SNPActive) must be set for an SEV-SNP guest")
+        if self.vmsa_gpa % PAGE_SIZE or not 0 <= self.vmsa_gpa < 1 << 52:
+            bad("snp.vmsa_gpa", "expected a 4 KiB aligned GPA below 2^52")
+        if not 0 <= self.sev_policy <= 0xFFFFFFFF:
+            bad("sev.policy", "expected a 32-bit value")
+        if self.boot is not None:
+            out += _boot_problems(self.boot)
+        if self.launch_secret is not None:
+            out += _launch_secret_problems(self.launch_secret, self.technology)
+        return out
+
+
+def _boot_problems(boot: DirectBoot) -> list[FieldProblem]:
+    out = []
+    for name, item in (("boot.kernel", boot.kernel), ("boot.initrd", boot.initrd)):
+        if item is None:
+            continue
+        if (item.path is None) == (item.sha256 is None):
+            out.append(FieldProblem(name, "give exactly one of a file path or its sha256"))
+        elif item.sha256 is not None and len(item.sha256) != SHA256_SIZE:
+            out.append(FieldProblem(name + "_sha256", "expected 32 bytes (64 hex digits)"))
+    if "\0" in boot.cmdline:
+        out.append(FieldProblem("boot.cmdline", "must not contain NUL characters"))
+    return out
+
+
+def _launch_secret_problems(
+    secret: SevLaunchSecretInputs, technology: Technology
+) -> list[FieldProblem]:
+    out = []
+    if technology is Technology.SEV_SNP:
+        out.append(FieldProblem("sev.tik", "the LAUNCH_MEASURE HMAC exists for sev and sev-es only"))
+    if len(secret.tik) != 16:
+        out.append(FieldProblem("sev.tik", f"expected 16 bytes, got {len(secret.tik)}"))
+    if len(secret.mnonce) != 16:
+        out.append(FieldProblem("sev.mnonce", f"expected 16 bytes, got {len(secret.mnonce)}"))
+    for name, value in (
+        ("sev.api_major", secret.api_major),
+        ("sev.api_minor", secret.api_minor),
+        ("sev.build", secret.build),
+    ):
+        if not 0 <= value <= 0xFF:
+            out.append(FieldProblem(name, f"expected 0..255, got {value}"))
+    return out
