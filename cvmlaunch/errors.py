@@ -7,15 +7,14 @@ line on stderr and exit code 2 (bad input) or 1 (a check that failed).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class CvmlaunchError(Exception):
     """Root of every error cvmlaunch raises on purpose."""
 
 
-@dataclass(frozen=True)
-class FieldProblem:
+class FieldProblem(NamedTuple):
     """One invalid field: its dotted name (as written in the profile or flag) and why."""
 
     field: str

@@ -39,3 +39,18 @@ def sha256_file(path: Path) -> bytes:
             return hashlib.file_digest(f, "sha256").digest()
     except OSError as e:
         raise InputError(str(path), e.strerror or str(e)) from None
+
+
+def read_tik(path: Path) -> bytes:
+    """The 16-byte SEV transport integrity key: a 16-byte TIK file, or 32-byte TEK || TIK."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(str(path), e.strerror or str(e)) from None
+    if len(data) == 32:
+        return data[16:]
+    if len(data) != 16:
+        raise InputError(
+            str(path), f"{len(data)} bytes; expected a 16-byte TIK or 32-byte TEK||TIK"
+        )
+    return data

@@ -7,10 +7,9 @@ problems it finds at once, each under the name a user wrote it with.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, LD_SIZE, PAGE_SIZE, SevFeature
@@ -36,8 +35,7 @@ class Vmm(StrEnum):
     GCE = "gce"
 
 
-@dataclass(frozen=True)
-class CpuSpec:
+class CpuSpec(NamedTuple):
     """The guest CPU as its CPUID(1).EAX signature; `name` is the QEMU model if given by name."""
 
     signature: int
@@ -60,16 +58,14 @@ class CpuSpec:
         return cls(cpu_signature(family, model, stepping))
 
 
-@dataclass(frozen=True)
-class BootFile:
+class BootFile(NamedTuple):
     """A measured direct-boot input: a file to hash, or its SHA-256 given in advance."""
 
     path: Path | None = None
     sha256: bytes | None = None
 
 
-@dataclass(frozen=True)
-class DirectBoot:
+class DirectBoot(NamedTuple):
     """QEMU -kernel/-initrd/-append with the firmware's kernel hashes."""
 
     kernel: BootFile
@@ -77,8 +73,7 @@ class DirectBoot:
     cmdline: str = ""
 
 
-@dataclass(frozen=True)
-class SevLaunchSecretInputs:
+class SevLaunchSecretInputs(NamedTuple):
     """What the SEV/SEV-ES firmware mixes into its reported LAUNCH_MEASURE HMAC."""
 
     tik: bytes
@@ -88,9 +83,12 @@ class SevLaunchSecretInputs:
     mnonce: bytes
 
 
-@dataclass(frozen=True)
-class GuestSpec:
-    """Everything that determines a SEV-family launch digest."""
+class GuestSpec(NamedTuple):
+    """Everything that determines a SEV-family launch digest.
+
+    Construction does not validate (a NamedTuple cannot); `check()` does, and `build_plan`
+    calls it, so no plan is ever built from an unusable spec.
+    """
 
     technology: Technology
     firmware: Path
@@ -105,14 +103,12 @@ class GuestSpec:
     sev_policy: int = 0
     launch_secret: SevLaunchSecretInputs | None = None
 
-    def __post_init__(self) -> None:
-        problems = list(self.problems())
+    def check(self) -> GuestSpec:
+        """This spec, if usable; otherwise ProfileError listing every problem."""
+        problems = self.problems()
         if problems:
             raise ProfileError(problems)
-
-    def replace(self, **changes: object) -> GuestSpec:
-        """A copy with `changes` applied and validated again."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return self
 
     def problems(self) -> list[FieldProblem]:
         """Every semantic problem of this spec; empty when it is usable."""
@@ -132,7 +128,11 @@ class GuestSpec:
         if needs_vcpus and not 1 <= self.vcpus <= MAX_VCPUS:
             bad("vcpus", f"expected 1..{MAX_VCPUS}, got {self.vcpus}")
         if needs_vcpus and self.vmm is Vmm.QEMU and self.cpu is None:
-            bad("cpu", "required with vmm 'qemu': QEMU puts the CPUID signature in RDX of every VMSA")
+            bad(
+                "cpu",
+                "required with vmm 'qemu', which puts the CPUID signature in RDX of every VMSA "
+                "(profile [cpu], or --vcpu-type / --vcpu-sig / --vcpu-family)",
+            )
         if self.cpu is not None and not 0 <= self.cpu.signature <= 0xFFFFFFFF:
             bad("cpu.signature", f"expected a 32-bit value, got {self.cpu.signature:#x}")
         if not 0 <= self.guest_features < 1 << 64:
@@ -169,7 +169,7 @@ def _launch_secret_problems(
 ) -> list[FieldProblem]:
     out = []
     if technology is Technology.SEV_SNP:
-        out.append(FieldProblem("sev.tik", "the LAUNCH_MEASURE HMAC exists for sev and sev-es only"))
+        out.append(FieldProblem("sev.tik", "LAUNCH_MEASURE exists for sev and sev-es only"))
     if len(secret.tik) != 16:
         out.append(FieldProblem("sev.tik", f"expected 16 bytes, got {len(secret.tik)}"))
     if len(secret.mnonce) != 16:

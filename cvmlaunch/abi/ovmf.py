@@ -3,14 +3,15 @@
 Sources: edk2 OvmfPkg/ResetVector/Ia16/ResetVectorVtf0.asm (the GUIDed table that ends
 0x20 bytes before the end of the image), OvmfPkg/ResetVector/X64/OvmfSevMetadata.asm (the
 SEV metadata and its section types), QEMU hw/i386/pc_sysfw_ovmf.c (how a VMM reads them).
-GUIDs are stored in the EFI mixed-endian form (`uuid.UUID.bytes_le`).
+GUIDs are kept in their on-disk (EFI mixed-endian) byte order.
 """
 
 from __future__ import annotations
 
 import struct
-import uuid
 from enum import IntEnum
+
+from cvmlaunch.abi.guid import guid
 
 # The table's last entry (its footer) ends this many bytes before the end of the image.
 FOOTER_END_FROM_IMAGE_END = 0x20
@@ -19,12 +20,12 @@ FOOTER_END_FROM_IMAGE_END = 0x20
 ENTRY_HEADER = struct.Struct("<H16s")
 ENTRY_HEADER_SIZE = ENTRY_HEADER.size  # 18
 
-FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
-SEV_ES_RESET_BLOCK_GUID = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
-SEV_HASH_TABLE_RV_GUID = uuid.UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
-SEV_SECRET_BLOCK_GUID = uuid.UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294")
-SEV_METADATA_OFFSET_GUID = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
-TDX_METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
+FOOTER_GUID = guid("96b582de-1fb2-45f7-baea-a366c55a082d")
+SEV_ES_RESET_BLOCK_GUID = guid("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
+SEV_HASH_TABLE_RV_GUID = guid("7255371f-3a3b-4b04-927b-1da6efa8d454")
+SEV_SECRET_BLOCK_GUID = guid("4c2eb361-7d9b-4cc3-8081-127c90d3d294")
+SEV_METADATA_OFFSET_GUID = guid("dc886566-984a-4798-a75e-5585a7bf67cc")
+TDX_METADATA_OFFSET_GUID = guid("e47a6535-984a-4798-865e-4685a7bf8ec2")
 
 KNOWN_ENTRY_NAMES = {
     FOOTER_GUID: "footer",

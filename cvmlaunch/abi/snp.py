@@ -54,11 +54,6 @@ ZERO_CONTENTS = bytes(LD_SIZE)
 KVM_VMSA_GPA = 0xFFFFFFFFF000
 
 
-def page_info(digest_cur: bytes, contents: bytes, page_type: PageType, gpa: int) -> bytes:
-    """Pack one PAGE_INFO record (IMI_PAGE and VMPL permissions 0, as KVM launches use)."""
-    return PAGE_INFO.pack(digest_cur, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)
-
-
 class SevFeature(IntEnum):
     """Bits of the VMSA SEV_FEATURES field (AMD APM vol. 2, "SEV_FEATURES")."""
 
@@ -86,3 +81,24 @@ def sev_feature_names(value: int) -> list[str]:
     names = [f.name for f in SevFeature if value >> f & 1]
     names += [f"bit{b}" for b in range(64) if value >> b & 1 and not SEV_FEATURES_DEFINED >> b & 1]
     return names
+
+
+class GuestPolicyBit(IntEnum):
+    """Single-bit fields of the SNP guest POLICY (SNP ABI 56860, "Guest Policy")."""
+
+    SMT = 16
+    RESERVED_MBO = 17
+    MIGRATE_MA = 18
+    DEBUG = 19
+    SINGLE_SOCKET = 20
+    CXL_ALLOW = 21
+    MEM_AES_256_XTS = 22
+    RAPL_DIS = 23
+    CIPHERTEXT_HIDING = 24
+    PAGE_SWAP_DISABLE = 25
+
+
+# Bits 63:26 of the guest policy are reserved and must be zero; bit 17 must be one.
+GUEST_POLICY_MBZ = ~((1 << 26) - 1) & ((1 << 64) - 1)
+GUEST_POLICY_MBO = 1 << GuestPolicyBit.RESERVED_MBO
+HOST_DATA_SIZE = 32

@@ -8,13 +8,12 @@ Only the fields a launch sets are named; every other byte of the 4 KiB page is z
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PAGE_SIZE
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     """A VMCB segment register: selector, attributes, limit, base (16 bytes)."""
 
     selector: int = 0
@@ -72,8 +71,7 @@ FIELD_OFFSETS: dict[str, tuple[int, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class SaveArea:
+class SaveArea(NamedTuple):
     """The initial register state of one vCPU as it enters the VMSA page."""
 
     es: Segment
@@ -103,12 +101,10 @@ class SaveArea:
     def pack(self) -> bytes:
         """The 4096-byte VMSA page: save area fields at their offsets, zeros elsewhere."""
         page = bytearray(PAGE_SIZE)
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name, value in zip(self._fields, self, strict=True):
             if isinstance(value, Segment):
-                offset = SEGMENT_OFFSETS[f.name]
-                SEGMENT.pack_into(page, offset, value.selector, value.attrib, value.limit, value.base)
+                SEGMENT.pack_into(page, SEGMENT_OFFSETS[name], *value)
             else:
-                offset, fmt = FIELD_OFFSETS[f.name]
+                offset, fmt = FIELD_OFFSETS[name]
                 struct.pack_into(fmt, page, offset, value)
         return bytes(page)

@@ -6,10 +6,10 @@ anything unusable raises `FirmwareError` naming the file offset and what was exp
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cvmlaunch.abi import ovmf as abi
+from cvmlaunch.abi.guid import guid_text
 from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.errors import FirmwareError
 
@@ -23,11 +23,10 @@ _ONE_PAGE_SECTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class TableEntry:
+class TableEntry(NamedTuple):
     """One GUIDed footer-table entry and the file offset where its data starts."""
 
-    guid: uuid.UUID
+    guid: bytes
     offset: int
     data: bytes
 
@@ -35,9 +34,12 @@ class TableEntry:
     def name(self) -> str:
         return abi.KNOWN_ENTRY_NAMES.get(self.guid, "unknown")
 
+    @property
+    def guid_text(self) -> str:
+        return guid_text(self.guid)
 
-@dataclass(frozen=True)
-class GpaRange:
+
+class GpaRange(NamedTuple):
     """A guest-physical range [base, base + size)."""
 
     base: int
@@ -51,11 +53,10 @@ class GpaRange:
         return self.base < other.end and other.base < self.end
 
 
-@dataclass(frozen=True)
-class SevSection:
+class SevSection(NamedTuple):
     """One SEV metadata section descriptor; `offset` is the descriptor's file offset."""
 
-    index: int
+    number: int
     gpa: int
     size: int
     type: abi.SevSectionType
@@ -66,8 +67,7 @@ class SevSection:
         return GpaRange(self.gpa, self.size)
 
 
-@dataclass(frozen=True)
-class OvmfImage:
+class OvmfImage(NamedTuple):
     """A parsed OVMF image, mapped by the VMM so that it ends at 4 GiB."""
 
     data: bytes
@@ -106,11 +106,11 @@ def parse_ovmf(data: bytes) -> OvmfImage:
     if size > FOUR_GIB:
         raise FirmwareError(f"image size {size} does not fit below 4 GiB")
     entries = parse_footer_table(data)
-    by_guid: dict[uuid.UUID, TableEntry] = {}
+    by_guid: dict[bytes, TableEntry] = {}
     for entry in entries:
         if entry.guid in by_guid:
             raise FirmwareError(
-                f"footer table has two {entry.name} entries (GUID {entry.guid})", entry.offset
+                f"footer table has two {entry.name} entries (GUID {entry.guid_text})", entry.offset
             )
         by_guid[entry.guid] = entry
 
@@ -141,7 +141,7 @@ def parse_footer_table(data: bytes) -> tuple[TableEntry, ...]:
     if footer_at < 0:
         return ()
     table_len, guid = abi.ENTRY_HEADER.unpack_from(data, footer_at)
-    if uuid.UUID(bytes_le=guid) != abi.FOOTER_GUID:
+    if guid != abi.FOOTER_GUID:
         return ()
     if not abi.ENTRY_HEADER_SIZE <= table_len <= footer_end:
         raise FirmwareError(
@@ -159,7 +159,7 @@ def parse_footer_table(data: bytes) -> tuple[TableEntry, ...]:
                 header_at,
             )
         start = end - entry_len
-        entries.append(TableEntry(uuid.UUID(bytes_le=guid), start, data[start:header_at]))
+        entries.append(TableEntry(guid, start, data[start:header_at]))
         end = start
     return tuple(reversed(entries))
 
@@ -203,7 +203,9 @@ def _sev_metadata(data: bytes, entry: TableEntry, image: GpaRange) -> tuple[SevS
         )
     signature, length, version, count = abi.SEV_METADATA_HEADER.unpack_from(data, header_at)
     if signature != abi.SEV_METADATA_SIGNATURE:
-        raise FirmwareError(f"SEV metadata signature is {signature!r}, expected b'ASEV'", header_at)
+        raise FirmwareError(
+            f"SEV metadata signature is {signature!r}, expected b'ASEV'", header_at
+        )
     if version != abi.SEV_METADATA_VERSION:
         raise FirmwareError(f"SEV metadata version is {version}, expected 1", header_at)
     needed = header_size + count * abi.SEV_METADATA_SECTION.size
@@ -222,7 +224,7 @@ def _sev_metadata(data: bytes, entry: TableEntry, image: GpaRange) -> tuple[SevS
             if section.range.overlaps(earlier.range):
                 raise FirmwareError(
                     f"SEV metadata section {index} [{gpa:#x}, +{size:#x}) overlaps section "
-                    f"{earlier.index} [{earlier.gpa:#x}, +{earlier.size:#x})",
+                    f"{earlier.number} [{earlier.gpa:#x}, +{earlier.size:#x})",
                     at,
                 )
         if section.range.overlaps(image):

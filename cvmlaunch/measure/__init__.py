@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cvmlaunch.measure.sev import launch_measure, sev_digest
-from cvmlaunch.measure.snp import firmware_digest, snp_digest
+from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan
 from cvmlaunch.spec import Technology
 
 
-@dataclass(frozen=True)
-class Measurement:
+class Measurement(NamedTuple):
     """The expected launch measurement of a plan.
 
     `digest` is the launch digest (SNP MEASUREMENT; SEV/SEV-ES GCTX.LD). For sev-snp,
@@ -33,9 +32,10 @@ def measure(plan: LaunchPlan, *, trace: bool = False) -> Measurement:
     steps: list[TraceStep] | None = [] if trace else None
     spec = plan.spec
     if spec.technology is Technology.SEV_SNP:
-        digest = snp_digest(plan, steps)
-        fw = plan.firmware_digest or firmware_digest(plan)
-        return Measurement(spec.technology, digest, fw, None, _freeze(steps))
+        digests = snp_digest(plan, steps)
+        return Measurement(
+            spec.technology, digests.launch_digest, digests.firmware_digest, None, _freeze(steps)
+        )
     digest = sev_digest(plan, steps)
     secret = spec.launch_secret
     hmac = None if secret is None else launch_measure(digest, spec.sev_policy, secret)

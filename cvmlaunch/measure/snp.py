@@ -7,60 +7,55 @@ CONTENTS is SHA-384 of the page for NORMAL and VMSA pages and 48 zero bytes othe
 from __future__ import annotations
 
 from hashlib import sha384
+from typing import NamedTuple
 
-from cvmlaunch.abi.snp import LD_SIZE, PAGE_SIZE, ZERO_CONTENTS, PageType, page_info
+from cvmlaunch.abi.snp import LD_SIZE, PAGE_INFO, PAGE_INFO_SIZE, PAGE_SIZE, ZERO_CONTENTS
 from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp
 
 
-def snp_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> bytes:
+class SnpDigests(NamedTuple):
+    """The final launch digest and the digest right after the firmware pages."""
+
+    launch_digest: bytes
+    firmware_digest: bytes
+
+
+def snp_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> SnpDigests:
     """The launch digest of `plan`; appends one TraceStep per page to `trace` if given."""
     ld = bytes(LD_SIZE)
+    after_firmware = ld
     for op in plan.ops:
         if op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
             ld = plan.firmware_digest
             if trace is not None:
-                trace.append(
-                    TraceStep(
-                        len(trace),
-                        op.kind,
-                        "firmware (precomputed digest)",
-                        op.gpa,
-                        op.size,
-                        op.page_type,
-                        ZERO_CONTENTS,
-                        ld,
-                    )
-                )
-            continue
-        ld = update(ld, op, trace)
-    return ld
-
-
-def firmware_digest(plan: LaunchPlan) -> bytes:
-    """The launch digest after the firmware pages alone (the precomputable prefix)."""
-    ld = bytes(LD_SIZE)
-    for op in plan.ops:
+                step = TraceStep(
+                    len(trace), op.kind, "firmware (precomputed digest)", op.gpa, op.size,
+                    op.page_type, ZERO_CONTENTS, ld,
+                )  # fmt: skip
+                trace.append(step)
+        else:
+            ld = update(ld, op, trace)
         if op.kind is OpKind.FIRMWARE:
-            ld = update(ld, op, None)
-    return ld
+            after_firmware = ld
+    return SnpDigests(ld, after_firmware)
 
 
 def update(ld: bytes, op: PageOp, trace: list[TraceStep] | None) -> bytes:
     """Extend `ld` with every 4 KiB page of `op`, in ascending GPA order."""
+    # The hot loop of every SNP measurement: 512 iterations for a 2 MiB image.
+    pack = PAGE_INFO.pack
+    page_type = op.page_type
     data = memoryview(op.data) if op.data is not None else None
-    measured = op.page_type.measures_contents
+    measured = page_type.measures_contents and data is not None
+    contents = ZERO_CONTENTS
     for offset in range(0, op.size, PAGE_SIZE):
-        if measured and data is not None:
-            contents = sha384(data[offset : offset + PAGE_SIZE]).digest()
-        else:
-            contents = ZERO_CONTENTS
+        if measured:
+            contents = sha384(data[offset : offset + PAGE_SIZE]).digest()  # type: ignore[index]
         gpa = op.gpa + offset
-        ld = sha384(page_info(ld, contents, op.page_type, gpa)).digest()
+        ld = sha384(pack(ld, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)).digest()
         if trace is not None:
             trace.append(
-                TraceStep(
-                    len(trace), op.kind, op.label, gpa, PAGE_SIZE, op.page_type, contents, ld
-                )
+                TraceStep(len(trace), op.kind, op.label, gpa, PAGE_SIZE, page_type, contents, ld)
             )
     return ld

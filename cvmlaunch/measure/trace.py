@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.plan.ops import OpKind
 
 
-@dataclass(frozen=True)
-class TraceStep:
+class TraceStep(NamedTuple):
     """One measured unit: an SNP page (PAGE_INFO) or an SEV/SEV-ES LAUNCH_UPDATE buffer.
 
     `contents` is what the platform hashed of the unit's bytes (SNP: PAGE_INFO.CONTENTS;
     SEV/SEV-ES: SHA-256 of the buffer), `digest` the launch digest after the step.
     """
 
-    index: int
+    step: int
     kind: OpKind
     label: str
     gpa: int
@@ -27,7 +26,7 @@ class TraceStep:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "index": self.index,
+            "index": self.step,
             "kind": str(self.kind),
             "label": self.label,
             "gpa": f"{self.gpa:#x}",

@@ -6,8 +6,8 @@ pages to the kernel, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea
@@ -24,8 +24,7 @@ class OpKind(StrEnum):
     VMSA = "vmsa"
 
 
-@dataclass(frozen=True)
-class PageOp:
+class PageOp(NamedTuple):
     """One launch update: `size` bytes at `gpa` of `page_type`, with contents when measured.
 
     `data` is exactly `size` bytes for NORMAL and VMSA operations and None otherwise (the
@@ -43,8 +42,7 @@ class PageOp:
     state: SaveArea | None = None
 
 
-@dataclass(frozen=True)
-class KernelHashes:
+class KernelHashes(NamedTuple):
     """SHA-256 digests of the measured direct-boot inputs, and the table they form."""
 
     kernel: bytes
@@ -53,8 +51,7 @@ class KernelHashes:
     table: bytes
 
 
-@dataclass(frozen=True)
-class LaunchPlan:
+class LaunchPlan(NamedTuple):
     """Everything a launch does to guest memory before the guest runs, in order.
 
     For sev-snp, `firmware_digest` (when given) is the precomputed launch digest after the

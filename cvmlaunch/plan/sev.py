@@ -29,6 +29,7 @@ _NO_HASH_AREA = (
 
 def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
+    spec.check()
     data = read_firmware(spec.firmware, spec.firmware_sha256) if firmware is None else firmware
     image = parse_ovmf(data)
     hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None
@@ -91,11 +92,11 @@ def _snp_metadata_ops(vmm: Vmm, image: OvmfImage, hashes: KernelHashes | None) -
 def _section_op(
     vmm: Vmm, image: OvmfImage, section: SevSection, hashes: KernelHashes | None
 ) -> PageOp:
-    label = f"{section.type.name} section {section.index}"
+    label = f"{section.type.name} section {section.number}"
 
     def op(page_type: PageType, data: bytes | None = None) -> PageOp:
         return PageOp(
-            OpKind.SEV_METADATA, section.gpa, section.size, page_type, data, label, section.index
+            OpKind.SEV_METADATA, section.gpa, section.size, page_type, data, label, section.number
         )
 
     match section.type:
@@ -117,7 +118,7 @@ def _section_op(
                 PageType.NORMAL,
                 _kernel_hashes_page(image, section, hashes),
                 f"kernel hashes page ({label})",
-                section.index,
+                section.number,
             )
 
 

@@ -1,0 +1,3 @@
+from cvmlaunch.cli import main
+
+raise SystemExit(main())

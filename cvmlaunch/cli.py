@@ -1,0 +1,373 @@
+"""The `cvmlaunch` command line: a thin shell over the library.
+
+Exit codes: 0 success / match; 1 a measurement differs from --expect; 2 unusable input (one
+line on stderr, no traceback). `--json` prints exactly one JSON object on stdout.
+Only the modules a command needs are imported (pydantic only when a profile is read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cvmlaunch import log
+from cvmlaunch.errors import CvmlaunchError, FieldProblem, ProfileError
+from cvmlaunch.spec import (
+    BootFile,
+    CpuSpec,
+    DirectBoot,
+    GuestSpec,
+    SevLaunchSecretInputs,
+    Technology,
+    Vmm,
+)
+
+_log = log.get_logger("cvmlaunch.cli")
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer (decimal or 0x hex), got {text!r}"
+        ) from None
+
+
+def _hex_bytes(size: int) -> Callable[[str], bytes]:
+    def parse(text: str) -> bytes:
+        try:
+            value = bytes.fromhex(text.removeprefix("0x"))
+        except ValueError:
+            value = b""
+        if len(value) != size:
+            raise argparse.ArgumentTypeError(
+                f"expected {size} bytes as {2 * size} hex digits, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _api_version(text: str) -> tuple[int, int]:
+    major, dot, minor = text.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected MAJOR.MINOR, e.g. 0.24, got {text!r}")
+    return int(major), int(minor)
+
+
+def _vmm(text: str) -> Vmm:
+    try:
+        return Vmm(text.lower())
+    except ValueError:
+        choices = ", ".join(v.value for v in Vmm)
+        raise argparse.ArgumentTypeError(f"expected one of {choices}, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cvmlaunch", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    m = commands.add_parser(
+        "measure",
+        help="compute the expected launch measurement",
+        description="Compute the launch measurement the platform will report. Flags "
+        "override the profile; with neither, the embedded default profile is measured.",
+    )
+    m.add_argument("profile", nargs="?", type=Path, help="guest profile (TOML)")
+    g = m.add_argument_group("guest (override the profile)")
+    g.add_argument("--technology", choices=[t.value for t in Technology])
+    g.add_argument("--firmware", type=Path, metavar="PATH", help="OVMF image")
+    g.add_argument("--firmware-sha256", type=_hex_bytes(32), metavar="HEX", help="pin")
+    g.add_argument(
+        "--firmware-digest",
+        type=_hex_bytes(48),
+        metavar="HEX",
+        help="sev-snp: precomputed digest of the firmware pages",
+    )
+    g.add_argument("--vcpus", type=_int, metavar="N")
+    cpu = g.add_mutually_exclusive_group()
+    cpu.add_argument("--vcpu-type", metavar="NAME", help="QEMU CPU model, e.g. EPYC-Milan")
+    cpu.add_argument("--vcpu-sig", type=_int, metavar="INT", help="CPUID(1).EAX signature")
+    cpu.add_argument("--vcpu-family", type=_int, metavar="INT")
+    g.add_argument("--vcpu-model", type=_int, metavar="INT")
+    g.add_argument("--vcpu-stepping", type=_int, metavar="INT")
+    g.add_argument("--vmm", type=_vmm, metavar="qemu|ec2|gce")
+    g.add_argument("--guest-features", type=_int, metavar="INT", help="SNP SEV_FEATURES")
+    g.add_argument("--vmsa-gpa", type=_int, metavar="GPA", help="GPA the VMSAs measure at")
+    g.add_argument("--kernel", type=Path, metavar="PATH")
+    g.add_argument("--kernel-sha256", type=_hex_bytes(32), metavar="HEX")
+    g.add_argument("--initrd", type=Path, metavar="PATH")
+    g.add_argument("--initrd-sha256", type=_hex_bytes(32), metavar="HEX")
+    g.add_argument("--append", metavar="CMDLINE", help="kernel command line")
+    s = m.add_argument_group("SEV/SEV-ES LAUNCH_MEASURE (all four compute the HMAC)")
+    s.add_argument("--sev-policy", type=_int, metavar="INT", help="guest policy")
+    s.add_argument("--tik", type=Path, metavar="FILE", help="TIK (16 bytes) or TEK||TIK (32)")
+    s.add_argument("--sev-api", type=_api_version, metavar="MAJOR.MINOR")
+    s.add_argument("--sev-build", type=_int, metavar="INT")
+    s.add_argument("--mnonce", type=_hex_bytes(16), metavar="HEX")
+    o = m.add_argument_group("output")
+    o.add_argument("--expect", type=_hex_bytes_any, metavar="HEX", help="exit 1 unless equal")
+    o.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    o.add_argument("--trace", action="store_true", help="every measured step")
+    m.set_defaults(handler=_cmd_measure)
+
+    p = commands.add_parser("profile", help="profile format tools")
+    pc = p.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
+    schema = pc.add_parser("schema", help="print the profile JSON Schema")
+    schema.set_defaults(handler=_cmd_profile_schema)
+    check = pc.add_parser("check", help="validate a profile")
+    check.add_argument("profile", type=Path)
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=_cmd_profile_check)
+
+    f = commands.add_parser("firmware", help="firmware image tools")
+    fc = f.add_subparsers(dest="firmware_command", required=True, parser_class=_Parser)
+    inspect = fc.add_parser("inspect", help="show the OVMF footer table and SEV metadata")
+    inspect.add_argument("image", type=Path)
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(handler=_cmd_firmware_inspect)
+    return parser
+
+
+def _hex_bytes_any(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
+
+
+def _json(doc: object) -> str:
+    import json
+
+    return json.dumps(doc, indent=2)
+
+
+# ---- measure ---------------------------------------------------------------------------
+
+# The flags that describe the guest: any of them turns off the embedded default profile.
+_GUEST_FLAGS = (
+    *("technology", "firmware", "firmware_sha256", "firmware_digest", "vcpus", "vmm"),
+    *("vcpu_type", "vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping"),
+    *("guest_features", "vmsa_gpa", "sev_policy", "tik", "sev_api", "sev_build", "mnonce"),
+    *("kernel", "kernel_sha256", "initrd", "initrd_sha256", "append"),
+)
+
+
+def _default_profile() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("cvmlaunch") / "data" / "default.toml"))
+
+
+def spec_from_args(args: argparse.Namespace) -> GuestSpec:
+    """The GuestSpec of a `measure` invocation: profile (or embedded default) + flags."""
+    given = any(getattr(args, name) is not None for name in _GUEST_FLAGS)
+    fields: dict[str, Any]
+    profile_path = args.profile
+    if profile_path is None and not given:
+        profile_path = _default_profile()
+    if profile_path is not None:
+        from cvmlaunch.profile import load_profile
+
+        fields = load_profile(profile_path).spec_fields()
+        _log.info("profile.loaded", path=str(profile_path))
+    else:
+        fields = _flags_only_base(args)
+    problems: list[FieldProblem] = []
+    fields.update(_overrides(args, fields, problems))
+    if problems:
+        raise ProfileError(problems)
+    return GuestSpec(**fields).check()
+
+
+def _flags_only_base(args: argparse.Namespace) -> dict[str, Any]:
+    missing = [
+        FieldProblem(flag, "required without a PROFILE")
+        for flag, value in (("--technology", args.technology), ("--firmware", args.firmware))
+        if value is None
+    ]
+    if args.technology not in (None, Technology.SEV) and args.vcpus is None:
+        missing.append(FieldProblem("--vcpus", f"required for {args.technology}"))
+    if missing:
+        raise ProfileError(missing)
+    return {}
+
+
+def _overrides(
+    args: argparse.Namespace, base: dict[str, Any], problems: list[FieldProblem]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.technology is not None:
+        out["technology"] = Technology(args.technology)
+    if args.firmware is not None:
+        # Another image: the profile's pin and precomputed digest no longer describe it.
+        out.update(firmware=args.firmware, firmware_sha256=None, firmware_digest=None)
+    for flag in ("firmware_sha256", "firmware_digest", "vcpus", "vmm", "guest_features"):
+        if getattr(args, flag) is not None:
+            out[flag] = getattr(args, flag)
+    if args.vmsa_gpa is not None:
+        out["vmsa_gpa"] = args.vmsa_gpa
+    if args.sev_policy is not None:
+        out["sev_policy"] = args.sev_policy
+    cpu = _cpu(args, problems)
+    if cpu is not None:
+        out["cpu"] = cpu
+    boot = _boot(args, base.get("boot"), problems)
+    if boot is not None:
+        out["boot"] = boot
+    secret = _launch_secret(args, problems)
+    if secret is not None:
+        out["launch_secret"] = secret
+    return out
+
+
+def _cpu(args: argparse.Namespace, problems: list[FieldProblem]) -> CpuSpec | None:
+    fms = (args.vcpu_family, args.vcpu_model, args.vcpu_stepping)
+    try:
+        if args.vcpu_type is not None:
+            return CpuSpec.from_name(args.vcpu_type)
+        if args.vcpu_sig is not None:
+            return CpuSpec(args.vcpu_sig)
+        if all(v is not None for v in fms):
+            return CpuSpec.from_family_model_stepping(*fms)
+    except ValueError as e:
+        problems.append(FieldProblem("--vcpu-type" if args.vcpu_type else "--vcpu-family", str(e)))
+        return None
+    if any(v is not None for v in fms):
+        problems.append(
+            FieldProblem("--vcpu-family", "goes together with --vcpu-model and --vcpu-stepping")
+        )
+    return None
+
+
+def _boot(
+    args: argparse.Namespace, base: DirectBoot | None, problems: list[FieldProblem]
+) -> DirectBoot | None:
+    kernel = base.kernel if base is not None else None
+    initrd = base.initrd if base is not None else None
+    cmdline = base.cmdline if base is not None else ""
+    if args.kernel is not None and args.kernel_sha256 is not None:
+        problems.append(FieldProblem("--kernel", "give --kernel or --kernel-sha256, not both"))
+    if args.initrd is not None and args.initrd_sha256 is not None:
+        problems.append(FieldProblem("--initrd", "give --initrd or --initrd-sha256, not both"))
+    if args.kernel is not None or args.kernel_sha256 is not None:
+        kernel = BootFile(args.kernel, args.kernel_sha256)
+    if args.initrd is not None or args.initrd_sha256 is not None:
+        initrd = BootFile(args.initrd, args.initrd_sha256)
+    if args.append is not None:
+        cmdline = args.append
+    changed = any(
+        v is not None
+        for v in (args.kernel, args.kernel_sha256, args.initrd, args.initrd_sha256, args.append)
+    )
+    if not changed:
+        return None
+    if kernel is None:
+        problems.append(FieldProblem("--kernel", "required with --initrd or --append"))
+        return None
+    return DirectBoot(kernel, initrd, cmdline)
+
+
+def _launch_secret(
+    args: argparse.Namespace, problems: list[FieldProblem]
+) -> SevLaunchSecretInputs | None:
+    parts = {"--tik": args.tik, "--sev-api": args.sev_api, "--sev-build": args.sev_build}
+    parts["--mnonce"] = args.mnonce
+    if all(v is None for v in parts.values()):
+        return None
+    missing = [flag for flag, v in parts.items() if v is None]
+    if missing:
+        needs = "the LAUNCH_MEASURE HMAC needs all of " + ", ".join(parts)
+        problems.append(FieldProblem(missing[0], needs))
+        return None
+    from cvmlaunch.inputs import read_tik
+
+    (major, minor) = args.sev_api
+    return SevLaunchSecretInputs(read_tik(args.tik), major, minor, args.sev_build, args.mnonce)
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from cvmlaunch.measure import measure
+    from cvmlaunch.plan import build_plan
+
+    spec = spec_from_args(args)
+    plan = build_plan(spec)
+    result = measure(plan, trace=args.trace)
+    _log.info("measure.done", technology=str(spec.technology), measurement=result.digest.hex())
+    match = None if args.expect is None else args.expect == result.digest
+    if args.json:
+        from cvmlaunch.report import measurement_json
+
+        doc = measurement_json(plan, result)
+        if args.expect is not None:
+            doc.update(expected=args.expect.hex(), match=match)
+        print(_json(doc))
+    else:
+        from cvmlaunch.report import measurement_text
+
+        print(measurement_text(plan, result, args.expect))
+    return EXIT_MISMATCH if match is False else EXIT_OK
+
+
+# ---- profile / firmware ----------------------------------------------------------------
+
+
+def _cmd_profile_schema(args: argparse.Namespace) -> int:
+    from cvmlaunch.profile import profile_json_schema
+
+    print(_json(profile_json_schema()))
+    return EXIT_OK
+
+
+def _cmd_profile_check(args: argparse.Namespace) -> int:
+    from cvmlaunch.profile import load_profile
+
+    spec = load_profile(args.profile).to_spec()
+    if args.json:
+        print(_json({"profile": str(args.profile), "valid": True, "technology": spec.technology}))
+    else:
+        print(f"{args.profile}: valid {spec.technology} profile")
+    return EXIT_OK
+
+
+def _cmd_firmware_inspect(args: argparse.Namespace) -> int:
+    from cvmlaunch.firmware.ovmf import parse_ovmf
+    from cvmlaunch.inputs import read_firmware
+    from cvmlaunch.report import firmware_json, firmware_text
+
+    image = parse_ovmf(read_firmware(args.image))
+    print(_json(firmware_json(image)) if args.json else firmware_text(image))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.set_level(
+        log.INFO if args.verbose == 1 else log.DEBUG if args.verbose > 1 else log.WARNING
+    )
+    try:
+        code: int = args.handler(args)
+    except CvmlaunchError as e:
+        print(f"cvmlaunch: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); nothing left to say.
+        sys.stderr.close()
+        return EXIT_OK
+    return code

@@ -1,0 +1,240 @@
+"""Guest profiles: the versioned TOML file format (pydantic models) and its conversion into
+a `GuestSpec`.
+
+Profiles are strict: unknown keys, wrong types and out-of-range values are all reported at
+once, each under its dotted key. Paths are resolved relative to the profile file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cvmlaunch.abi.snp import (
+    GUEST_POLICY_MBO,
+    GUEST_POLICY_MBZ,
+    KVM_VMSA_GPA,
+)
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.spec import (
+    MAX_VCPUS,
+    BootFile,
+    CpuSpec,
+    DirectBoot,
+    GuestSpec,
+    Technology,
+    Vmm,
+)
+
+SCHEMA_VERSION = 1
+
+Hex32 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="32 bytes as hex")]
+Hex48 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{96}$", description="48 bytes as hex")]
+U32 = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
+U64 = Annotated[int, Field(ge=0, le=(1 << 64) - 1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Firmware(_Model):
+    """The firmware image (OVMF built with SEV support)."""
+
+    path: Path = Field(description="Firmware image; relative paths are against the profile.")
+    sha256: Hex32 | None = Field(None, description="Pin: the image must have this SHA-256.")
+    digest: Hex48 | None = Field(
+        None,
+        description="sev-snp only: precomputed launch digest after the firmware pages "
+        "(what `measure --json` reports as firmware_digest); replaces hashing the image.",
+    )
+
+
+class Cpu(_Model):
+    """The guest CPU as QEMU presents it (-cpu): a model name, a CPUID(1).EAX signature, or
+    family/model/stepping. Exactly one form."""
+
+    name: str | None = Field(None, description="QEMU CPU model, e.g. EPYC-v4, EPYC-Milan.")
+    signature: U32 | None = Field(None, description="CPUID Fn0000_0001_EAX, e.g. 0x00A00F11.")
+    family: Annotated[int, Field(ge=0, le=0x10E)] | None = None
+    model: Annotated[int, Field(ge=0, le=0xFF)] | None = None
+    stepping: Annotated[int, Field(ge=0, le=0xF)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        fms = (self.family, self.model, self.stepping)
+        forms = (
+            (self.name is not None)
+            + (self.signature is not None)
+            + any(v is not None for v in fms)
+        )
+        if forms != 1:
+            raise ValueError("give exactly one of name, signature, or family/model/stepping")
+        if any(v is not None for v in fms) and any(v is None for v in fms):
+            raise ValueError("family, model and stepping go together")
+        if self.name is not None:
+            CpuSpec.from_name(self.name)  # raises ValueError naming the known models
+        return self
+
+    def to_spec(self) -> CpuSpec:
+        if self.name is not None:
+            return CpuSpec.from_name(self.name)
+        if self.signature is not None:
+            return CpuSpec(self.signature)
+        return CpuSpec.from_family_model_stepping(
+            self.family or 0, self.model or 0, self.stepping or 0
+        )
+
+
+class Boot(_Model):
+    """Measured direct boot (QEMU -kernel/-initrd/-append with kernel-hashes=on)."""
+
+    kernel: Path | None = None
+    kernel_sha256: Hex32 | None = Field(None, description="Instead of kernel: its SHA-256.")
+    initrd: Path | None = None
+    initrd_sha256: Hex32 | None = Field(None, description="Instead of initrd: its SHA-256.")
+    cmdline: str = Field("", description="Kernel command line (hashed with a trailing NUL).")
+
+    @model_validator(mode="after")
+    def _sources(self) -> Self:
+        if (self.kernel is None) == (self.kernel_sha256 is None):
+            raise ValueError("give exactly one of kernel or kernel_sha256")
+        if self.initrd is not None and self.initrd_sha256 is not None:
+            raise ValueError("give at most one of initrd or initrd_sha256")
+        return self
+
+
+class Snp(_Model):
+    """SEV-SNP launch parameters."""
+
+    guest_features: U64 = Field(
+        0x1, description="VMSA SEV_FEATURES (bit 0 SNPActive, bit 5 DebugSwap, ...)."
+    )
+    policy: U64 = Field(0x30000, description="Guest POLICY given to SNP_LAUNCH_START.")
+    host_data: Hex32 | None = Field(None, description="HOST_DATA given to SNP_LAUNCH_FINISH.")
+    vmsa_gpa: U64 = Field(KVM_VMSA_GPA, description="GPA the VMSAs are measured at.")
+
+    @model_validator(mode="after")
+    def _policy(self) -> Self:
+        if self.policy & GUEST_POLICY_MBZ:
+            raise ValueError(f"policy {self.policy:#x}: bits 63:26 are reserved and must be 0")
+        if not self.policy & GUEST_POLICY_MBO:
+            raise ValueError(f"policy {self.policy:#x}: bit 17 is reserved and must be 1")
+        return self
+
+
+class Sev(_Model):
+    """SEV / SEV-ES launch parameters."""
+
+    policy: U32 = Field(0, description="Guest policy given to LAUNCH_START.")
+
+
+class Profile(_Model):
+    """A guest profile: everything that determines the guest's launch measurement."""
+
+    schema_version: Literal[1] = Field(description="Profile format version; must be 1.")
+    technology: Technology
+    description: str = ""
+    firmware: Firmware
+    vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
+    cpu: Cpu | None = None
+    vmm: Vmm = Vmm.QEMU
+    boot: Boot | None = None
+    snp: Snp | None = None
+    sev: Sev | None = None
+
+    @model_validator(mode="after")
+    def _tables_match_technology(self) -> Self:
+        if self.snp is not None and self.technology is not Technology.SEV_SNP:
+            raise ValueError(f"[snp] applies to sev-snp profiles, not {self.technology}")
+        if self.sev is not None and self.technology is Technology.SEV_SNP:
+            raise ValueError("[sev] applies to sev and sev-es profiles, not sev-snp")
+        return self
+
+    def to_spec(self) -> GuestSpec:
+        """The measurement inputs this profile describes (validated again semantically)."""
+        return GuestSpec(**self.spec_fields()).check()
+
+    def spec_fields(self) -> dict[str, Any]:
+        """The GuestSpec fields this profile gives, before semantic validation, so that
+        callers (the CLI's flags) can override some of them first."""
+        snp = self.snp or Snp()
+        boot = None
+        if self.boot is not None:
+            b = self.boot
+            initrd = None
+            if b.initrd is not None or b.initrd_sha256 is not None:
+                initrd = BootFile(b.initrd, _hex(b.initrd_sha256))
+            boot = DirectBoot(BootFile(b.kernel, _hex(b.kernel_sha256)), initrd, b.cmdline)
+        return dict(
+            technology=self.technology,
+            firmware=self.firmware.path,
+            firmware_sha256=_hex(self.firmware.sha256),
+            firmware_digest=_hex(self.firmware.digest),
+            vcpus=self.vcpus,
+            cpu=self.cpu.to_spec() if self.cpu is not None else None,
+            vmm=self.vmm,
+            guest_features=snp.guest_features,
+            boot=boot,
+            vmsa_gpa=snp.vmsa_gpa,
+            sev_policy=self.sev.policy if self.sev is not None else 0,
+        )
+
+    def resolve_paths(self, base: Path) -> Profile:
+        """A copy with relative paths made relative to `base` (the profile's folder)."""
+        fw = self.firmware.model_copy(update={"path": base / self.firmware.path})
+        boot = self.boot
+        if boot is not None:
+            boot = boot.model_copy(
+                update={
+                    "kernel": None if boot.kernel is None else base / boot.kernel,
+                    "initrd": None if boot.initrd is None else base / boot.initrd,
+                }
+            )
+        return self.model_copy(update={"firmware": fw, "boot": boot})
+
+
+def _hex(value: str | None) -> bytes | None:
+    return None if value is None else bytes.fromhex(value)
+
+
+def parse_profile(data: Mapping[str, Any], source: str | None = None) -> Profile:
+    """Validate a profile mapping; every problem is reported in one ProfileError."""
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError([_problem(err) for err in e.errors()], source) from None
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and validate a TOML profile; relative paths resolve against its folder."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ProfileError([FieldProblem("profile", e.strerror or str(e))], str(path)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], str(path)) from None
+    return parse_profile(data, str(path)).resolve_paths(path.parent)
+
+
+def _problem(err: Any) -> FieldProblem:
+    loc = ".".join(str(part) for part in err["loc"]) or "profile"
+    message = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return FieldProblem(loc, message)
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the profile format."""
+    return Profile.model_json_schema()
+
+
+__all__ = ["SCHEMA_VERSION", "Profile", "load_profile", "parse_profile", "profile_json_schema"]
