@@ -1,0 +1,127 @@
+"""The profile format: strictness, every problem reported at once, paths, the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvmlaunch.errors import ProfileError
+from cvmlaunch.profile import load_profile, parse_profile, profile_json_schema
+from cvmlaunch.spec import BootFile, CpuSpec, Technology, Vmm
+
+ROOT = Path(__file__).parent.parent
+PROFILES = sorted((ROOT / "profiles").glob("*.toml")) + [ROOT / "cvmlaunch/data/default.toml"]
+
+BASE: dict[str, Any] = {
+    "schema_version": 1,
+    "technology": "sev-snp",
+    "firmware": {"path": "/fw.fd"},
+    "vcpus": 2,
+    "cpu": {"name": "EPYC-v4"},
+}
+
+
+def problems(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ProfileError) as e:
+        parse_profile(data).to_spec()
+    return {p.field: p.reason for p in e.value.problems}
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_shipped_profiles_are_valid(path: Path) -> None:
+    spec = load_profile(path).to_spec()
+    assert spec.firmware.is_absolute()
+    assert spec.technology in Technology
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = {
+        **BASE,
+        "schema_version": 2,
+        "vcpus": 0,
+        "vmm": "azure",
+        "colour": "blue",
+        "firmware": {"path": "/fw.fd", "sha256": "xyz"},
+        "snp": {"policy": 0x10000, "guest_features": -1},
+    }
+    found = problems(bad)
+    assert set(found) >= {
+        "schema_version",
+        "vcpus",
+        "vmm",
+        "colour",
+        "firmware.sha256",
+        "snp.guest_features",
+    }
+    assert found["colour"] == "unknown key"
+    assert "azure" in found["vmm"] or "qemu" in found["vmm"]
+
+
+def test_policy_reserved_bits() -> None:
+    assert "bit 17" in problems({**BASE, "snp": {"policy": 0x10000}})["snp"]
+    assert "63:26" in problems({**BASE, "snp": {"policy": 0x30000 | 1 << 40}})["snp"]
+
+
+def test_cpu_forms() -> None:
+    spec = parse_profile({**BASE, "cpu": {"family": 25, "model": 1, "stepping": 1}}).to_spec()
+    assert spec.cpu == CpuSpec(0xA00F11)
+    spec = parse_profile({**BASE, "cpu": {"name": "epyc-milan-v2"}}).to_spec()
+    assert spec.cpu == CpuSpec(0xA00F11, "EPYC-Milan-v2")
+    assert "exactly one" in problems({**BASE, "cpu": {"name": "EPYC", "signature": 1}})["cpu"]
+    assert "go together" in problems({**BASE, "cpu": {"family": 25}})["cpu"]
+    assert "known:" in problems({**BASE, "cpu": {"name": "Pentium"}})["cpu"]
+
+
+def test_semantic_problems_name_fields() -> None:
+    no_cpu = {k: v for k, v in BASE.items() if k != "cpu"}
+    assert "RDX" in problems(no_cpu)["cpu"]
+    # ec2 and gce put a fixed value in RDX, so they need no CPU model.
+    assert parse_profile({**no_cpu, "vmm": "ec2"}).to_spec().vmm is Vmm.EC2
+    found = problems({**BASE, "snp": {"guest_features": 0x20}})
+    assert "SNPActive" in found["snp.guest_features"]
+    found = problems({**BASE, "technology": "sev", "snp": {}})
+    assert "[snp] applies to sev-snp" in found["profile"]
+
+
+def test_boot_sources() -> None:
+    found = problems({**BASE, "boot": {"kernel": "k", "kernel_sha256": "00" * 32}})
+    assert "exactly one of kernel or kernel_sha256" in found["boot"]
+    spec = parse_profile({**BASE, "boot": {"kernel_sha256": "ab" * 32}}).to_spec()
+    assert spec.boot is not None
+    assert spec.boot.kernel == BootFile(None, bytes.fromhex("ab" * 32))
+    assert spec.boot.initrd is None and spec.boot.cmdline == ""
+
+
+def test_paths_resolve_against_the_profile(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    profile = tmp_path / "sub" / "p.toml"
+    profile.write_text(
+        'schema_version = 1\ntechnology = "sev-snp"\nvcpus = 1\n[firmware]\npath = "fw.fd"\n'
+        '[cpu]\nname = "EPYC"\n[boot]\nkernel = "../k"\ninitrd = "/abs/i"\n'
+    )
+    spec = load_profile(profile).to_spec()
+    assert spec.firmware == tmp_path / "sub" / "fw.fd"
+    assert spec.boot is not None
+    assert spec.boot.kernel.path == tmp_path / "sub" / ".." / "k"
+    assert spec.boot.initrd is not None and spec.boot.initrd.path == Path("/abs/i")
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="No such file"):
+        load_profile(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("technology = \n")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        load_profile(broken)
+
+
+def test_json_schema() -> None:
+    schema = profile_json_schema()
+    json.dumps(schema)
+    props = schema["properties"]
+    assert {"schema_version", "technology", "firmware", "vcpus", "cpu", "vmm"} <= set(props)
+    assert schema["additionalProperties"] is False
+    assert props["vcpus"]["maximum"] == 4096
