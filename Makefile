@@ -1,8 +1,11 @@
-# One entry point for developers and CI. Everything runs inside an isolated
-# virtual environment (no system site packages) created on first use.
+# One entry point for developers and CI. Everything runs inside an isolated virtual
+# environment (no system site packages) created on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Real firmware for the demo and the tests: Debian's ovmf package.
+OVMF   := /usr/share/ovmf/OVMF.fd
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -12,7 +15,11 @@ $(BIN)/cvmlaunch: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/cvmlaunch
+$(OVMF):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ovmf
+
+demo: $(BIN)/cvmlaunch $(OVMF)
 	$(BIN)/cvmlaunch measure
 
 lint: $(BIN)/cvmlaunch
@@ -22,12 +29,13 @@ lint: $(BIN)/cvmlaunch
 typecheck: $(BIN)/cvmlaunch
 	$(BIN)/mypy cvmlaunch tests examples benchmarks
 
-unit: $(BIN)/cvmlaunch
+unit: $(BIN)/cvmlaunch $(OVMF)
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
-bench: $(BIN)/cvmlaunch
+bench: $(BIN)/cvmlaunch $(OVMF)
+	$(BIN)/python -m compileall -q cvmlaunch
 	$(BIN)/python benchmarks/measure_vs_reference.py
 
 clean:

@@ -39,7 +39,9 @@ def peak_rss_kib(cmd: list[str]) -> tuple[float, int]:
     gnu_time = shutil.which("time") or "/usr/bin/time"
     with tempfile.NamedTemporaryFile("r") as out:
         start = time.perf_counter()
-        subprocess.run([gnu_time, "-f", "%M", "-o", out.name, *cmd], check=True, capture_output=True)
+        subprocess.run(
+            [gnu_time, "-f", "%M", "-o", out.name, *cmd], check=True, capture_output=True
+        )
         wall = time.perf_counter() - start
         return wall, int(out.read().strip().splitlines()[-1])
 
@@ -62,7 +64,9 @@ def startup(rounds: int) -> None:
     print(f"(a) Debian OVMF.fd, sev-snp, 4 vCPUs, {rounds} interleaved runs each (median wall):")
     for name, ms in med.items():
         print(f"    {name:<16} {ms:7.1f} ms")
-    print(f"    ratio cvmlaunch / sev-snp-measure = {med['cvmlaunch'] / med['sev-snp-measure']:.2f}")
+    print(
+        f"    ratio cvmlaunch / sev-snp-measure = {med['cvmlaunch'] / med['sev-snp-measure']:.2f}"
+    )
 
 
 def big_initrd(size: int) -> None:

@@ -44,7 +44,7 @@ def test_page_types() -> None:
 
 
 def test_sev_feature_names() -> None:
-    assert SevFeature.DEBUG_SWAP == 5
+    assert int(SevFeature.DEBUG_SWAP) == 5
     assert sev_feature_names(0x21) == ["SNP_ACTIVE", "DEBUG_SWAP"]
     assert sev_feature_names(1 << 11 | 1) == ["SNP_ACTIVE", "bit11"]
 
@@ -105,8 +105,14 @@ def test_sev_es_bsp_page() -> None:
 
 @pytest.mark.parametrize(
     ("name", "signature"),
-    [("EPYC-v4", 0x800F12), ("EPYC-Rome", 0x830F10), ("EPYC-Milan-v2", 0xA00F11)]
-    + [("EPYC-Genoa", 0xA10F10), ("EPYC-Turin", 0xB00F00), ("EPYC-IBPB", 0x800F12)],
+    [
+        ("EPYC-v4", 0x800F12),
+        ("EPYC-Rome", 0x830F10),
+        ("EPYC-Milan-v2", 0xA00F11),
+        ("EPYC-Genoa", 0xA10F10),
+        ("EPYC-Turin", 0xB00F00),
+        ("EPYC-IBPB", 0x800F12),
+    ],
 )
 def test_cpu_models(name: str, signature: int) -> None:
     assert cpu_signature(*CPU_MODELS[name]) == signature

@@ -98,8 +98,18 @@ def test_human_trace(cli: CliRunner) -> None:
         (("measure", "/nonexistent.toml"), "No such file"),
         (("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--kernel", "/"), "Is a directory"),
         (("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--guest-features", "0x20"), "SNPActive"),
-        (("measure", "--technology", "sev", "--firmware", AMDSEV, "--firmware-digest",
-          "00" * 48), "applies to sev-snp only"),  # fmt: skip
+        (
+            (
+                "measure",
+                "--technology",
+                "sev",
+                "--firmware",
+                AMDSEV,
+                "--firmware-digest",
+                "00" * 48,
+            ),
+            "applies to sev-snp only",
+        ),
         (("firmware", "inspect", "/nonexistent"), "No such file"),
         (("frobnicate",), "invalid choice"),
     ],

@@ -13,7 +13,7 @@ from cvmlaunch.profile import load_profile, parse_profile, profile_json_schema
 from cvmlaunch.spec import BootFile, CpuSpec, Technology, Vmm
 
 ROOT = Path(__file__).parent.parent
-PROFILES = sorted((ROOT / "profiles").glob("*.toml")) + [ROOT / "cvmlaunch/data/default.toml"]
+PROFILES = [*sorted((ROOT / "profiles").glob("*.toml")), ROOT / "cvmlaunch/data/default.toml"]
 
 BASE: dict[str, Any] = {
     "schema_version": 1,

@@ -35,9 +35,7 @@ def _local_files() -> dict[str, Path]:
     candidates = list(SNP_VECTORS.glob("*.bin")) + list(SNP_VECTORS.glob("*.cpio"))
     candidates += [Path("/usr/share/ovmf/OVMF.fd"), Path("/usr/share/OVMF/OVMF_CODE.fd")]
     candidates += [Path("/usr/share/OVMF/OVMF_CODE_4M.fd")]
-    return {
-        hashlib.sha256(p.read_bytes()).hexdigest(): p for p in candidates if p.exists()
-    }
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in candidates if p.exists()}
 
 
 def _input_flags(name: str, item: dict[str, str] | None) -> list[str]:
@@ -54,7 +52,9 @@ def _input_flags(name: str, item: dict[str, str] | None) -> list[str]:
 def _argv(v: dict[str, Any]) -> list[str]:
     firmware = _local_files().get(v["firmware"]["sha256"])
     if firmware is None:
-        pytest.skip(f"firmware {v['firmware']['file']} is not on this machine (apt-get install ovmf)")
+        pytest.skip(
+            f"firmware {v['firmware']['file']} is not on this machine (apt-get install ovmf)"
+        )
     argv = ["measure", "--json", "--technology", _MODES[v["mode"]], "--firmware", str(firmware)]
     if v["mode"] == "snp:ovmf-hash":
         return [*argv, "--vcpus", "1", "--vcpu-type", "EPYC-v4"]

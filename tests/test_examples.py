@@ -1,0 +1,24 @@
+"""The shipped example runs and prints what the profile and the reference vectors say."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+A05 = "6386bcf2d5bee64b4d625de26964fdc4b5a08923ece26e4c5893b6909e56210965655ed46e9963e29d476212ce1e43a0"  # noqa: E501
+
+
+def test_measure_api_example() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "measure_api.py")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"direct-boot-snp.toml: sev-snp measurement {A05}"
+    assert "'VMSA': 1" in lines[1] and "'NORMAL': 2" in lines[1]
+    assert lines[2].startswith("in-code spec: measurement ") and len(lines[2].split()[-1]) == 96
