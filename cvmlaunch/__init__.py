@@ -16,7 +16,6 @@ from cvmlaunch.errors import (
     FieldProblem,
     FirmwareError,
     InputError,
-    MeasurementMismatch,
     ProfileError,
 )
 from cvmlaunch.measure import Measurement, TraceStep, measure
@@ -58,7 +57,6 @@ __all__ = [
     "InputError",
     "LaunchPlan",
     "Measurement",
-    "MeasurementMismatch",
     "PageOp",
     "Profile",
     "ProfileError",

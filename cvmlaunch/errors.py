@@ -54,14 +54,3 @@ class FirmwareError(CvmlaunchError):
         self.reason = message
         where = f" (at file offset {offset:#x})" if offset is not None else ""
         super().__init__(message + where)
-
-
-class MeasurementMismatch(CvmlaunchError):
-    """An expected and an actual measurement differ."""
-
-    def __init__(self, expected: bytes, actual: bytes, first_divergent_step: int | None = None):
-        self.expected = expected
-        self.actual = actual
-        self.first_divergent_step = first_divergent_step
-        step = f" (first divergent step {first_divergent_step})" if first_divergent_step else ""
-        super().__init__(f"measurement {actual.hex()} != expected {expected.hex()}{step}")

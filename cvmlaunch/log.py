@@ -44,7 +44,8 @@ class Logger:
                         key_order=["timestamp", "level", "event"], sort_keys=True
                     ),
                 ],
-                logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                # Bound to whatever sys.stderr is when each event is emitted.
+                logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
                 cache_logger_on_first_use=False,
             )
             _State.configured = True

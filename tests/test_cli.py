@@ -164,3 +164,12 @@ def test_verbose_logs_to_stderr(cli: CliRunner) -> None:
     assert r.code == 0
     assert "event='measure.done'" in r.err and f"measurement='{A07}'" in r.err
     assert A07 in r.out
+
+
+def test_cpu_model_ignored_by_cloud_vmm_is_warned(cli: CliRunner) -> None:
+    args = ("measure", *SNP_AMDSEV, "--vmm", "ec2", "--json")
+    plain = cli(*args)
+    with_cpu = cli(*args, "--vcpu-type", "EPYC-Milan")
+    assert json.loads(plain.out)["measurement"] == json.loads(with_cpu.out)["measurement"]
+    assert plain.err == ""
+    assert "event='plan.cpu_ignored'" in with_cpu.err and "vmm='ec2'" in with_cpu.err

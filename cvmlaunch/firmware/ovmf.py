@@ -87,10 +87,6 @@ class OvmfImage(NamedTuple):
         """GPA of the first byte: the image is mapped to end at 4 GiB."""
         return FOUR_GIB - self.size
 
-    @property
-    def range(self) -> GpaRange:
-        return GpaRange(self.gpa, self.size)
-
     def sections(self, section_type: abi.SevSectionType) -> tuple[SevSection, ...]:
         return tuple(s for s in self.sev_metadata or () if s.type == section_type)
 

@@ -9,6 +9,7 @@ hashes table and (SEV-ES) the VMSAs are hashed as a byte stream in that order.
 
 from __future__ import annotations
 
+from cvmlaunch import log
 from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
@@ -19,6 +20,8 @@ from cvmlaunch.plan.boot import compute_kernel_hashes
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 from cvmlaunch.spec import GuestSpec, Technology, Vmm
+
+_log = log.get_logger("cvmlaunch.plan")
 
 _NO_HASH_AREA = (
     "a kernel is given, but the firmware has no SEV hash table area (footer entry "
@@ -50,6 +53,7 @@ def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
         )
     if spec.technology is not Technology.SEV:
         ops += _vmsa_ops(spec, image)
+    _log.debug("plan.built", technology=str(spec.technology), operations=len(ops))
     return LaunchPlan(spec, image, tuple(ops), hashes, spec.firmware_digest)
 
 
@@ -145,6 +149,9 @@ def _vmsa_ops(spec: GuestSpec, image: OvmfImage) -> list[PageOp]:
         )
     if ap_eip == 0 and spec.vcpus > 1:
         raise FirmwareError("the SEV-ES reset block holds address 0: APs cannot be started")
+    if spec.cpu is not None and spec.vmm is not Vmm.QEMU:
+        # A frequent source of confusion: these VMMs report a fixed RDX, not the CPU model.
+        _log.warning("plan.cpu_ignored", vmm=str(spec.vmm), cpu_signature=hex(spec.cpu.signature))
     sev_features = spec.guest_features if spec.technology is Technology.SEV_SNP else 0
     signature = spec.cpu.signature if spec.cpu is not None else 0
     bsp = save_area(spec.vmm, BSP_RESET_ADDRESS, signature, sev_features, bsp=True)
