@@ -6,6 +6,7 @@ anything unusable raises `FirmwareError` naming the file offset and what was exp
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import NamedTuple
 
 from cvmlaunch.abi import ovmf as abi
@@ -216,13 +217,6 @@ def _sev_metadata(data: bytes, entry: TableEntry, image: GpaRange) -> tuple[SevS
         at = header_at + header_size + index * abi.SEV_METADATA_SECTION.size
         gpa, size, raw_type = abi.SEV_METADATA_SECTION.unpack_from(data, at)
         section = _section(index, gpa, size, raw_type, at)
-        for earlier in sections:
-            if section.range.overlaps(earlier.range):
-                raise FirmwareError(
-                    f"SEV metadata section {index} [{gpa:#x}, +{size:#x}) overlaps section "
-                    f"{earlier.number} [{earlier.gpa:#x}, +{earlier.size:#x})",
-                    at,
-                )
         if section.range.overlaps(image):
             raise FirmwareError(
                 f"SEV metadata section {index} [{gpa:#x}, +{size:#x}) overlaps the firmware "
@@ -230,6 +224,16 @@ def _sev_metadata(data: bytes, entry: TableEntry, image: GpaRange) -> tuple[SevS
                 at,
             )
         sections.append(section)
+    # Sorted by GPA, any overlap shows between neighbours: n log n even for hostile counts.
+    by_gpa = sorted(sections, key=lambda s: s.gpa)
+    for lower, upper in pairwise(by_gpa):
+        if lower.range.overlaps(upper.range):
+            first, second = sorted((lower, upper), key=lambda s: s.number)
+            raise FirmwareError(
+                f"SEV metadata section {second.number} [{second.gpa:#x}, +{second.size:#x}) "
+                f"overlaps section {first.number} [{first.gpa:#x}, +{first.size:#x})",
+                second.offset,
+            )
     return tuple(sections)
 
 
