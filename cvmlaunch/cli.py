@@ -76,16 +76,22 @@ def _vmm(text: str) -> Vmm:
         raise argparse.ArgumentTypeError(f"expected one of {choices}, got {text!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `only`, just that command gets its arguments (start-up time)."""
     parser = _Parser(prog="cvmlaunch", description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help_text, add_arguments) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text)
+        if only in (None, name):
+            add_arguments(sub)
+    return parser
 
-    m = commands.add_parser(
-        "measure",
-        help="compute the expected launch measurement",
-        description="Compute the launch measurement the platform will report. Flags "
-        "override the profile; with neither, the embedded default profile is measured.",
+
+def _measure_arguments(m: argparse.ArgumentParser) -> None:
+    m.description = (
+        "Compute the launch measurement the platform will report. Flags override the "
+        "profile; with neither, the embedded default profile is measured."
     )
     m.add_argument("profile", nargs="?", type=Path, help="guest profile (TOML)")
     g = m.add_argument_group("guest (override the profile)")
@@ -125,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--trace", action="store_true", help="every measured step")
     m.set_defaults(handler=_cmd_measure)
 
-    p = commands.add_parser("profile", help="profile format tools")
+
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
     pc = p.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
     schema = pc.add_parser("schema", help="print the profile JSON Schema")
     schema.set_defaults(handler=_cmd_profile_schema)
@@ -134,13 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=_cmd_profile_check)
 
-    f = commands.add_parser("firmware", help="firmware image tools")
+
+def _firmware_arguments(f: argparse.ArgumentParser) -> None:
     fc = f.add_subparsers(dest="firmware_command", required=True, parser_class=_Parser)
     inspect = fc.add_parser("inspect", help="show the OVMF footer table and SEV metadata")
     inspect.add_argument("image", type=Path)
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=_cmd_firmware_inspect)
-    return parser
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "measure": ("compute the expected launch measurement", _measure_arguments),
+    "profile": ("profile format tools", _profile_arguments),
+    "firmware": ("firmware image tools", _firmware_arguments),
+}
 
 
 def _hex_bytes_any(text: str) -> bytes:
@@ -355,7 +369,9 @@ def _cmd_firmware_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in _COMMANDS else None).parse_args(argv)
     log.set_level(
         log.INFO if args.verbose == 1 else log.DEBUG if args.verbose > 1 else log.WARNING
     )
