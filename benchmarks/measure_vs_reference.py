@@ -6,7 +6,8 @@
     and peak RSS against `sha256sum` of the same file (and the reference tool's, which reads
     the whole file into memory).
 
-Run: `make bench` (or `.venv/bin/python benchmarks/measure_vs_reference.py [--quick]`).
+Run: `make bench`, which installs both tools regularly (non-editable) into .venv-bench;
+start-up times of an editable install are not comparable.
 """
 
 from __future__ import annotations
