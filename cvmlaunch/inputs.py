@@ -14,8 +14,8 @@ from cvmlaunch.errors import InputError
 MAX_FIRMWARE_SIZE = 256 << 20
 
 
-def read_firmware(path: Path, sha256_pin: bytes | None = None) -> bytes:
-    """The whole firmware image, checked against its SHA-256 pin when one is given."""
+def read_firmware(path: Path) -> bytes:
+    """The whole firmware image."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FIRMWARE_SIZE + 1)
@@ -23,12 +23,6 @@ def read_firmware(path: Path, sha256_pin: bytes | None = None) -> bytes:
         raise InputError(str(path), e.strerror or str(e)) from None
     if len(data) > MAX_FIRMWARE_SIZE:
         raise InputError(str(path), f"larger than {MAX_FIRMWARE_SIZE >> 20} MiB; not a firmware")
-    if sha256_pin is not None:
-        actual = hashlib.sha256(data).digest()
-        if actual != sha256_pin:
-            raise InputError(
-                str(path), f"sha256 is {actual.hex()}, but the profile pins {sha256_pin.hex()}"
-            )
     return data
 
 

@@ -18,7 +18,7 @@ def _inputs(plan: LaunchPlan) -> dict[str, Any]:
     spec = plan.spec
     doc: dict[str, Any] = {
         "firmware": str(spec.firmware),
-        "firmware_sha256": hashlib.sha256(plan.firmware.data).hexdigest(),
+        "firmware_sha256": plan.firmware_sha256.hex(),
         "firmware_size": plan.firmware.size,
     }
     if spec.technology is not Technology.SEV:

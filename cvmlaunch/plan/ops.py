@@ -60,6 +60,7 @@ class LaunchPlan(NamedTuple):
 
     spec: GuestSpec
     firmware: OvmfImage
+    firmware_sha256: bytes
     ops: tuple[PageOp, ...]
     kernel_hashes: KernelHashes | None
     firmware_digest: bytes | None

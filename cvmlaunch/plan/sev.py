@@ -9,11 +9,13 @@ hashes table and (SEV-ES) the VMSAs are hashed as a byte stream in that order.
 
 from __future__ import annotations
 
+import hashlib
+
 from cvmlaunch import log
 from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
-from cvmlaunch.errors import FirmwareError
+from cvmlaunch.errors import FirmwareError, InputError
 from cvmlaunch.firmware.ovmf import GpaRange, OvmfImage, SevSection, parse_ovmf
 from cvmlaunch.inputs import read_firmware
 from cvmlaunch.plan.boot import compute_kernel_hashes
@@ -33,7 +35,12 @@ _NO_HASH_AREA = (
 def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
     spec.check()
-    data = read_firmware(spec.firmware, spec.firmware_sha256) if firmware is None else firmware
+    data = read_firmware(spec.firmware) if firmware is None else firmware
+    firmware_sha256 = hashlib.sha256(data).digest()
+    pin = spec.firmware_sha256
+    if pin is not None and firmware_sha256 != pin:
+        pinned = f"sha256 is {firmware_sha256.hex()}, but the profile pins {pin.hex()}"
+        raise InputError(str(spec.firmware), pinned)
     image = parse_ovmf(data)
     hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None
     ops = [PageOp(OpKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")]
@@ -54,7 +61,7 @@ def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     if spec.technology is not Technology.SEV:
         ops += _vmsa_ops(spec, image)
     _log.debug("plan.built", technology=str(spec.technology), operations=len(ops))
-    return LaunchPlan(spec, image, tuple(ops), hashes, spec.firmware_digest)
+    return LaunchPlan(spec, image, firmware_sha256, tuple(ops), hashes, spec.firmware_digest)
 
 
 def _hash_table_area(image: OvmfImage) -> GpaRange:
