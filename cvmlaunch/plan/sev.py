@@ -80,7 +80,7 @@ def _snp_metadata_ops(vmm: Vmm, image: OvmfImage, hashes: KernelHashes | None) -
     if image.sev_metadata is None:
         raise FirmwareError(
             "the firmware has no SEV metadata (footer entry dc886566-984a-4798-a75e-5585a7bf67cc"
-            "): QEMU refuses to launch an SEV-SNP guest with it"
+            "): QEMU refuses to launch an SEV-SNP guest without it"
         )
     hash_sections = image.sections(SevSectionType.SNP_KERNEL_HASHES)
     if len(hash_sections) > 1:
