@@ -61,6 +61,13 @@ def _hex_bytes(size: int) -> Callable[[str], bytes]:
     return parse
 
 
+def _hex_bytes_any(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
+
+
 def _api_version(text: str) -> tuple[int, int]:
     major, dot, minor = text.partition(".")
     if not (dot and major.isdigit() and minor.isdigit()):
@@ -157,13 +164,6 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 }
 
 
-def _hex_bytes_any(text: str) -> bytes:
-    try:
-        return bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
-
-
 def _json(doc: object) -> str:
     import json
 
@@ -200,7 +200,8 @@ def spec_from_args(args: argparse.Namespace) -> GuestSpec:
         fields = load_profile(profile_path).spec_fields()
         _log.info("profile.loaded", path=str(profile_path))
     else:
-        fields = _flags_only_base(args)
+        _require_flags_only_inputs(args)
+        fields = {}
     problems: list[FieldProblem] = []
     fields.update(_overrides(args, fields, problems))
     if problems:
@@ -208,7 +209,7 @@ def spec_from_args(args: argparse.Namespace) -> GuestSpec:
     return GuestSpec(**fields).check()
 
 
-def _flags_only_base(args: argparse.Namespace) -> dict[str, Any]:
+def _require_flags_only_inputs(args: argparse.Namespace) -> None:
     missing = [
         FieldProblem(flag, "required without a PROFILE")
         for flag, value in (("--technology", args.technology), ("--firmware", args.firmware))
@@ -218,7 +219,6 @@ def _flags_only_base(args: argparse.Namespace) -> dict[str, Any]:
         missing.append(FieldProblem("--vcpus", f"required for {args.technology}"))
     if missing:
         raise ProfileError(missing)
-    return {}
 
 
 def _overrides(
@@ -230,13 +230,12 @@ def _overrides(
     if args.firmware is not None:
         # Another image: the profile's pin and precomputed digest no longer describe it.
         out.update(firmware=args.firmware, firmware_sha256=None, firmware_digest=None)
-    for flag in ("firmware_sha256", "firmware_digest", "vcpus", "vmm", "guest_features"):
-        if getattr(args, flag) is not None:
-            out[flag] = getattr(args, flag)
-    if args.vmsa_gpa is not None:
-        out["vmsa_gpa"] = args.vmsa_gpa
-    if args.sev_policy is not None:
-        out["sev_policy"] = args.sev_policy
+    for field in (
+        *("firmware_sha256", "firmware_digest", "vcpus", "vmm"),
+        *("guest_features", "vmsa_gpa", "sev_policy"),
+    ):
+        if getattr(args, field) is not None:
+            out[field] = getattr(args, field)
     cpu = _cpu(args, problems)
     if cpu is not None:
         out["cpu"] = cpu

@@ -470,3 +470,39 @@ def test_drawn_configs_cover_the_space() -> None:
     assert "" in cmdlines
     assert any(s is not None and not s.isascii() for s in cmdlines)
     assert any(s and s.isascii() for s in cmdlines)
+
+
+SHIPPED_PROFILES = [
+    *sorted((Path(__file__).parent.parent / "profiles").glob("*.toml")),
+    Path(__file__).parent.parent / "cvmlaunch" / "data" / "default.toml",
+]
+
+
+@pytest.mark.parametrize("path", SHIPPED_PROFILES, ids=lambda p: p.name)
+def test_shipped_profiles_match_reference(path: Path) -> None:
+    """Every profile we ship (and the embedded default) measures as the reference says."""
+    from cvmlaunch.profile import load_profile
+
+    spec = load_profile(path).to_spec()
+    if not spec.firmware.is_file():
+        pytest.skip(f"{spec.firmware} not present (apt-get install ovmf)")
+    boot = spec.boot
+    kernel = initrd = None
+    if boot is not None:
+        kernel = str(boot.kernel.path)
+        initrd = str(boot.initrd.path) if boot.initrd is not None else None
+    sev = spec.technology is Technology.SEV
+    theirs = ref_guest.calc_launch_digest(
+        _REF_MODES[spec.technology],
+        None if sev else spec.vcpus,
+        0 if spec.cpu is None else spec.cpu.signature,
+        str(spec.firmware),
+        kernel,
+        initrd,
+        boot.cmdline if boot is not None else None,
+        spec.guest_features,
+        snp_ovmf_hash_str="",
+        vmm_type=_REF_VMMS[spec.vmm],
+    )
+    assert isinstance(theirs, bytes)
+    assert measure(build_plan(spec)).digest.hex() == theirs.hex()
