@@ -13,10 +13,23 @@ from typing import NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, LD_SIZE, PAGE_SIZE, SevFeature
+from cvmlaunch.abi.tdx import (
+    MR_CONFIG_SIZE,
+    TD_ATTRIBUTES_DEFINED,
+    TD_ATTRIBUTES_QEMU_DEFAULT,
+    XFAM_FIXED0,
+    XFAM_FIXED1,
+    XFAM_GROUPS,
+    TdAttribute,
+    XfamBit,
+    flag_names,
+)
 from cvmlaunch.errors import FieldProblem, ProfileError
 
 MAX_VCPUS = 4096
 SHA256_SIZE = 32
+DEFAULT_MEMORY_MIB = 2048
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
 
 
 class Technology(StrEnum):
@@ -25,6 +38,7 @@ class Technology(StrEnum):
     SEV = "sev"
     SEV_ES = "sev-es"
     SEV_SNP = "sev-snp"
+    TDX = "tdx"
 
 
 class Vmm(StrEnum):
@@ -83,8 +97,41 @@ class SevLaunchSecretInputs(NamedTuple):
     mnonce: bytes
 
 
+class PageOrder(StrEnum):
+    """The order of a measured TDVF section's TDH.MEM.PAGE.ADD and TDH.MR.EXTEND calls."""
+
+    # Upstream KVM (Linux >= 6.16, QEMU >= 10.1): each page is added, then extended.
+    PAGE = "page"
+    # QEMU 8.2-era TDX builds (e.g. Ubuntu 24.04): a section's pages are all added first.
+    SECTION = "section"
+
+
+class RawDataTail(StrEnum):
+    """What fills a TDVF section's memory past its RawDataSize."""
+
+    # QEMU copies MemoryDataSize bytes from the image at DataOffset.
+    IMAGE = "image"
+    # The TDVF and td-shim specifications: the VMM zero-fills the rest.
+    ZERO = "zero"
+
+
+ZERO_MR = bytes(MR_CONFIG_SIZE)
+
+
+class TdConfig(NamedTuple):
+    """The TD_PARAMS a VMM chooses (reported, not measured) and how it measures TDVF."""
+
+    attributes: int = TD_ATTRIBUTES_QEMU_DEFAULT
+    xfam: int | None = None
+    mrconfigid: bytes = ZERO_MR
+    mrowner: bytes = ZERO_MR
+    mrownerconfig: bytes = ZERO_MR
+    page_order: PageOrder = PageOrder.PAGE
+    raw_data_tail: RawDataTail = RawDataTail.IMAGE
+
+
 class GuestSpec(NamedTuple):
-    """Everything that determines a SEV-family launch digest.
+    """Everything that determines a launch digest (SEV family or TDX).
 
     Construction does not validate (a NamedTuple cannot); `check()` does, and `build_plan`
     calls it, so no plan is ever built from an unusable spec.
@@ -102,6 +149,13 @@ class GuestSpec(NamedTuple):
     vmsa_gpa: int = KVM_VMSA_GPA
     sev_policy: int = 0
     launch_secret: SevLaunchSecretInputs | None = None
+    memory_mib: int = DEFAULT_MEMORY_MIB
+    td: TdConfig | None = None
+
+    @property
+    def td_config(self) -> TdConfig:
+        """The TD configuration, defaults filled in."""
+        return self.td if self.td is not None else TdConfig()
 
     def check(self) -> GuestSpec:
         """This spec, if usable; otherwise ProfileError listing every problem."""
@@ -124,10 +178,17 @@ class GuestSpec(NamedTuple):
                 bad("firmware.digest", "a precomputed firmware digest applies to sev-snp only")
             elif len(self.firmware_digest) != LD_SIZE:
                 bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
+        tdx = self.technology is Technology.TDX
         needs_vcpus = self.technology is not Technology.SEV
         if needs_vcpus and not 1 <= self.vcpus <= MAX_VCPUS:
             bad("vcpus", f"expected 1..{MAX_VCPUS}, got {self.vcpus}")
-        if needs_vcpus and self.vmm is Vmm.QEMU and self.cpu is None:
+        if not 1 <= self.memory_mib <= MAX_MEMORY_MIB:
+            bad("memory_mib", f"expected 1..{MAX_MEMORY_MIB}, got {self.memory_mib}")
+        if tdx:
+            out += _tdx_problems(self)
+        elif self.td is not None:
+            bad("tdx", f"applies to tdx guests, not {self.technology}")
+        if needs_vcpus and not tdx and self.vmm is Vmm.QEMU and self.cpu is None:
             bad(
                 "cpu",
                 "required with vmm 'qemu', which puts the CPUID signature in RDX of every VMSA "
@@ -148,6 +209,72 @@ class GuestSpec(NamedTuple):
         if self.launch_secret is not None:
             out += _launch_secret_problems(self.launch_secret, self.technology)
         return out
+
+
+def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
+    out = []
+    if spec.vmm is not Vmm.QEMU:
+        out.append(FieldProblem("vmm", f"tdx guests are launched by qemu, not {spec.vmm}"))
+    if spec.boot is not None:
+        out.append(
+            FieldProblem(
+                "boot",
+                "TDX direct boot is measured into RTMR1/RTMR2 by the firmware, not into MRTD; "
+                "remove [boot] (MRTD depends on the firmware alone)",
+            )
+        )
+    if spec.launch_secret is not None:
+        out.append(FieldProblem("sev.tik", "LAUNCH_MEASURE exists for sev and sev-es only"))
+    return out + td_config_problems(spec.td_config)
+
+
+def td_config_problems(td: TdConfig) -> list[FieldProblem]:
+    """Every problem of a TD configuration, as the TDX module's TDH.MNG.INIT would see it."""
+    out = []
+    attributes = td.attributes
+    if not 0 <= attributes < 1 << 64:
+        out.append(FieldProblem("tdx.attributes", "expected a 64-bit value"))
+    else:
+        reserved = attributes & ~TD_ATTRIBUTES_DEFINED
+        if reserved:
+            bits = ", ".join(flag_names(TdAttribute, reserved))
+            out.append(FieldProblem("tdx.attributes", f"{attributes:#x} sets reserved {bits}"))
+        if attributes & TdAttribute.MIGRATABLE and attributes & (
+            TdAttribute.DEBUG | TdAttribute.PERFMON
+        ):
+            out.append(
+                FieldProblem("tdx.attributes", "MIGRATABLE excludes DEBUG and PERFMON")
+            )
+        if attributes & TdAttribute.PERFMON and attributes & TdAttribute.ICSSD:
+            out.append(FieldProblem("tdx.attributes", "PERFMON excludes ICSSD"))
+    if td.xfam is not None:
+        out += _xfam_problems(td.xfam)
+    for name in ("mrconfigid", "mrowner", "mrownerconfig"):
+        value: bytes = getattr(td, name)
+        if len(value) != MR_CONFIG_SIZE:
+            out.append(
+                FieldProblem(f"tdx.{name}", f"expected 48 bytes (96 hex digits), got {len(value)}")
+            )
+    return out
+
+
+def _xfam_problems(xfam: int) -> list[FieldProblem]:
+    if not 0 <= xfam < 1 << 64:
+        return [FieldProblem("tdx.xfam", "expected a 64-bit value")]
+    out = []
+    not_allowed = xfam & ~XFAM_FIXED0
+    if not_allowed:
+        bits = ", ".join(flag_names(XfamBit, not_allowed))
+        out.append(FieldProblem("tdx.xfam", f"{xfam:#x} sets {bits}, which a TD cannot have"))
+    if xfam & XFAM_FIXED1 != XFAM_FIXED1:
+        out.append(FieldProblem("tdx.xfam", f"{xfam:#x} must set X87 and SSE (bits 0 and 1)"))
+    for group in XFAM_GROUPS:
+        if xfam & group not in (0, group):
+            names = " and ".join(flag_names(XfamBit, group))
+            out.append(FieldProblem("tdx.xfam", f"{xfam:#x}: {names} go together"))
+    if xfam & XfamBit.AVX512_OPMASK and not xfam & XfamBit.AVX:
+        out.append(FieldProblem("tdx.xfam", f"{xfam:#x}: AVX-512 state needs AVX (bit 2)"))
+    return out
 
 
 def _boot_problems(boot: DirectBoot) -> list[FieldProblem]:

@@ -51,7 +51,7 @@ from cvmlaunch.firmware.ovmf import (
 )
 from cvmlaunch.measure import measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind
-from cvmlaunch.plan.sev import build_plan
+from cvmlaunch.plan.sev import build_sev_plan as build_plan
 from cvmlaunch.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,15 +6,16 @@ from typing import NamedTuple
 
 from cvmlaunch.measure.sev import launch_measure, sev_digest
 from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.measure.trace import TraceStep
-from cvmlaunch.plan.ops import LaunchPlan
+from cvmlaunch.measure.tdx import mrtd
+from cvmlaunch.measure.trace import TdTraceStep, TraceStep
+from cvmlaunch.plan.ops import Plan, TdPlan
 from cvmlaunch.spec import Technology
 
 
 class Measurement(NamedTuple):
     """The expected launch measurement of a plan.
 
-    `digest` is the launch digest (SNP MEASUREMENT; SEV/SEV-ES GCTX.LD). For sev-snp,
+    `digest` is the launch digest (SNP MEASUREMENT; SEV/SEV-ES GCTX.LD; TDX MRTD). For sev-snp,
     `firmware_digest` is the digest after the firmware pages, which can be published and
     used instead of the image. For sev/sev-es with launch-secret inputs, `launch_measure` is
     the HMAC the platform reports.
@@ -24,11 +25,16 @@ class Measurement(NamedTuple):
     digest: bytes
     firmware_digest: bytes | None
     launch_measure: bytes | None
-    trace: tuple[TraceStep, ...] | None
+    trace: tuple[TraceStep, ...] | tuple[TdTraceStep, ...] | None
 
 
-def measure(plan: LaunchPlan, *, trace: bool = False) -> Measurement:
+def measure(plan: Plan, *, trace: bool = False) -> Measurement:
     """Compute the measurement of `plan`; with `trace`, record every step."""
+    if isinstance(plan, TdPlan):
+        records: list[TdTraceStep] | None = [] if trace else None
+        digest = mrtd(plan, records)
+        frozen = None if records is None else tuple(records)
+        return Measurement(plan.spec.technology, digest, None, None, frozen)
     steps: list[TraceStep] | None = [] if trace else None
     spec = plan.spec
     if spec.technology is Technology.SEV_SNP:
@@ -46,4 +52,4 @@ def _freeze(steps: list[TraceStep] | None) -> tuple[TraceStep, ...] | None:
     return None if steps is None else tuple(steps)
 
 
-__all__ = ["Measurement", "TraceStep", "measure"]
+__all__ = ["Measurement", "TdTraceStep", "TraceStep", "measure"]

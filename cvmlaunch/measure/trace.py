@@ -35,3 +35,27 @@ class TraceStep(NamedTuple):
             "contents": self.contents.hex(),
             "digest": self.digest.hex(),
         }
+
+
+class TdTraceStep(NamedTuple):
+    """One MRTD record: a TDH.MEM.PAGE.ADD of a page or a TDH.MR.EXTEND of a 256-byte chunk.
+
+    `digest` is the SHA-384 of every record so far: the MRTD if the TD were finalized there.
+    """
+
+    step: int
+    record: str
+    label: str
+    gpa: int
+    section: int
+    digest: bytes
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "index": self.step,
+            "record": self.record,
+            "label": self.label,
+            "gpa": f"{self.gpa:#x}",
+            "section": self.section,
+            "digest": self.digest.hex(),
+        }

@@ -1,6 +1,30 @@
 """LaunchPlan construction: firmware + guest spec -> ordered page operations."""
 
-from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp
-from cvmlaunch.plan.sev import build_plan
+from __future__ import annotations
 
-__all__ = ["KernelHashes", "LaunchPlan", "OpKind", "PageOp", "build_plan"]
+from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp, Plan, TdPageOp, TdPlan
+from cvmlaunch.plan.sev import build_sev_plan
+from cvmlaunch.plan.tdx import build_td_plan
+from cvmlaunch.spec import GuestSpec, Technology
+
+
+def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
+    """The plan for `spec` (a LaunchPlan, or a TdPlan for tdx); `firmware` gives the image
+    bytes instead of reading the file."""
+    if spec.technology is Technology.TDX:
+        return build_td_plan(spec, firmware)
+    return build_sev_plan(spec, firmware)
+
+
+__all__ = [
+    "KernelHashes",
+    "LaunchPlan",
+    "OpKind",
+    "PageOp",
+    "Plan",
+    "TdPageOp",
+    "TdPlan",
+    "build_plan",
+    "build_sev_plan",
+    "build_td_plan",
+]

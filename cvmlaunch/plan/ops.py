@@ -10,8 +10,10 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PageType
+from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.firmware.ovmf import OvmfImage
+from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.spec import GuestSpec
 
 
@@ -64,3 +66,43 @@ class LaunchPlan(NamedTuple):
     ops: tuple[PageOp, ...]
     kernel_hashes: KernelHashes | None
     firmware_digest: bytes | None
+
+
+class TdAction(StrEnum):
+    """What the TDX module does with a TDVF section's pages."""
+
+    PAGE_ADD = "page-add"  # TDH.MEM.PAGE.ADD: the GPA enters MRTD, the contents do not
+    PAGE_ADD_EXTEND = "page-add+extend"  # ... then TDH.MR.EXTEND: the contents enter MRTD
+    PAGE_AUG = "page-aug"  # accepted by the guest later (TDH.MEM.PAGE.AUG): not measured
+
+
+class TdPageOp(NamedTuple):
+    """One TDVF section as the VMM hands it to KVM_TDX_INIT_MEM_REGION.
+
+    `data` is exactly `size` bytes of initial contents, or None for zero pages.
+    """
+
+    gpa: int
+    size: int
+    action: TdAction
+    data: memoryview | None
+    label: str
+    section: int
+    section_type: TdvfSectionType
+
+
+class TdPlan(NamedTuple):
+    """Everything a TD launch does to guest memory before TDH.MR.FINALIZE, in order.
+
+    `td_hob` is the TD HOB written into the TD_HOB section (None if the firmware has none).
+    """
+
+    spec: GuestSpec
+    firmware_size: int
+    firmware_sha256: bytes
+    tdvf: TdvfMetadata
+    ops: tuple[TdPageOp, ...]
+    td_hob: bytes | None
+
+
+Plan = LaunchPlan | TdPlan

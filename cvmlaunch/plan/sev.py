@@ -32,7 +32,7 @@ _NO_HASH_AREA = (
 )
 
 
-def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
+def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
     spec.check()
     data = read_firmware(spec.firmware) if firmware is None else firmware

@@ -1,0 +1,134 @@
+"""Build the plan of an Intel TDX guest (TD) booted from TDVF firmware, as QEMU/KVM do it.
+
+QEMU (target/i386/kvm/tdx.c) hands the TDVF sections to KVM_TDX_INIT_MEM_REGION in metadata
+order: BFV and CFV from the image, the TD_HOB section holding the TD HOB it wrote, TEMP_MEM as
+zero pages. Every page of a section is added (TDH.MEM.PAGE.ADD) unless it is PAGE.AUG; the
+contents are measured (TDH.MR.EXTEND) only for MR.EXTEND sections (OVMF: the BFV).
+
+Raw data shorter than the memory: QEMU copies MemoryDataSize bytes of the image from
+DataOffset, so by default (raw_data_tail "image") the measured tail is whatever the image
+holds there; raw_data_tail "zero" zero-fills it as the TDVF and td-shim specifications say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cvmlaunch import log
+from cvmlaunch.abi.tdx import TdvfSectionType
+from cvmlaunch.errors import FirmwareError, InputError
+from cvmlaunch.firmware.tdvf import TdvfSection, parse_tdvf
+from cvmlaunch.inputs import read_firmware
+from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
+from cvmlaunch.plan.td_hob import q35_ram, td_hob
+from cvmlaunch.spec import GuestSpec, RawDataTail
+
+_log = log.get_logger("cvmlaunch.plan")
+
+MIB = 1 << 20
+# The section types QEMU knows; it refuses firmware with any other.
+_QEMU_SECTIONS = frozenset(
+    {TdvfSectionType.BFV, TdvfSectionType.CFV, TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM}
+)
+# The sections QEMU accepts into the TD as initialized memory (listed in the TD HOB).
+_ACCEPTED = frozenset({TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM})
+
+
+def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
+    """The plan for the TDX guest `spec`; `firmware` gives the image instead of the file."""
+    spec.check()
+    data = read_firmware(spec.firmware) if firmware is None else firmware
+    firmware_sha256 = hashlib.sha256(data).digest()
+    pin = spec.firmware_sha256
+    if pin is not None and firmware_sha256 != pin:
+        pinned = f"sha256 is {firmware_sha256.hex()}, but the profile pins {pin.hex()}"
+        raise InputError(str(spec.firmware), pinned)
+    tdvf = parse_tdvf(data)
+    _warn_if_qemu_refuses(tdvf.sections)
+    hobs = tdvf.of_type(TdvfSectionType.TD_HOB)
+    if len(hobs) > 1:
+        raise FirmwareError(
+            f"the TDVF metadata has {len(hobs)} TD_HOB sections, expected at most one",
+            hobs[1].offset,
+        )
+    hob = None
+    if hobs:
+        accepted = [(s.name, s.range) for s in tdvf.sections if s.type in _ACCEPTED]
+        hob = td_hob(hobs[0].gpa, accepted, q35_ram(spec.memory_mib * MIB))
+        if len(hob) > hobs[0].mem_size:
+            raise FirmwareError(
+                f"the {len(hob)}-byte TD HOB does not fit the {hobs[0].name} "
+                f"({hobs[0].mem_size:#x} bytes)",
+                hobs[0].offset,
+            )
+    tail = spec.td_config.raw_data_tail
+    view = memoryview(data)
+    ops = tuple(
+        _op(section, view, tail, hob)
+        for section in tdvf.sections
+        if section.mem_size  # TD_INFO / TD_PARAMS are read by the VMM, not mapped
+    )
+    _log.debug("plan.built", technology=str(spec.technology), operations=len(ops))
+    return TdPlan(spec, len(data), firmware_sha256, tdvf, ops, hob)
+
+
+def _op(section: TdvfSection, image: memoryview, tail: RawDataTail, hob: bytes | None) -> TdPageOp:
+    if section.page_aug:
+        action = TdAction.PAGE_AUG
+    elif section.extends_mr:
+        action = TdAction.PAGE_ADD_EXTEND
+    else:
+        action = TdAction.PAGE_ADD
+    contents: memoryview | None = None
+    if section.type is TdvfSectionType.TD_HOB and hob is not None:
+        contents = memoryview(hob + bytes(section.mem_size - len(hob)))
+    elif section.raw_size:
+        contents = _section_bytes(section, image, tail)
+    elif action is TdAction.PAGE_ADD_EXTEND and section.type not in _ACCEPTED:
+        # A PAYLOAD / PAYLOAD_PARAM without raw data is filled by the VMM from a payload
+        # file: its measured contents are not in the firmware.
+        raise FirmwareError(
+            f"{section.name} is measured (MR.EXTEND) but has no raw data: its contents come "
+            "from a VMM-loaded payload, which cvmlaunch does not model",
+            section.offset,
+        )
+    return TdPageOp(
+        section.gpa, section.mem_size, action, contents, section.name, section.number,
+        section.type,
+    )  # fmt: skip
+
+
+def _section_bytes(section: TdvfSection, image: memoryview, tail: RawDataTail) -> memoryview:
+    start, raw, size = section.data_offset, section.raw_size, section.mem_size
+    if raw == size:
+        return image[start : start + size]
+    _log.info(
+        "plan.short_section",
+        section=section.number,
+        raw_size=hex(raw),
+        mem_size=hex(size),
+        raw_data_tail=str(tail),
+    )
+    if tail is RawDataTail.ZERO:
+        return memoryview(bytes(image[start : start + raw]) + bytes(size - raw))
+    if start + size > len(image):
+        raise FirmwareError(
+            f"{section.name} has RawDataSize {raw:#x} < MemoryDataSize {size:#x}, and QEMU "
+            f"copies MemoryDataSize bytes from DataOffset {start:#x}, past the end of the "
+            f"{len(image)}-byte image (raw_data_tail = \"zero\" zero-fills instead)",
+            section.offset,
+        )
+    return image[start : start + size]
+
+
+def _warn_if_qemu_refuses(sections: tuple[TdvfSection, ...]) -> None:
+    unsupported = [s for s in sections if s.type not in _QEMU_SECTIONS]
+    if unsupported:
+        _log.warning(
+            "plan.qemu_unsupported_sections",
+            sections=[s.name for s in unsupported],
+            note="QEMU refuses these section types; the MRTD follows the TDVF specification",
+        )
+    if not any(s.type is TdvfSectionType.TD_HOB for s in sections):
+        _log.warning("plan.no_td_hob", note="QEMU refuses TDVF firmware without a TD_HOB")
+
