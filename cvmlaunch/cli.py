@@ -11,19 +11,25 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cvmlaunch import log
-from cvmlaunch.errors import CvmlaunchError, FieldProblem, ProfileError
+from cvmlaunch.errors import CvmlaunchError, FieldProblem, FirmwareError, ProfileError
 from cvmlaunch.spec import (
     BootFile,
     CpuSpec,
     DirectBoot,
     GuestSpec,
+    PageOrder,
+    RawDataTail,
     SevLaunchSecretInputs,
+    TdConfig,
     Technology,
     Vmm,
 )
+
+if TYPE_CHECKING:
+    from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 _log = log.get_logger("cvmlaunch.cli")
 
@@ -83,6 +89,26 @@ def _vmm(text: str) -> Vmm:
         raise argparse.ArgumentTypeError(f"expected one of {choices}, got {text!r}") from None
 
 
+def _td_attributes(text: str) -> int:
+    """A number, or TD attribute names joined by commas (SEPT_VE_DISABLE,PKS)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    from cvmlaunch.abi.tdx import TdAttribute
+
+    value = 0
+    for name in filter(None, text.split(",")):
+        try:
+            value |= TdAttribute[name.strip().upper()].value
+        except KeyError:
+            known = ", ".join(a.name or "" for a in TdAttribute)
+            raise argparse.ArgumentTypeError(
+                f"expected a number or attribute names ({known}), got {name!r}"
+            ) from None
+    return value
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with `only`, just that command gets its arguments (start-up time)."""
     parser = _Parser(prog="cvmlaunch", description=__doc__.split("\n")[0] if __doc__ else None)
@@ -126,6 +152,25 @@ def _measure_arguments(m: argparse.ArgumentParser) -> None:
     g.add_argument("--initrd", type=Path, metavar="PATH")
     g.add_argument("--initrd-sha256", type=_hex_bytes(32), metavar="HEX")
     g.add_argument("--append", metavar="CMDLINE", help="kernel command line")
+    g.add_argument("--memory-mib", type=_int, metavar="N", help="guest RAM (tdx: the TD HOB)")
+    t = m.add_argument_group("TDX (TD_PARAMS and the measuring VMM)")
+    t.add_argument(
+        "--tdx-page-order",
+        choices=[o.value for o in PageOrder],
+        help="page: upstream KVM >= 6.16 (default); section: QEMU 8.2-era TDX builds",
+    )
+    t.add_argument(
+        "--raw-data-tail",
+        choices=[f.value for f in RawDataTail],
+        help="memory past a section's raw data: image bytes (QEMU, default) or zero",
+    )
+    t.add_argument(
+        "--tdx-attributes", type=_td_attributes, metavar="INT|NAMES", help="TD ATTRIBUTES"
+    )
+    t.add_argument("--xfam", type=_int, metavar="INT", help="TD XFAM")
+    t.add_argument("--mrconfigid", type=_hex_bytes(48), metavar="HEX")
+    t.add_argument("--mrowner", type=_hex_bytes(48), metavar="HEX")
+    t.add_argument("--mrownerconfig", type=_hex_bytes(48), metavar="HEX")
     s = m.add_argument_group("SEV/SEV-ES LAUNCH_MEASURE (all four compute the HMAC)")
     s.add_argument("--sev-policy", type=_int, metavar="INT", help="guest policy")
     s.add_argument("--tik", type=Path, metavar="FILE", help="TIK (16 bytes) or TEK||TIK (32)")
@@ -151,7 +196,9 @@ def _profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def _firmware_arguments(f: argparse.ArgumentParser) -> None:
     fc = f.add_subparsers(dest="firmware_command", required=True, parser_class=_Parser)
-    inspect = fc.add_parser("inspect", help="show the OVMF footer table and SEV metadata")
+    inspect = fc.add_parser(
+        "inspect", help="show the OVMF footer table, SEV metadata and TDVF metadata"
+    )
     inspect.add_argument("image", type=Path)
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=_cmd_firmware_inspect)
@@ -172,12 +219,24 @@ def _json(doc: object) -> str:
 
 # ---- measure ---------------------------------------------------------------------------
 
+# TdConfig field -> its flag's argparse name.
+_TD_FLAGS = {
+    "page_order": "tdx_page_order",
+    "raw_data_tail": "raw_data_tail",
+    "attributes": "tdx_attributes",
+    "xfam": "xfam",
+    "mrconfigid": "mrconfigid",
+    "mrowner": "mrowner",
+    "mrownerconfig": "mrownerconfig",
+}
+
 # The flags that describe the guest: any of them turns off the embedded default profile.
 _GUEST_FLAGS = (
     *("technology", "firmware", "firmware_sha256", "firmware_digest", "vcpus", "vmm"),
     *("vcpu_type", "vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping"),
     *("guest_features", "vmsa_gpa", "sev_policy", "tik", "sev_api", "sev_build", "mnonce"),
-    *("kernel", "kernel_sha256", "initrd", "initrd_sha256", "append"),
+    *("kernel", "kernel_sha256", "initrd", "initrd_sha256", "append", "memory_mib"),
+    *_TD_FLAGS.values(),
 )
 
 
@@ -215,7 +274,7 @@ def _require_flags_only_inputs(args: argparse.Namespace) -> None:
         for flag, value in (("--technology", args.technology), ("--firmware", args.firmware))
         if value is None
     ]
-    if args.technology not in (None, Technology.SEV) and args.vcpus is None:
+    if args.technology in (Technology.SEV_ES, Technology.SEV_SNP) and args.vcpus is None:
         missing.append(FieldProblem("--vcpus", f"required for {args.technology}"))
     if missing:
         raise ProfileError(missing)
@@ -232,10 +291,13 @@ def _overrides(
         out.update(firmware=args.firmware, firmware_sha256=None, firmware_digest=None)
     for field in (
         *("firmware_sha256", "firmware_digest", "vcpus", "vmm"),
-        *("guest_features", "vmsa_gpa", "sev_policy"),
+        *("guest_features", "vmsa_gpa", "sev_policy", "memory_mib"),
     ):
         if getattr(args, field) is not None:
             out[field] = getattr(args, field)
+    td = _td(args, base.get("td"), out.get("technology", base.get("technology")))
+    if td is not None or "td" in base:
+        out["td"] = td
     cpu = _cpu(args, problems)
     if cpu is not None:
         out["cpu"] = cpu
@@ -246,6 +308,22 @@ def _overrides(
     if secret is not None:
         out["launch_secret"] = secret
     return out
+
+
+def _td(args: argparse.Namespace, base: TdConfig | None, technology: object) -> TdConfig | None:
+    given: dict[str, Any] = {
+        field: getattr(args, flag)
+        for field, flag in _TD_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if "page_order" in given:
+        given["page_order"] = PageOrder(given["page_order"])
+    if "raw_data_tail" in given:
+        given["raw_data_tail"] = RawDataTail(given["raw_data_tail"])
+    if not given:
+        # A profile's [tdx] table means nothing once --technology chose another technology.
+        return base if technology is Technology.TDX else None
+    return (base or TdConfig())._replace(**given)
 
 
 def _cpu(args: argparse.Namespace, problems: list[FieldProblem]) -> CpuSpec | None:
@@ -359,11 +437,19 @@ def _cmd_profile_check(args: argparse.Namespace) -> int:
 
 def _cmd_firmware_inspect(args: argparse.Namespace) -> int:
     from cvmlaunch.firmware.ovmf import parse_ovmf
+    from cvmlaunch.firmware.tdvf import find_tdvf
     from cvmlaunch.inputs import read_firmware
     from cvmlaunch.report import firmware_json, firmware_text
 
-    image = parse_ovmf(read_firmware(args.image))
-    print(_json(firmware_json(image)) if args.json else firmware_text(image))
+    data = read_firmware(args.image)
+    image = parse_ovmf(data)
+    # Broken TDVF metadata does not hide the rest of the image: it is reported instead.
+    tdvf: TdvfMetadata | str | None
+    try:
+        tdvf = find_tdvf(data)
+    except FirmwareError as e:
+        tdvf = str(e)
+    print(_json(firmware_json(image, tdvf)) if args.json else firmware_text(image, tdvf))
     return EXIT_OK
 
 

@@ -10,24 +10,39 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBO,
     GUEST_POLICY_MBZ,
     KVM_VMSA_GPA,
 )
+from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, TdAttribute
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.spec import (
+    DEFAULT_MEMORY_MIB,
+    MAX_MEMORY_MIB,
     MAX_VCPUS,
     BootFile,
     CpuSpec,
     DirectBoot,
     GuestSpec,
+    PageOrder,
+    RawDataTail,
+    TdConfig,
     Technology,
     Vmm,
+    td_attribute_problems,
+    xfam_problems,
 )
 
 SCHEMA_VERSION = 1
@@ -133,6 +148,69 @@ class Sev(_Model):
     policy: U32 = Field(0, description="Guest policy given to LAUNCH_START.")
 
 
+class Tdx(_Model):
+    """Intel TDX: the TD_PARAMS the VMM passes to KVM_TDX_INIT_VM, and how it measures TDVF."""
+
+    attributes: U64 | list[str] = Field(
+        TD_ATTRIBUTES_QEMU_DEFAULT,
+        description='TD ATTRIBUTES: a number, or bit names, e.g. ["SEPT_VE_DISABLE", '
+        '"PKS"] (QEMU\'s default is SEPT_VE_DISABLE).',
+    )
+    xfam: U64 | None = Field(
+        None, description="XFAM (e.g. 0x602E7); absent = not part of the expectations."
+    )
+    mrconfigid: Hex48 | None = Field(None, description="MRCONFIGID, 48 bytes hex (default 0).")
+    mrowner: Hex48 | None = Field(None, description="MROWNER, 48 bytes hex (default 0).")
+    mrownerconfig: Hex48 | None = Field(
+        None, description="MROWNERCONFIG, 48 bytes hex (default 0)."
+    )
+    page_order: PageOrder = Field(
+        PageOrder.PAGE,
+        description="page: upstream KVM >= 6.16 (each page added, then extended); section: "
+        "QEMU 8.2-era TDX builds (a section's pages all added, then extended).",
+    )
+    raw_data_tail: RawDataTail = Field(
+        RawDataTail.IMAGE,
+        description="Memory past a section's RawDataSize: image (QEMU copies the image "
+        "bytes that follow) or zero (TDVF specification).",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, value: int | list[str]) -> int:
+        if not isinstance(value, int):
+            names, value = value, 0
+            for name in names:
+                try:
+                    value |= TdAttribute[name.upper()].value
+                except KeyError:
+                    known = ", ".join(a.name or "" for a in TdAttribute)
+                    raise ValueError(f"unknown TD attribute {name!r} (known: {known})") from None
+        problems = td_attribute_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("xfam")
+    @classmethod
+    def _xfam(cls, value: int | None) -> int | None:
+        problems = [] if value is None else xfam_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    def to_config(self) -> TdConfig:
+        return TdConfig(
+            attributes=cast(int, self.attributes),  # a number once validated
+            xfam=self.xfam,
+            mrconfigid=_hex(self.mrconfigid) or bytes(48),
+            mrowner=_hex(self.mrowner) or bytes(48),
+            mrownerconfig=_hex(self.mrownerconfig) or bytes(48),
+            page_order=self.page_order,
+            raw_data_tail=self.raw_data_tail,
+        )
+
+
 class Profile(_Model):
     """A guest profile: everything that determines the guest's launch measurement."""
 
@@ -141,18 +219,30 @@ class Profile(_Model):
     description: str = ""
     firmware: Firmware
     vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
+    memory_mib: Annotated[int, Field(ge=1, le=MAX_MEMORY_MIB)] = Field(
+        DEFAULT_MEMORY_MIB, description="Guest RAM in MiB (tdx: shapes the TD HOB)."
+    )
     cpu: Cpu | None = None
     vmm: Vmm = Vmm.QEMU
     boot: Boot | None = None
     snp: Snp | None = None
     sev: Sev | None = None
+    tdx: Tdx | None = None
 
     @model_validator(mode="after")
     def _tables_match_technology(self) -> Self:
-        if self.snp is not None and self.technology is not Technology.SEV_SNP:
-            raise ValueError(f"[snp] applies to sev-snp profiles, not {self.technology}")
-        if self.sev is not None and self.technology is Technology.SEV_SNP:
-            raise ValueError("[sev] applies to sev and sev-es profiles, not sev-snp")
+        tech = self.technology
+        if self.snp is not None and tech is not Technology.SEV_SNP:
+            raise ValueError(f"[snp] applies to sev-snp profiles, not {tech}")
+        if self.sev is not None and tech not in (Technology.SEV, Technology.SEV_ES):
+            raise ValueError(f"[sev] applies to sev and sev-es profiles, not {tech}")
+        if self.tdx is not None and tech is not Technology.TDX:
+            raise ValueError(f"[tdx] applies to tdx profiles, not {tech}")
+        if self.cpu is not None and tech is Technology.TDX:
+            raise ValueError(
+                "[cpu] applies to SEV-family profiles (the VMSA); a TD's CPU shows in "
+                "[tdx] xfam and attributes"
+            )
         return self
 
     def to_spec(self) -> GuestSpec:
@@ -182,6 +272,8 @@ class Profile(_Model):
             boot=boot,
             vmsa_gpa=snp.vmsa_gpa,
             sev_policy=self.sev.policy if self.sev is not None else 0,
+            memory_mib=self.memory_mib,
+            td=None if self.technology is not Technology.TDX else (self.tdx or Tdx()).to_config(),
         )
 
     def resolve_paths(self, base: Path) -> Profile:

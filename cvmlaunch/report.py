@@ -8,9 +8,11 @@ from typing import Any
 from cvmlaunch.abi.cpu import split_signature
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import sev_feature_names
+from cvmlaunch.abi.tdx import TdAttribute, TdvfAttribute, XfamBit, flag_names
 from cvmlaunch.firmware.ovmf import OvmfImage
-from cvmlaunch.measure import Measurement
-from cvmlaunch.plan.ops import LaunchPlan
+from cvmlaunch.firmware.tdvf import TdvfMetadata
+from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.spec import Technology
 
 
@@ -50,12 +52,84 @@ def _inputs(plan: LaunchPlan) -> dict[str, Any]:
     return doc
 
 
-def measurement_json(plan: LaunchPlan, result: Measurement) -> dict[str, Any]:
+def _td_identity(plan: TdPlan) -> dict[str, Any]:
+    """The TD's expected identity fields besides MRTD, as a TDREPORT / quote shows them."""
+    td = plan.spec.td_config
+    return {
+        "attributes": f"{td.attributes:#018x}",
+        "attribute_names": flag_names(TdAttribute, td.attributes),
+        "xfam": None if td.xfam is None else f"{td.xfam:#018x}",
+        "xfam_names": None if td.xfam is None else flag_names(XfamBit, td.xfam),
+        "mrconfigid": td.mrconfigid.hex(),
+        "mrowner": td.mrowner.hex(),
+        "mrownerconfig": td.mrownerconfig.hex(),
+    }
+
+
+def _td_inputs(plan: TdPlan) -> dict[str, Any]:
+    spec = plan.spec
+    td = spec.td_config
+    return {
+        "firmware": str(spec.firmware),
+        "firmware_sha256": plan.firmware_sha256.hex(),
+        "firmware_size": plan.firmware_size,
+        "vcpus": spec.vcpus,
+        "memory_mib": spec.memory_mib,
+        "page_order": str(td.page_order),
+        "raw_data_tail": str(td.raw_data_tail),
+        "tdvf": tdvf_json(plan.tdvf),
+        "td_hob_sha384": None
+        if plan.td_hob is None
+        else hashlib.sha384(plan.td_hob[:-_END_HOB_SIZE]).hexdigest(),
+        "operations": [
+            {
+                "section": op.section,
+                "type": op.section_type.name,
+                "gpa": f"{op.gpa:#x}",
+                "pages": op.size // 4096,
+                "action": str(op.action),
+            }
+            for op in plan.ops
+        ],
+    }
+
+
+# TDVF measures the TD HOB into RTMR0 without its 8-byte END_OF_HOB_LIST.
+_END_HOB_SIZE = 8
+
+
+def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
+    return {
+        "descriptor_offset": tdvf.offset,
+        "located_by": tdvf.locator,
+        "sections": [
+            {
+                "index": s.number,
+                "type": s.type.name,
+                "data_offset": f"{s.data_offset:#x}",
+                "raw_size": f"{s.raw_size:#x}",
+                "gpa": f"{s.gpa:#x}",
+                "mem_size": f"{s.mem_size:#x}",
+                "attributes": flag_names(TdvfAttribute, s.attributes),
+            }
+            for s in tdvf.sections
+        ],
+    }
+
+
+def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
     """The `measure --json` object."""
     doc: dict[str, Any] = {
         "technology": str(result.technology),
         "measurement": result.digest.hex(),
     }
+    if isinstance(plan, TdPlan):
+        doc["mrtd"] = result.digest.hex()
+        doc["td"] = _td_identity(plan)
+        doc["inputs"] = _td_inputs(plan)
+        if result.trace is not None:
+            doc["trace"] = [step.to_json() for step in result.trace]
+        return doc
     if result.firmware_digest is not None:
         doc["firmware_digest"] = result.firmware_digest.hex()
     if result.launch_measure is not None:
@@ -66,18 +140,63 @@ def measurement_json(plan: LaunchPlan, result: Measurement) -> dict[str, Any]:
     return doc
 
 
-def measurement_text(plan: LaunchPlan, result: Measurement, expected: bytes | None) -> str:
+def _verdict(expected: bytes | None, digest: bytes) -> list[str]:
+    if expected is None:
+        return []
+    verdict = "match" if expected == digest else f"MISMATCH (expected {expected.hex()})"
+    return [f"expected         {verdict}"]
+
+
+def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
+    lines = []
+    if result.trace is not None:
+        lines.append(f"{'step':>6}  {'gpa':>14}  {'record':<12}  {'digest':<16}  section")
+        for t in result.trace:
+            if isinstance(t, TdTraceStep):
+                lines.append(
+                    f"{t.step:>6}  {t.gpa:>#14x}  {t.record:<12}  {t.digest.hex()[:16]}  {t.label}"
+                )
+        lines.append("")
+    inputs = _td_inputs(plan)
+    identity = _td_identity(plan)
+    lines.append(f"technology       {result.technology}")
+    lines.append(f"firmware         {inputs['firmware']} (sha256 {inputs['firmware_sha256']})")
+    lines.append(f"TDVF metadata    at {plan.tdvf.offset:#x} ({plan.tdvf.locator})")
+    for op in plan.ops:
+        lines.append(
+            f"  {op.section:>2}  {op.section_type.name:<13} gpa {op.gpa:#012x}  "
+            f"{op.size // 4096:>5} pages  {op.action}"
+        )
+    lines.append(f"page order       {inputs['page_order']}")
+    names = ", ".join(identity["attribute_names"]) or "none"
+    lines.append(f"attributes       {identity['attributes']} ({names})")
+    if identity["xfam"] is not None:
+        lines.append(f"xfam             {identity['xfam']} ({', '.join(identity['xfam_names'])})")
+    for key in ("mrconfigid", "mrowner", "mrownerconfig"):
+        if set(identity[key]) != {"0"}:
+            lines.append(f"{key:<17}{identity[key]}")
+    lines.append(f"vcpus, memory    {inputs['vcpus']}, {inputs['memory_mib']} MiB")
+    if inputs["td_hob_sha384"] is not None:
+        lines.append(f"TD HOB sha384    {inputs['td_hob_sha384']}")
+    lines.append(f"mrtd             {result.digest.hex()}")
+    return "\n".join(lines + _verdict(expected, result.digest))
+
+
+def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) -> str:
     """A short human summary; with a trace, one line per step before it."""
+    if isinstance(plan, TdPlan):
+        return _td_text(plan, result, expected)
     lines = []
     if result.trace is not None:
         lines.append(
             f"{'step':>6}  {'gpa':>14}  {'type':<10}  {'contents':<16}  {'digest':<16}  op"
         )
         for s in result.trace:
-            lines.append(
-                f"{s.step:>6}  {s.gpa:>#14x}  {s.page_type.name:<10}  {s.contents.hex()[:16]}  "
-                f"{s.digest.hex()[:16]}  {s.label}"
-            )
+            if isinstance(s, TraceStep):
+                lines.append(
+                    f"{s.step:>6}  {s.gpa:>#14x}  {s.page_type.name:<10}  "
+                    f"{s.contents.hex()[:16]}  {s.digest.hex()[:16]}  {s.label}"
+                )
         lines.append("")
     inputs = _inputs(plan)
     lines.append(f"technology       {result.technology}")
@@ -98,14 +217,12 @@ def measurement_text(plan: LaunchPlan, result: Measurement, expected: bytes | No
     if result.launch_measure is not None:
         lines.append(f"launch measure   {result.launch_measure.hex()}")
     lines.append(f"measurement      {result.digest.hex()}")
-    if expected is not None:
-        verdict = "match" if expected == result.digest else f"MISMATCH (expected {expected.hex()})"
-        lines.append(f"expected         {verdict}")
-    return "\n".join(lines)
+    return "\n".join(lines + _verdict(expected, result.digest))
 
 
-def firmware_json(image: OvmfImage) -> dict[str, Any]:
-    """The `firmware inspect --json` object."""
+def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> dict[str, Any]:
+    """The `firmware inspect --json` object; `tdvf` is the TDVF metadata, or why it is
+    unusable."""
 
     def gpa_range(r: Any) -> dict[str, str] | None:
         return None if r is None else {"base": f"{r.base:#x}", "size": f"{r.size:#x}"}
@@ -130,7 +247,10 @@ def firmware_json(image: OvmfImage) -> dict[str, Any]:
         "hash_table_area": gpa_range(image.hash_table_area),
         "secret_area": gpa_range(image.secret_area),
         "tdx_metadata_offset": image.tdx_metadata_offset,
+        "tdvf": tdvf_json(tdvf) if isinstance(tdvf, TdvfMetadata) else None,
+        "tdvf_error": tdvf if isinstance(tdvf, str) else None,
         "supports": {
+            "tdx": isinstance(tdvf, TdvfMetadata),
             "sev_snp": image.sev_metadata is not None,
             "measured_direct_boot_sev": image.hash_table_area is not None,
             "measured_direct_boot_snp": bool(image.sections(SevSectionType.SNP_KERNEL_HASHES)),
@@ -138,8 +258,8 @@ def firmware_json(image: OvmfImage) -> dict[str, Any]:
     }
 
 
-def firmware_text(image: OvmfImage) -> str:
-    doc = firmware_json(image)
+def firmware_text(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> str:
+    doc = firmware_json(image, tdvf)
     lines = [
         f"size             {doc['size']} bytes, mapped at {doc['gpa']}..0x100000000",
         f"sha256           {doc['sha256']}",
@@ -158,5 +278,18 @@ def firmware_text(image: OvmfImage) -> str:
             for s in image.sev_metadata
         ]
     for key in ("sev_es_reset_address", "hash_table_area", "secret_area", "tdx_metadata_offset"):
-        lines.append(f"{key.replace('_', ' '):<17}{doc[key] if doc[key] is not None else 'none'}")
+        label = key.replace("_", " ")
+        lines.append(f"{label:<16} {doc[key] if doc[key] is not None else 'none'}")
+    if tdvf is None:
+        lines.append("TDVF metadata:   none (cannot boot a TDX guest)")
+    elif isinstance(tdvf, str):
+        lines.append(f"TDVF metadata:   unusable: {tdvf}")
+    else:
+        lines.append(f"TDVF metadata:   at {tdvf.offset:#x} ({tdvf.locator})")
+        lines += [
+            f"  {s.number:>2}  {s.type.name:<13} data {s.data_offset:#x}+{s.raw_size:#x}  "
+            f"gpa {s.gpa:#x} size {s.mem_size:#x}  "
+            f"{'|'.join(flag_names(TdvfAttribute, s.attributes)) or '-'}"
+            for s in tdvf.sections
+        ]
     return "\n".join(lines)

@@ -230,25 +230,9 @@ def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
 
 def td_config_problems(td: TdConfig) -> list[FieldProblem]:
     """Every problem of a TD configuration, as the TDX module's TDH.MNG.INIT would see it."""
-    out = []
-    attributes = td.attributes
-    if not 0 <= attributes < 1 << 64:
-        out.append(FieldProblem("tdx.attributes", "expected a 64-bit value"))
-    else:
-        reserved = attributes & ~TD_ATTRIBUTES_DEFINED
-        if reserved:
-            bits = ", ".join(flag_names(TdAttribute, reserved))
-            out.append(FieldProblem("tdx.attributes", f"{attributes:#x} sets reserved {bits}"))
-        if attributes & TdAttribute.MIGRATABLE and attributes & (
-            TdAttribute.DEBUG | TdAttribute.PERFMON
-        ):
-            out.append(
-                FieldProblem("tdx.attributes", "MIGRATABLE excludes DEBUG and PERFMON")
-            )
-        if attributes & TdAttribute.PERFMON and attributes & TdAttribute.ICSSD:
-            out.append(FieldProblem("tdx.attributes", "PERFMON excludes ICSSD"))
+    out = [FieldProblem("tdx.attributes", r) for r in td_attribute_problems(td.attributes)]
     if td.xfam is not None:
-        out += _xfam_problems(td.xfam)
+        out += [FieldProblem("tdx.xfam", r) for r in xfam_problems(td.xfam)]
     for name in ("mrconfigid", "mrowner", "mrownerconfig"):
         value: bytes = getattr(td, name)
         if len(value) != MR_CONFIG_SIZE:
@@ -258,22 +242,38 @@ def td_config_problems(td: TdConfig) -> list[FieldProblem]:
     return out
 
 
-def _xfam_problems(xfam: int) -> list[FieldProblem]:
+def td_attribute_problems(attributes: int) -> list[str]:
+    """Why `attributes` cannot be a TD's ATTRIBUTES; empty when it can."""
+    if not 0 <= attributes < 1 << 64:
+        return ["expected a 64-bit value"]
+    out = []
+    reserved = attributes & ~TD_ATTRIBUTES_DEFINED
+    if reserved:
+        out.append(f"{attributes:#x} sets reserved {', '.join(flag_names(TdAttribute, reserved))}")
+    not_migratable = TdAttribute.DEBUG | TdAttribute.PERFMON
+    if attributes & TdAttribute.MIGRATABLE and attributes & not_migratable:
+        out.append(f"{attributes:#x}: MIGRATABLE excludes DEBUG and PERFMON")
+    if attributes & TdAttribute.PERFMON and attributes & TdAttribute.ICSSD:
+        out.append(f"{attributes:#x}: PERFMON excludes ICSSD")
+    return out
+
+
+def xfam_problems(xfam: int) -> list[str]:
+    """Why `xfam` cannot be a TD's XFAM (TDX module check_xfam); empty when it can."""
     if not 0 <= xfam < 1 << 64:
-        return [FieldProblem("tdx.xfam", "expected a 64-bit value")]
+        return ["expected a 64-bit value"]
     out = []
     not_allowed = xfam & ~XFAM_FIXED0
     if not_allowed:
         bits = ", ".join(flag_names(XfamBit, not_allowed))
-        out.append(FieldProblem("tdx.xfam", f"{xfam:#x} sets {bits}, which a TD cannot have"))
+        out.append(f"{xfam:#x} sets {bits}, which a TD cannot have")
     if xfam & XFAM_FIXED1 != XFAM_FIXED1:
-        out.append(FieldProblem("tdx.xfam", f"{xfam:#x} must set X87 and SSE (bits 0 and 1)"))
+        out.append(f"{xfam:#x} must set X87 and SSE (bits 0 and 1)")
     for group in XFAM_GROUPS:
         if xfam & group not in (0, group):
-            names = " and ".join(flag_names(XfamBit, group))
-            out.append(FieldProblem("tdx.xfam", f"{xfam:#x}: {names} go together"))
+            out.append(f"{xfam:#x}: {' and '.join(flag_names(XfamBit, group))} go together")
     if xfam & XfamBit.AVX512_OPMASK and not xfam & XfamBit.AVX:
-        out.append(FieldProblem("tdx.xfam", f"{xfam:#x}: AVX-512 state needs AVX (bit 2)"))
+        out.append(f"{xfam:#x}: AVX-512 state needs AVX (bit 2)")
     return out
 
 

@@ -54,6 +54,9 @@ from cvmlaunch.plan.ops import LaunchPlan, OpKind
 from cvmlaunch.plan.sev import build_sev_plan as build_plan
 from cvmlaunch.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 
+# The technologies this file fuzzes (TDVF has its own fuzz test).
+SEV_FAMILY = (Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)
+
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO / "tests" / "vectors" / "snp"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -266,7 +269,7 @@ def run_plans(
 ) -> dict[Technology, bool]:
     """build_plan + measure for every SEV flavour; which of them produced a digest."""
     done: dict[Technology, bool] = {}
-    for technology in Technology:
+    for technology in SEV_FAMILY:
         try:
             plan = build_plan(spec_for(technology, vmm, boot), firmware=image.data)
         except (FirmwareError, ProfileError) as error:
@@ -897,7 +900,7 @@ def test_valid_designs_round_trip_and_measure() -> None:
 
     run()
     assert set(outcomes) == {"parsed"}, outcomes
-    for technology in Technology:
+    for technology in SEV_FAMILY:
         assert plans[f"{technology}: measured"] >= outcomes["parsed"] // 20, plans
 
 

@@ -132,4 +132,4 @@ MR_CONFIG_SIZE = 48  # MRCONFIGID, MROWNER, MROWNERCONFIG
 def flag_names(flags: type[IntFlag], value: int) -> list[str]:
     """Names of the set bits of `value`, low to high; bits `flags` does not define as `bitN`."""
     known = {member.value: member.name for member in flags}
-    return [known.get(1 << bit, f"bit{bit}") for bit in range(64) if value >> bit & 1]
+    return [known.get(1 << bit) or f"bit{bit}" for bit in range(64) if value >> bit & 1]

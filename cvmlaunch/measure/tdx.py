@@ -76,10 +76,11 @@ def _hash(h: Any, op: TdPageOp, order: PageOrder) -> None:
         exts = _records(_MR_EXTEND, gpa, count * CHUNKS_PER_PAGE, MR_EXTEND_CHUNK)
         headers: list[bytes] = list(chain.from_iterable(iter_unpack("128s", exts)))
         if order is PageOrder.PAGE:
-            adds = chain.from_iterable(iter_unpack("128s", _records(_PAGE_ADD, gpa, count, PAGE_SIZE)))
+            adds_buffer = _records(_PAGE_ADD, gpa, count, PAGE_SIZE)
+            adds = chain.from_iterable(iter_unpack("128s", adds_buffer))
             headers[::CHUNKS_PER_PAGE] = map(bytes.__add__, adds, headers[::CHUNKS_PER_PAGE])
         chunks = chain.from_iterable(iter_unpack(f"{MR_EXTEND_CHUNK}s", contents))
-        deque(map(h.update, chain.from_iterable(zip(headers, chunks))), maxlen=0)
+        deque(map(h.update, chain.from_iterable(zip(headers, chunks, strict=True))), maxlen=0)
 
 
 def _traced(h: Any, op: TdPageOp, order: PageOrder, trace: list[TdTraceStep]) -> None:

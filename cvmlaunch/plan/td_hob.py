@@ -57,20 +57,18 @@ def td_hob(hob_gpa: int, accepted: list[tuple[str, GpaRange]], ram: list[GpaRang
         + len(pieces) * hob.RESOURCE_DESCRIPTOR.size
         + hob.HOB_HEADER.size
     )
-    out = [
-        hob.HANDOFF_INFO_TABLE.pack(
-            hob.HobType.HANDOFF, hob.HANDOFF_INFO_TABLE.size, 0,
-            hob.HANDOFF_INFO_TABLE_VERSION, hob.BOOT_WITH_FULL_CONFIGURATION,
-            0, 0, 0, 0, hob_gpa + size,
-        )  # fmt: skip
-    ]
+    phit = hob.HANDOFF_INFO_TABLE.pack(
+        hob.HobType.HANDOFF, hob.HANDOFF_INFO_TABLE.size, 0,
+        hob.HANDOFF_INFO_TABLE_VERSION, hob.BOOT_WITH_FULL_CONFIGURATION,
+        0, 0, 0, 0, hob_gpa + size,
+    )  # fmt: skip
+    out = [phit]
     for r, kind in pieces:
-        out.append(
-            hob.RESOURCE_DESCRIPTOR.pack(
-                hob.HobType.RESOURCE_DESCRIPTOR, hob.RESOURCE_DESCRIPTOR.size, 0, _NO_OWNER,
-                kind, hob.RESOURCE_ATTRIBUTES_TESTED_RAM, r.base, r.size,
-            )  # fmt: skip
-        )
+        descriptor = hob.RESOURCE_DESCRIPTOR.pack(
+            hob.HobType.RESOURCE_DESCRIPTOR, hob.RESOURCE_DESCRIPTOR.size, 0, _NO_OWNER,
+            kind, hob.RESOURCE_ATTRIBUTES_TESTED_RAM, r.base, r.size,
+        )  # fmt: skip
+        out.append(descriptor)
     out.append(hob.HOB_HEADER.pack(hob.HobType.END_OF_HOB_LIST, hob.HOB_HEADER.size, 0))
     return b"".join(out)
 

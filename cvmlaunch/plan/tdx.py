@@ -115,7 +115,7 @@ def _section_bytes(section: TdvfSection, image: memoryview, tail: RawDataTail) -
         raise FirmwareError(
             f"{section.name} has RawDataSize {raw:#x} < MemoryDataSize {size:#x}, and QEMU "
             f"copies MemoryDataSize bytes from DataOffset {start:#x}, past the end of the "
-            f"{len(image)}-byte image (raw_data_tail = \"zero\" zero-fills instead)",
+            f'{len(image)}-byte image (raw_data_tail = "zero" zero-fills instead)',
             section.offset,
         )
     return image[start : start + size]
@@ -131,4 +131,3 @@ def _warn_if_qemu_refuses(sections: tuple[TdvfSection, ...]) -> None:
         )
     if not any(s.type is TdvfSectionType.TD_HOB for s in sections):
         _log.warning("plan.no_td_hob", note="QEMU refuses TDVF firmware without a TD_HOB")
-
