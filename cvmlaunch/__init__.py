@@ -18,14 +18,17 @@ from cvmlaunch.errors import (
     InputError,
     ProfileError,
 )
-from cvmlaunch.measure import Measurement, TraceStep, measure
-from cvmlaunch.plan import LaunchPlan, PageOp, build_plan
+from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
+from cvmlaunch.plan import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan, build_plan
 from cvmlaunch.spec import (
     BootFile,
     CpuSpec,
     DirectBoot,
     GuestSpec,
+    PageOrder,
+    RawDataTail,
     SevLaunchSecretInputs,
+    TdConfig,
     Technology,
     Vmm,
 )
@@ -58,9 +61,16 @@ __all__ = [
     "LaunchPlan",
     "Measurement",
     "PageOp",
+    "PageOrder",
+    "Plan",
     "Profile",
     "ProfileError",
+    "RawDataTail",
     "SevLaunchSecretInputs",
+    "TdConfig",
+    "TdPageOp",
+    "TdPlan",
+    "TdTraceStep",
     "Technology",
     "TraceStep",
     "Vmm",

@@ -1,8 +1,10 @@
-"""Compute expected SEV-SNP launch measurements with the cvmlaunch Python API.
+"""Compute expected launch measurements (SEV-SNP MEASUREMENT, TDX MRTD) with the cvmlaunch
+Python API.
 
 1. From a profile file, as an operator or a CI pipeline would.
 2. From a GuestSpec built in code, as cloud launch tooling would, with the kernel given by
    its SHA-256 only (a verifier does not need the kernel image itself).
+3. A TD's MRTD, as a QEMU 8.2-era TDX host (section order) would measure it.
 
 Run: .venv/bin/python examples/measure_api.py [PROFILE]
 """
@@ -19,7 +21,10 @@ from cvmlaunch import (
     CvmlaunchError,
     DirectBoot,
     GuestSpec,
+    PageOrder,
+    TdConfig,
     Technology,
+    TraceStep,
     Vmm,
     build_plan,
     load_profile,
@@ -33,9 +38,10 @@ def from_profile(path: Path) -> None:
     plan = build_plan(load_profile(path).to_spec())
     result = measure(plan, trace=True)
     trace = result.trace or ()
-    pages = Counter(step.page_type.name for step in trace)
+    # SEV-family steps are pages (by type); TDX steps are PAGE.ADD / MR.EXTEND records.
+    kinds = Counter(s.page_type.name if isinstance(s, TraceStep) else s.record for s in trace)
     print(f"{path.name}: {result.technology} measurement {result.digest.hex()}")
-    print(f"  {len(trace)} measured pages: {dict(pages)}")
+    print(f"  {len(trace)} measured steps: {dict(kinds)}")
 
 
 def from_code() -> None:
@@ -51,6 +57,12 @@ def from_code() -> None:
         ),
     )
     print(f"in-code spec: measurement {measure(build_plan(spec)).digest.hex()}")
+    td = GuestSpec(
+        technology=Technology.TDX,
+        firmware=ROOT / "tests/vectors/tdx/synth-tdvf-base.bin",
+        td=TdConfig(page_order=PageOrder.SECTION),
+    )
+    print(f"in-code TD: MRTD {measure(build_plan(td)).digest.hex()}")
 
 
 def main() -> int:

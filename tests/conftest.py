@@ -13,6 +13,7 @@ from cvmlaunch.cli import main
 
 VECTORS = Path(__file__).parent / "vectors"
 SNP_VECTORS = VECTORS / "snp"
+TDX_VECTORS = VECTORS / "tdx"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 DEBIAN_OVMF_SHA256 = "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773"
 
