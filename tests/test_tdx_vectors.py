@@ -75,7 +75,11 @@ def test_debian_ovmf_section_table(debian_ovmf: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("memory", sorted(_BOOKWORM["td_hob"], key=lambda m: int(m, 16)))
+def _by_size(memory: str) -> int:
+    return int(memory, 16)
+
+
+@pytest.mark.parametrize("memory", sorted(_BOOKWORM["td_hob"], key=_by_size))
 def test_debian_ovmf_td_hob(cli: CliRunner, debian_ovmf: Path, memory: str) -> None:
     expected = _BOOKWORM["td_hob"][memory]
     mib = int(memory, 16) >> 20
