@@ -79,7 +79,7 @@ def _by_size(memory: str) -> int:
     return int(memory, 16)
 
 
-@pytest.mark.parametrize("memory", sorted(_BOOKWORM["td_hob"], key=_by_size))
+@pytest.mark.parametrize("memory", sorted((str(m) for m in _BOOKWORM["td_hob"]), key=_by_size))
 def test_debian_ovmf_td_hob(cli: CliRunner, debian_ovmf: Path, memory: str) -> None:
     expected = _BOOKWORM["td_hob"][memory]
     mib = int(memory, 16) >> 20
