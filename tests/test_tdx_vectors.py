@@ -75,11 +75,11 @@ def test_debian_ovmf_section_table(debian_ovmf: Path) -> None:
     ]
 
 
-def _by_size(memory: str) -> int:
-    return int(memory, 16)
+# The TD HOB vectors' memory sizes, as hex strings, smallest first.
+_HOB_MEMORY: list[str] = [f"{size:#x}" for size in sorted(int(m, 16) for m in _BOOKWORM["td_hob"])]
 
 
-@pytest.mark.parametrize("memory", sorted((str(m) for m in _BOOKWORM["td_hob"]), key=_by_size))
+@pytest.mark.parametrize("memory", _HOB_MEMORY)
 def test_debian_ovmf_td_hob(cli: CliRunner, debian_ovmf: Path, memory: str) -> None:
     expected = _BOOKWORM["td_hob"][memory]
     mib = int(memory, 16) >> 20
