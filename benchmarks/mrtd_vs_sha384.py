@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,24 +36,24 @@ MIB = 1 << 20
 
 
 def _section(
-    offset: int, raw: int, gpa: int, mem: int, kind: int, attributes: int
+    offset: int, raw: int, gpa: int, mem: int, *, kind: int, measured: bool = False
 ) -> dict[str, int]:
     return {
         "data_offset": offset, "raw_size": raw, "gpa": gpa, "mem_size": mem,
-        "type": kind, "attributes": attributes,
+        "type": kind, "attributes": int(measured),
     }  # fmt: skip
 
 
 TRIXIE_LAYOUT = [
-    _section(0x84000, 0x37C000, 0xFFC84000, 0x37C000, 0, 1),
-    _section(0, 0x84000, 0xFFC00000, 0x84000, 1, 0),
-    _section(0, 0, 0x811000, 0xF000, 3, 0),
-    _section(0, 0, 0x80B000, 0x2000, 3, 0),
-    _section(0, 0, 0x809000, 0x2000, 2, 0),
-    _section(0, 0, 0x800000, 0x6000, 3, 0),
+    _section(0x84000, 0x37C000, 0xFFC84000, 0x37C000, kind=0, measured=True),
+    _section(0, 0x84000, 0xFFC00000, 0x84000, kind=1),
+    _section(0, 0, 0x811000, 0xF000, kind=3),
+    _section(0, 0, 0x80B000, 0x2000, kind=3),
+    _section(0, 0, 0x809000, 0x2000, kind=2),
+    _section(0, 0, 0x800000, 0x6000, kind=3),
 ]
 ALL_MEASURED = [
-    _section(0, 0x400000, 0xFFC00000, 0x400000, 0, 1),
+    _section(0, 0x400000, 0xFFC00000, 0x400000, kind=0, measured=True),
     *TRIXIE_LAYOUT[2:],
 ]
 
@@ -72,40 +73,45 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def bench(name: str, data: bytes, runs: int, tdshim: Path | None) -> None:
+    base = median_ms(lambda: hashlib.sha384(data).digest(), runs)
+    print(f"{name}: sha384 of the 4 MiB image in one call  {base:7.2f} ms")
+    for order in PageOrder:
+        spec = GuestSpec(Technology.TDX, Path("x"), td=TdConfig(page_order=order))
+        plan = build_td_plan(spec, firmware=data)
+        engine = median_ms(partial(mrtd, plan), runs)
+        total = median_ms(lambda spec=spec: measure(build_td_plan(spec, firmware=data)), runs)
+        print(
+            f"  {order:<8} MRTD engine {engine:7.2f} ms  ratio {engine / base:4.2f}   "
+            f"plan+measure {total:7.2f} ms  ratio {total / base:4.2f}"
+        )
+    if tdshim is None:
+        return
+    loader = importlib.util.spec_from_file_location("tdshim", tdshim)
+    if loader is None or loader.loader is None:
+        raise SystemExit(f"cannot load {tdshim}")
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(data)
+        f.flush()
+
+        def peer() -> bytes:
+            with open(f.name, "rb") as image_file:
+                return bytes(module.build_mrtd(image_file, len(data)))
+
+        theirs = median_ms(peer, max(5, runs // 8))
+        agree = peer() == mrtd(build_td_plan(GuestSpec(Technology.TDX, Path("x")), firmware=data))
+    print(f"  td-shim  build_mrtd  {theirs:7.2f} ms  ratio {theirs / base:4.2f}  {agree=}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=41)
     parser.add_argument("--tdshim", type=Path, help="td-shim's td_shim_tee_info_hash.py")
     args = parser.parse_args()
-    for name, sections in (("trixie layout", TRIXIE_LAYOUT), ("all measured", ALL_MEASURED)):
-        data = image(sections)
-        base = median_ms(lambda: hashlib.sha384(data).digest(), args.runs)
-        print(f"{name}: sha384 of the 4 MiB image in one call  {base:7.2f} ms")
-        for order in PageOrder:
-            spec = GuestSpec(Technology.TDX, Path("x"), td=TdConfig(page_order=order))
-            plan = build_td_plan(spec, firmware=data)
-            engine = median_ms(lambda: mrtd(plan), args.runs)
-            total = median_ms(lambda: measure(build_td_plan(spec, firmware=data)), args.runs)
-            print(
-                f"  {order:<8} MRTD engine {engine:7.2f} ms  ratio {engine / base:4.2f}   "
-                f"plan+measure {total:7.2f} ms  ratio {total / base:4.2f}"
-            )
-        if args.tdshim is not None:
-            spec_ = importlib.util.spec_from_file_location("tdshim", args.tdshim)
-            assert spec_ is not None and spec_.loader is not None
-            module = importlib.util.module_from_spec(spec_)
-            spec_.loader.exec_module(module)
-            with tempfile.NamedTemporaryFile() as f:
-                f.write(data)
-                f.flush()
-
-                def peer() -> bytes:
-                    with open(f.name, "rb") as image_file:
-                        return bytes(module.build_mrtd(image_file, len(data)))
-
-                theirs = median_ms(peer, max(5, args.runs // 8))
-                agree = peer() == mrtd(build_td_plan(GuestSpec(Technology.TDX, Path("x")), data))
-            print(f"  td-shim  build_mrtd  {theirs:7.2f} ms  ratio {theirs / base:4.2f}  {agree=}")
+    bench("trixie layout", image(TRIXIE_LAYOUT), args.runs, args.tdshim)
+    bench("all measured", image(ALL_MEASURED), args.runs, args.tdshim)
     return 0
 
 
