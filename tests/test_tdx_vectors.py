@@ -144,3 +144,16 @@ def test_short_raw_data_differs_by_fill(cli: CliRunner) -> None:
     spec = _measure(cli, image, "--raw-data-tail", "zero")["mrtd"]
     assert qemu != spec
     assert _measure(cli, image)["inputs"]["raw_data_tail"] == "image"
+
+
+def test_shipped_tdx_profile(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = Path(__file__).parent.parent / "profiles" / "debian-ovmf-qemu-tdx.toml"
+    r = cli("measure", profile, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["mrtd"] == _BOOKWORM["mrtd_single_pass"]
+    assert doc["td"]["attributes"] == "0x0000000010000000"
+    assert doc["td"]["xfam"] == "0x00000000000602e7"
+    assert doc["inputs"]["td_hob_sha384"] == _BOOKWORM["td_hob"]["0x100000000"]["sha384"]
+    older = cli("measure", profile, "--tdx-page-order", "section", "--json")
+    assert json.loads(older.out)["mrtd"] == _BOOKWORM["mrtd_two_pass"]
