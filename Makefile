@@ -40,6 +40,7 @@ bench: $(OVMF)
 	$(PYTHON) -m venv --clear .venv-bench
 	.venv-bench/bin/python -m pip install --quiet . sev-snp-measure==0.0.13
 	.venv-bench/bin/python benchmarks/measure_vs_reference.py
+	.venv-bench/bin/python benchmarks/mrtd_vs_sha384.py
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache
