@@ -59,7 +59,8 @@ class TdvfAttribute(IntFlag):
     PAGE_AUG = 1 << 1  # the guest accepts the pages later (TDH.MEM.PAGE.AUG); not measured
 
 
-TDVF_ATTRIBUTES_RESERVED = 0xFFFFFFFF & ~(TdvfAttribute.MR_EXTEND | TdvfAttribute.PAGE_AUG)
+# (~ on an IntFlag would flip only the defined flags: compute on the plain int.)
+TDVF_ATTRIBUTES_RESERVED = 0xFFFFFFFF & ~int(TdvfAttribute.MR_EXTEND | TdvfAttribute.PAGE_AUG)
 
 # MRTD: SHA-384 over 128-byte blocks. TDH.MEM.PAGE.ADD hashes one block per 4 KiB page;
 # TDH.MR.EXTEND hashes one block per 256-byte chunk, followed by the chunk itself.

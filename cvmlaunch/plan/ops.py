@@ -79,7 +79,8 @@ class TdAction(StrEnum):
 class TdPageOp(NamedTuple):
     """One TDVF section as the VMM hands it to KVM_TDX_INIT_MEM_REGION.
 
-    `data` is exactly `size` bytes of initial contents, or None for zero pages.
+    `data` holds the initial contents of the section's first len(data) <= size bytes; the
+    rest of the section is zero (None: all of it), so zero memory is never materialized.
     """
 
     gpa: int

@@ -51,15 +51,23 @@ def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
             f"the TDVF metadata has {len(hobs)} TD_HOB sections, expected at most one",
             hobs[1].offset,
         )
+    memory = spec.memory_mib * MIB
     hob = None
     if hobs:
         accepted = [(s.name, s.range) for s in tdvf.sections if s.type in _ACCEPTED]
-        hob = td_hob(hobs[0].gpa, accepted, q35_ram(spec.memory_mib * MIB))
+        hob = td_hob(hobs[0].gpa, accepted, q35_ram(memory))
         if len(hob) > hobs[0].mem_size:
             raise FirmwareError(
                 f"the {len(hob)}-byte TD HOB does not fit the {hobs[0].name} "
                 f"({hobs[0].mem_size:#x} bytes)",
                 hobs[0].offset,
+            )
+    for section in tdvf.sections:
+        if section.mem_size > memory and not section.page_aug:
+            raise FirmwareError(
+                f"{section.name} has {section.mem_size:#x} bytes of memory, more than the "
+                f"guest's {spec.memory_mib} MiB of RAM",
+                section.offset,
             )
     tail = spec.td_config.raw_data_tail
     view = memoryview(data)
@@ -81,7 +89,7 @@ def _op(section: TdvfSection, image: memoryview, tail: RawDataTail, hob: bytes |
         action = TdAction.PAGE_ADD
     contents: memoryview | None = None
     if section.type is TdvfSectionType.TD_HOB and hob is not None:
-        contents = memoryview(hob + bytes(section.mem_size - len(hob)))
+        contents = memoryview(hob)
     elif section.raw_size:
         contents = _section_bytes(section, image, tail)
     elif action is TdAction.PAGE_ADD_EXTEND and section.type not in _ACCEPTED:
@@ -110,7 +118,7 @@ def _section_bytes(section: TdvfSection, image: memoryview, tail: RawDataTail) -
         raw_data_tail=str(tail),
     )
     if tail is RawDataTail.ZERO:
-        return memoryview(bytes(image[start : start + raw]) + bytes(size - raw))
+        return image[start : start + raw]  # the rest of the section is zero
     if start + size > len(image):
         raise FirmwareError(
             f"{section.name} has RawDataSize {raw:#x} < MemoryDataSize {size:#x}, and QEMU "
