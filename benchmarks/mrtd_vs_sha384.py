@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from cvmlaunch.measure import measure  # noqa: E402
 from cvmlaunch.measure.tdx import mrtd  # noqa: E402
-from cvmlaunch.plan import build_td_plan  # noqa: E402
+from cvmlaunch.plan.tdx import build_td_plan  # noqa: E402
 from cvmlaunch.spec import GuestSpec, PageOrder, TdConfig, Technology  # noqa: E402
 from tests.tdvf_images import build_image  # noqa: E402
 

@@ -95,18 +95,12 @@ def _td_attributes(text: str) -> int:
         return int(text, 0)
     except ValueError:
         pass
-    from cvmlaunch.abi.tdx import TdAttribute
+    from cvmlaunch.abi.tdx import td_attributes_from_names
 
-    value = 0
-    for name in filter(None, text.split(",")):
-        try:
-            value |= TdAttribute[name.strip().upper()].value
-        except KeyError:
-            known = ", ".join(a.name or "" for a in TdAttribute)
-            raise argparse.ArgumentTypeError(
-                f"expected a number or attribute names ({known}), got {name!r}"
-            ) from None
-    return value
+    try:
+        return td_attributes_from_names([n for n in text.split(",") if n.strip()])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number or attribute names: {e}") from None
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

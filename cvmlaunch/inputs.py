@@ -26,6 +26,19 @@ def read_firmware(path: Path) -> bytes:
     return data
 
 
+def read_pinned_firmware(
+    path: Path, pin: bytes | None, data: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """The firmware image (read from `path` unless `data` is given) and its SHA-256, which
+    must equal `pin` when one is given."""
+    if data is None:
+        data = read_firmware(path)
+    digest = hashlib.sha256(data).digest()
+    if pin is not None and digest != pin:
+        raise InputError(str(path), f"sha256 is {digest.hex()}, but the profile pins {pin.hex()}")
+    return data, digest
+
+
 def sha256_file(path: Path) -> bytes:
     """SHA-256 of a file's bytes, read in fixed-size chunks (memory does not grow with size)."""
     try:

@@ -26,7 +26,7 @@ from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBZ,
     KVM_VMSA_GPA,
 )
-from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, TdAttribute
+from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.spec import (
     DEFAULT_MEMORY_MIB,
@@ -179,13 +179,7 @@ class Tdx(_Model):
     @classmethod
     def _attributes(cls, value: int | list[str]) -> int:
         if not isinstance(value, int):
-            names, value = value, 0
-            for name in names:
-                try:
-                    value |= TdAttribute[name.upper()].value
-                except KeyError:
-                    known = ", ".join(a.name or "" for a in TdAttribute)
-                    raise ValueError(f"unknown TD attribute {name!r} (known: {known})") from None
+            value = td_attributes_from_names(value)
         problems = td_attribute_problems(value)
         if problems:
             raise ValueError("; ".join(problems))

@@ -6,9 +6,10 @@ import hashlib
 from typing import Any
 
 from cvmlaunch.abi.cpu import split_signature
+from cvmlaunch.abi.hob import HOB_HEADER
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.abi.tdx import TdAttribute, TdvfAttribute, XfamBit, flag_names
+from cvmlaunch.abi.tdx import PAGE_SIZE, TdAttribute, TdvfAttribute, XfamBit, flag_names
 from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep
@@ -78,24 +79,21 @@ def _td_inputs(plan: TdPlan) -> dict[str, Any]:
         "page_order": str(td.page_order),
         "raw_data_tail": str(td.raw_data_tail),
         "tdvf": tdvf_json(plan.tdvf),
+        # As TDVF measures it into RTMR0: without the END_OF_HOB_LIST header at its end.
         "td_hob_sha384": None
         if plan.td_hob is None
-        else hashlib.sha384(plan.td_hob[:-_END_HOB_SIZE]).hexdigest(),
+        else hashlib.sha384(plan.td_hob[: -HOB_HEADER.size]).hexdigest(),
         "operations": [
             {
                 "section": op.section,
                 "type": op.section_type.name,
                 "gpa": f"{op.gpa:#x}",
-                "pages": op.size // 4096,
+                "pages": op.size // PAGE_SIZE,
                 "action": str(op.action),
             }
             for op in plan.ops
         ],
     }
-
-
-# TDVF measures the TD HOB into RTMR0 without its 8-byte END_OF_HOB_LIST.
-_END_HOB_SIZE = 8
 
 
 def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
@@ -165,7 +163,7 @@ def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
     for op in plan.ops:
         lines.append(
             f"  {op.section:>2}  {op.section_type.name:<13} gpa {op.gpa:#012x}  "
-            f"{op.size // 4096:>5} pages  {op.action}"
+            f"{op.size // PAGE_SIZE:>5} pages  {op.action}"
         )
     lines.append(f"page order       {inputs['page_order']}")
     names = ", ".join(identity["attribute_names"]) or "none"

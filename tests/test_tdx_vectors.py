@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cvmlaunch.firmware.tdvf import Locator, parse_tdvf
-from cvmlaunch.plan import build_td_plan
+from cvmlaunch.plan.tdx import build_td_plan
 from cvmlaunch.spec import GuestSpec, Technology
 from tests.conftest import TDX_VECTORS, CliRunner
 

@@ -90,6 +90,20 @@ class TdAttribute(IntFlag):
 
 
 TD_ATTRIBUTES_DEFINED = sum(a.value for a in TdAttribute)
+
+
+def td_attributes_from_names(names: list[str]) -> int:
+    """ATTRIBUTES from bit names (any case); ValueError naming the known ones otherwise."""
+    value = 0
+    for name in names:
+        try:
+            value |= TdAttribute[name.strip().upper()].value
+        except KeyError:
+            known = ", ".join(a.name or "" for a in TdAttribute)
+            raise ValueError(f"unknown TD attribute {name!r} (known: {known})") from None
+    return value
+
+
 # QEMU's tdx-guest default: SEPT #VE disabled.
 TD_ATTRIBUTES_QEMU_DEFAULT = TdAttribute.SEPT_VE_DISABLE.value
 

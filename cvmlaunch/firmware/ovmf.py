@@ -6,8 +6,9 @@ anything unusable raises `FirmwareError` naming the file offset and what was exp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from cvmlaunch.abi import ovmf as abi
 from cvmlaunch.abi.guid import guid_text
@@ -52,6 +53,30 @@ class GpaRange(NamedTuple):
 
     def overlaps(self, other: GpaRange) -> bool:
         return self.base < other.end and other.base < self.end
+
+
+class _Numbered(Protocol):
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def range(self) -> GpaRange: ...
+
+
+_T = TypeVar("_T", bound=_Numbered)
+
+
+def first_overlap(items: Iterable[_T]) -> tuple[_T, _T] | None:
+    """Two items whose ranges overlap, lower number first; None if none do.
+
+    Sorted by base, any overlap shows between neighbours: n log n even for hostile counts.
+    """
+    by_base = sorted(items, key=lambda item: item.range.base)
+    for lower, upper in pairwise(by_base):
+        if lower.range.overlaps(upper.range):
+            first, second = sorted((lower, upper), key=lambda item: item.number)
+            return first, second
+    return None
 
 
 class SevSection(NamedTuple):
@@ -224,16 +249,14 @@ def _sev_metadata(data: bytes, entry: TableEntry, image: GpaRange) -> tuple[SevS
                 at,
             )
         sections.append(section)
-    # Sorted by GPA, any overlap shows between neighbours: n log n even for hostile counts.
-    by_gpa = sorted(sections, key=lambda s: s.gpa)
-    for lower, upper in pairwise(by_gpa):
-        if lower.range.overlaps(upper.range):
-            first, second = sorted((lower, upper), key=lambda s: s.number)
-            raise FirmwareError(
-                f"SEV metadata section {second.number} [{second.gpa:#x}, +{second.size:#x}) "
-                f"overlaps section {first.number} [{first.gpa:#x}, +{first.size:#x})",
-                second.offset,
-            )
+    overlap = first_overlap(sections)
+    if overlap is not None:
+        first, second = overlap
+        raise FirmwareError(
+            f"SEV metadata section {second.number} [{second.gpa:#x}, +{second.size:#x}) "
+            f"overlaps section {first.number} [{first.gpa:#x}, +{first.size:#x})",
+            second.offset,
+        )
     return tuple(sections)
 
 

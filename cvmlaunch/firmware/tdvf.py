@@ -9,14 +9,13 @@ and anything unusable raises `FirmwareError` naming the section, the field and t
 
 from __future__ import annotations
 
-from itertools import pairwise
 from typing import NamedTuple
 
 from cvmlaunch.abi import ovmf as ovmf_abi
 from cvmlaunch.abi import tdx as abi
 from cvmlaunch.abi.tdx import TdvfAttribute, TdvfSectionType
 from cvmlaunch.errors import FirmwareError
-from cvmlaunch.firmware.ovmf import GpaRange, parse_footer_table
+from cvmlaunch.firmware.ovmf import GpaRange, first_overlap, parse_footer_table
 
 # The widest guest-physical address space a TD can have (GPAW 52).
 MAX_GPA = 1 << 52
@@ -210,13 +209,11 @@ def _section(data: bytes, number: int, at: int) -> TdvfSection:
 
 
 def _check_overlaps(sections: tuple[TdvfSection, ...]) -> None:
-    # Sorted by GPA, any overlap shows between neighbours: n log n even for hostile counts.
-    mapped = sorted((s for s in sections if s.mem_size), key=lambda s: s.gpa)
-    for lower, upper in pairwise(mapped):
-        if lower.range.overlaps(upper.range):
-            first, second = sorted((lower, upper), key=lambda s: s.number)
-            raise FirmwareError(
-                f"{second.name} memory [{second.gpa:#x}, +{second.mem_size:#x}) overlaps "
-                f"{first.name} [{first.gpa:#x}, +{first.mem_size:#x})",
-                second.offset,
-            )
+    overlap = first_overlap(s for s in sections if s.mem_size)
+    if overlap is not None:
+        first, second = overlap
+        raise FirmwareError(
+            f"{second.name} memory [{second.gpa:#x}, +{second.mem_size:#x}) overlaps "
+            f"{first.name} [{first.gpa:#x}, +{first.mem_size:#x})",
+            second.offset,
+        )

@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 from cvmlaunch.measure.sev import launch_measure, sev_digest
 from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.measure.tdx import mrtd
 from cvmlaunch.measure.trace import TdTraceStep, TraceStep
 from cvmlaunch.plan.ops import Plan, TdPlan
 from cvmlaunch.spec import Technology
@@ -31,6 +30,8 @@ class Measurement(NamedTuple):
 def measure(plan: Plan, *, trace: bool = False) -> Measurement:
     """Compute the measurement of `plan`; with `trace`, record every step."""
     if isinstance(plan, TdPlan):
+        from cvmlaunch.measure.tdx import mrtd  # loads only for a TD (CLI start-up)
+
         records: list[TdTraceStep] | None = [] if trace else None
         digest = mrtd(plan, records)
         frozen = None if records is None else tuple(records)

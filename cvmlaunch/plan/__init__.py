@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp, Plan, TdPageOp, TdPlan
 from cvmlaunch.plan.sev import build_sev_plan
-from cvmlaunch.plan.tdx import build_td_plan
 from cvmlaunch.spec import GuestSpec, Technology
 
 
@@ -12,6 +11,9 @@ def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
     """The plan for `spec` (a LaunchPlan, or a TdPlan for tdx); `firmware` gives the image
     bytes instead of reading the file."""
     if spec.technology is Technology.TDX:
+        # Imported here: the TDVF parser and TD HOB writer stay out of every other start-up.
+        from cvmlaunch.plan.tdx import build_td_plan
+
         return build_td_plan(spec, firmware)
     return build_sev_plan(spec, firmware)
 
@@ -26,5 +28,4 @@ __all__ = [
     "TdPlan",
     "build_plan",
     "build_sev_plan",
-    "build_td_plan",
 ]

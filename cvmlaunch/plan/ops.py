@@ -7,14 +7,16 @@ pages to the kernel, so the two cannot drift apart.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cvmlaunch.abi.snp import PageType
-from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.firmware.ovmf import OvmfImage
-from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.spec import GuestSpec
+
+if TYPE_CHECKING:  # the TDX parser loads only when a TD is planned (CLI start-up)
+    from cvmlaunch.abi.tdx import TdvfSectionType
+    from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 
 class OpKind(StrEnum):

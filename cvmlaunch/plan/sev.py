@@ -9,15 +9,13 @@ hashes table and (SEV-ES) the VMSAs are hashed as a byte stream in that order.
 
 from __future__ import annotations
 
-import hashlib
-
 from cvmlaunch import log
 from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
-from cvmlaunch.errors import FirmwareError, InputError
+from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.ovmf import GpaRange, OvmfImage, SevSection, parse_ovmf
-from cvmlaunch.inputs import read_firmware
+from cvmlaunch.inputs import read_pinned_firmware
 from cvmlaunch.plan.boot import compute_kernel_hashes
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
@@ -35,12 +33,7 @@ _NO_HASH_AREA = (
 def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
     spec.check()
-    data = read_firmware(spec.firmware) if firmware is None else firmware
-    firmware_sha256 = hashlib.sha256(data).digest()
-    pin = spec.firmware_sha256
-    if pin is not None and firmware_sha256 != pin:
-        pinned = f"sha256 is {firmware_sha256.hex()}, but the profile pins {pin.hex()}"
-        raise InputError(str(spec.firmware), pinned)
+    data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     image = parse_ovmf(data)
     hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None
     ops = [PageOp(OpKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")]

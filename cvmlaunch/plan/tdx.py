@@ -12,13 +12,11 @@ holds there; raw_data_tail "zero" zero-fills it as the TDVF and td-shim specific
 
 from __future__ import annotations
 
-import hashlib
-
 from cvmlaunch import log
 from cvmlaunch.abi.tdx import TdvfSectionType
-from cvmlaunch.errors import FirmwareError, InputError
+from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.tdvf import TdvfSection, parse_tdvf
-from cvmlaunch.inputs import read_firmware
+from cvmlaunch.inputs import read_pinned_firmware
 from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
 from cvmlaunch.plan.td_hob import q35_ram, td_hob
 from cvmlaunch.spec import GuestSpec, RawDataTail
@@ -37,12 +35,7 @@ _ACCEPTED = frozenset({TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM})
 def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
     """The plan for the TDX guest `spec`; `firmware` gives the image instead of the file."""
     spec.check()
-    data = read_firmware(spec.firmware) if firmware is None else firmware
-    firmware_sha256 = hashlib.sha256(data).digest()
-    pin = spec.firmware_sha256
-    if pin is not None and firmware_sha256 != pin:
-        pinned = f"sha256 is {firmware_sha256.hex()}, but the profile pins {pin.hex()}"
-        raise InputError(str(spec.firmware), pinned)
+    data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     tdvf = parse_tdvf(data)
     _warn_if_qemu_refuses(tdvf.sections)
     hobs = tdvf.of_type(TdvfSectionType.TD_HOB)
