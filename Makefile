@@ -21,6 +21,7 @@ $(OVMF):
 
 demo: $(BIN)/cvmlaunch $(OVMF)
 	$(BIN)/cvmlaunch measure
+	$(BIN)/cvmlaunch launch
 
 lint: $(BIN)/cvmlaunch
 	$(BIN)/ruff check cvmlaunch tests examples benchmarks
@@ -41,6 +42,7 @@ bench: $(OVMF)
 	.venv-bench/bin/python -m pip install --quiet . sev-snp-measure==0.0.13
 	.venv-bench/bin/python benchmarks/measure_vs_reference.py
 	.venv-bench/bin/python benchmarks/mrtd_vs_sha384.py
+	.venv-bench/bin/python benchmarks/launch_population.py
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache

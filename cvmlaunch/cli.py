@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cvmlaunch import log
-from cvmlaunch.errors import CvmlaunchError, FieldProblem, FirmwareError, ProfileError
+from cvmlaunch.errors import (
+    CvmlaunchError,
+    FieldProblem,
+    FirmwareError,
+    KvmError,
+    LaunchError,
+    ProfileError,
+)
 from cvmlaunch.spec import (
     BootFile,
     CpuSpec,
@@ -198,8 +205,32 @@ def _firmware_arguments(f: argparse.ArgumentParser) -> None:
     inspect.set_defaults(handler=_cmd_firmware_inspect)
 
 
+def _launch_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Create the VM through /dev/kvm (or the emulated kernel), populate and measure the "
+        "initial image with map_memory, finalize, and compare the platform's measurement "
+        "with the expected one. Exit 0 on match or unattested, 1 on mismatch or failure."
+    )
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "kvm", "sim", "rehearsal"],
+        default="auto",
+        help="auto: kvm when this kernel offers the profile's VM type, else sim",
+    )
+    p.add_argument(
+        "--sim-host",
+        choices=["snp", "tdx", "rfc"],
+        help="host the emulated kernel plays (default: snp, or tdx for a TD)",
+    )
+    p.add_argument("--record", type=Path, help="write the launch record (JSON) here")
+    p.add_argument("--json", action="store_true", help="print the launch record")
+    p.set_defaults(handler=_cmd_launch)
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "measure": ("compute the expected launch measurement", _measure_arguments),
+    "launch": ("launch through KVM and compare the measurement", _launch_arguments),
     "profile": ("profile format tools", _profile_arguments),
     "firmware": ("firmware image tools", _firmware_arguments),
 }
@@ -408,6 +439,33 @@ def _cmd_measure(args: argparse.Namespace) -> int:
     return EXIT_MISMATCH if match is False else EXIT_OK
 
 
+# ---- launch ----------------------------------------------------------------------------
+
+
+def _cmd_launch(args: argparse.Namespace) -> int:
+    from cvmlaunch.inputs import sha256_file
+    from cvmlaunch.launch import Backend, Verdict, launch
+    from cvmlaunch.launch.record import dumps, write_atomically
+    from cvmlaunch.plan import build_plan
+    from cvmlaunch.profile import load_profile
+
+    path = args.profile if args.profile is not None else _default_profile()
+    if args.record is not None and not args.record.parent.is_dir():
+        raise ProfileError([FieldProblem("--record", f"no directory {args.record.parent}")])
+    spec = GuestSpec(**load_profile(path).spec_fields()).check()
+    record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
+    doc = {"profile": {"path": str(path), "sha256": sha256_file(path).hex()}} | record.doc
+    if args.record is not None:
+        write_atomically(args.record, dumps(doc))
+    if args.json:
+        print(_json(doc))
+    else:
+        print(f"verdict:   {record.verdict} (backend {record.backend}: {record.reason})")
+        print(f"expected:  {record.expected.hex()}")
+        print(f"reported:  {record.reported.hex() if record.reported else '-'}")
+    return EXIT_MISMATCH if record.verdict is Verdict.MISMATCH else EXIT_OK
+
+
 # ---- profile / firmware ----------------------------------------------------------------
 
 
@@ -456,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
+    except (KvmError, LaunchError) as e:
+        # The kernel or the guest refused: a failed launch, not unusable input.
+        print(f"cvmlaunch: launch failed: {e}", file=sys.stderr)
+        return EXIT_MISMATCH
     except CvmlaunchError as e:
         print(f"cvmlaunch: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

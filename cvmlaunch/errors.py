@@ -54,3 +54,39 @@ class FirmwareError(CvmlaunchError):
         self.reason = message
         where = f" (at file offset {offset:#x})" if offset is not None else ""
         super().__init__(message + where)
+
+
+class KvmError(CvmlaunchError):
+    """An ioctl (or open/mmap) on the kernel failed: which call, the errno, the values sent.
+
+    `step` names the launch phase when the launch pipeline knows it.
+    """
+
+    def __init__(
+        self, call: str, errno: int, fields: dict[str, int] | None = None, step: str | None = None
+    ) -> None:
+        from cvmlaunch.abi.kvm import errno_name  # abi is loaded only by launches
+
+        self.call = call
+        self.errno = errno
+        self.errno_name = errno_name(errno)
+        self.fields = dict(fields or {})
+        self.step = step
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f"{self.step}: " if self.step else ""
+        values = " ".join(f"{k}={v:#x}" for k, v in self.fields.items())
+        return f"{where}{self.call} failed with {self.errno_name}" + (
+            f" ({values})" if values else ""
+        )
+
+    def at(self, step: str) -> KvmError:
+        """This error, named with the launch phase it happened in."""
+        self.step = step
+        self.args = (self._message(),)
+        return self
+
+
+class LaunchError(CvmlaunchError):
+    """A launch cannot go on: the host lacks what the profile needs, or a readback differs."""

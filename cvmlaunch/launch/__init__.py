@@ -1,0 +1,133 @@
+"""Launch: plan → backend → LaunchRecord.
+
+`launch(plan, backend)` runs the plan on real KVM (`kvm`), on the emulated kernel (`sim`), or
+as a `rehearsal` (the plan's layout on a default VM of the real kernel, read back by a guest
+vCPU), and compares what the platform reports with the expected measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from cvmlaunch.abi.kvm import VmType
+from cvmlaunch.errors import KvmError, LaunchError
+from cvmlaunch.kvm import Kernel, Kvm, LinuxKernel
+from cvmlaunch.kvm.caps import vm_types
+from cvmlaunch.launch.executor import Transcript, run_confidential, run_rehearsal, vm_type_for
+from cvmlaunch.launch.record import LaunchRecord, Verdict, divergence
+from cvmlaunch.launch.steps import plan_steps
+from cvmlaunch.log import get_logger
+from cvmlaunch.measure import measure
+from cvmlaunch.plan.ops import Plan, TdPlan
+
+_log = get_logger("cvmlaunch.launch")
+
+
+class Backend(StrEnum):
+    AUTO = "auto"
+    KVM = "kvm"
+    SIM = "sim"
+    REHEARSAL = "rehearsal"
+
+
+@runtime_checkable
+class Attesting(Protocol):
+    """A kernel that can say what the platform measured (the emulated one can)."""
+
+    def launch_digest(self, vm_fd: int) -> bytes | None: ...
+
+
+def launch(
+    plan: Plan,
+    backend: Backend = Backend.AUTO,
+    *,
+    kernel: Kernel | None = None,
+    sim_host: str | None = None,
+) -> LaunchRecord:
+    """Launch `plan`; `kernel` replaces the one the backend would use (tests, embedding)."""
+    steps = plan_steps(plan)
+    expected = measure(plan).digest
+    chosen, reason, kernel = _choose(plan, backend, kernel, sim_host)
+    _log.info("launch.backend", requested=str(backend), chosen=str(chosen), reason=reason)
+    t = Transcript()
+    started = time.perf_counter()
+    reported = None
+    with ExitStack() as memory:
+        with t.phase("open"):
+            kvm = memory.enter_context(Kvm(kernel))
+        if chosen is Backend.REHEARSAL:
+            run_rehearsal(kvm, steps, t)
+        else:
+            vm = run_confidential(kvm, plan, steps, t, memory)
+            if isinstance(kernel, Attesting):
+                reported = kernel.launch_digest(vm.fd)
+    t.timings["total"] = round(time.perf_counter() - started, 6)
+    if reported is None:
+        verdict = Verdict.UNATTESTED
+    else:
+        verdict = Verdict.MATCH if reported == expected else Verdict.MISMATCH
+    _log.info("launch.verdict", verdict=str(verdict))
+    doc: dict[str, object] = {
+        "technology": str(plan.spec.technology),
+        "inputs": {"firmware_sha256": plan.firmware_sha256.hex()},
+        "backend": {"requested": str(backend), "chosen": str(chosen), "reason": reason},
+        "vm_type": t.vm_type.name.lower() if t.vm_type is not None else None,
+        "host": t.capabilities,
+        "memslots": t.memslots,
+        "map_memory": [c.to_json() for c in t.calls],
+        "expected_measurement": expected.hex(),
+        "reported_measurement": reported.hex() if reported is not None else None,
+        "verdict": str(verdict),
+        "divergence": divergence(steps, t.calls) if verdict is Verdict.MISMATCH else None,
+        "timings": t.timings,
+    }
+    if t.snp_policy is not None:
+        doc["snp_policy"] = f"{t.snp_policy:#x}"
+    if t.launch_measure is not None:
+        doc["launch_measure"] = t.launch_measure.hex()
+    if t.readback:
+        doc["readback"] = t.readback
+    return LaunchRecord(verdict, expected, reported, str(chosen), reason, doc)
+
+
+def _choose(
+    plan: Plan, backend: Backend, kernel: Kernel | None, sim_host: str | None
+) -> tuple[Backend, str, Kernel]:
+    if backend is Backend.SIM or (backend is Backend.AUTO and kernel is None and sim_host):
+        return Backend.SIM, "the emulated kernel was asked for", kernel or _sim(plan, sim_host)
+    if backend is Backend.REHEARSAL:
+        return backend, "default VM on the real kernel", kernel or LinuxKernel()
+    needed = vm_type_for(plan)
+    real = kernel or LinuxKernel()
+    offered = _offered(real)
+    if needed in offered:
+        return Backend.KVM, f"this kernel offers the {needed.name.lower()} VM type", real
+    names = ", ".join(sorted(t.name.lower() for t in offered)) or "none (no /dev/kvm)"
+    needs = needed.name.lower()
+    why = f"this kernel offers VM types [{names}]; {plan.spec.technology} needs {needs}"
+    if backend is Backend.KVM:
+        raise LaunchError(f"backend kvm: {why}")
+    return Backend.SIM, f"{why}: using the emulated kernel", _sim(plan, sim_host)
+
+
+def _offered(kernel: Kernel) -> frozenset[VmType]:
+    if isinstance(kernel, LinuxKernel) and not os.path.exists("/dev/kvm"):
+        return frozenset()
+    try:
+        with Kvm(kernel) as kvm:
+            return frozenset(vm_types(kvm))
+    except KvmError:
+        return frozenset()
+
+
+def _sim(plan: Plan, host: str | None) -> Kernel:
+    from cvmlaunch.sim import SimKernel  # the emulator loads only when it is used
+
+    return SimKernel(host or ("tdx" if isinstance(plan, TdPlan) else "snp"))
+
+
+__all__ = ["Backend", "LaunchRecord", "Verdict", "launch"]

@@ -1,0 +1,285 @@
+"""The launch sequences, per VM type, in QEMU's order (reference/kvm-abi.md §3.5, §4.3).
+
+Each function creates the VM on an open `Kvm`, builds the memslots, loads the vCPUs, runs
+every plan step through `map_memory`, finalizes, and fills in a `Transcript` of what the
+kernel was actually given. Nothing here computes a digest: the platform (or the emulated
+one) does, and `launch` compares.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from cvmlaunch.abi.kvm import (
+    GHCB_VERSION_DEFAULT,
+    PAGE_SHIFT,
+    SEV_LAUNCH_MEASURE_SIZE,
+    GuestMemfdFlag,
+    MapFlag,
+    SevCmd,
+    TdxCmd,
+    VmType,
+    ffi,
+)
+from cvmlaunch.abi.snp import PageType, SevFeature
+from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
+from cvmlaunch.abi.vmsa import SaveArea
+from cvmlaunch.errors import KvmError, LaunchError
+from cvmlaunch.firmware.ovmf import GpaRange
+from cvmlaunch.kvm import Device, Kvm, MapCall, Vcpu, Vm, map_memory, probe
+from cvmlaunch.launch.layout import free_page, regions
+from cvmlaunch.launch.rehearsal import (
+    CHECKER_CODE,
+    Checksum,
+    checksum,
+    flat_protected_mode,
+    read_back,
+)
+from cvmlaunch.launch.steps import Step
+from cvmlaunch.log import get_logger
+from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdPlan
+from cvmlaunch.spec import Technology
+
+_log = get_logger("cvmlaunch.launch")
+
+# QEMU's default SNP guest policy: SMT allowed (bit 16) and the must-be-one bit 17.
+SNP_POLICY_DEFAULT = 0x30000
+_EFER_SVME = 0x1000  # KVM sets it in every SEV-ES VMSA itself; userspace may not
+
+
+class Transcript:
+    """What a launch did: memslots, map_memory calls, timings, and what the platform said."""
+
+    def __init__(self) -> None:
+        self.vm_type: VmType | None = None
+        self.capabilities: dict[str, object] = {}
+        self.memslots: list[dict[str, object]] = []
+        self.calls: list[MapCall] = []
+        self.timings: dict[str, float] = {}
+        self.launch_measure: bytes | None = None
+        self.readback: list[dict[str, object]] = []
+        self.snp_policy: int | None = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase; a kernel failure inside it is named with the phase."""
+        start = time.perf_counter()
+        _log.info("launch.phase", phase=name)
+        try:
+            yield
+        except KvmError as e:
+            raise e.at(name) from None
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 6)
+
+
+def vm_type_for(plan: Plan) -> VmType:
+    return {
+        Technology.SEV: VmType.SEV,
+        Technology.SEV_ES: VmType.SEV_ES,
+        Technology.SEV_SNP: VmType.SNP,
+        Technology.TDX: VmType.TDX,
+    }[plan.spec.technology]
+
+
+def run_confidential(
+    kvm: Kvm, plan: Plan, steps: list[Step], t: Transcript, memory: ExitStack
+) -> Vm:
+    """The real launch of `plan` on a VM of its type; returns the finalized VM.
+
+    `memory` owns the host memory behind the memslots: close it only after the VM.
+    """
+    vm_type = vm_type_for(plan)
+    t.vm_type = vm_type
+    with t.phase("create_vm"):
+        vm = kvm.create_vm(vm_type)
+    if isinstance(plan, TdPlan):
+        _launch_td(vm, plan, steps, t, memory)
+    else:
+        _launch_sev(vm, plan, steps, t, memory)
+    return vm
+
+
+def _memslots(vm: Vm, steps: list[Step], t: Transcript, memory: ExitStack, gmem: bool) -> None:
+    """One slot per merged region: guest_memfd-backed and private, or plain (SEV/SEV-ES)."""
+    for slot, region in enumerate(regions(steps)):
+        shared = memoryview(_anonymous(memory, region.size))
+        memory.callback(shared.release)
+        backing = vm.create_guest_memfd(region.size, 0) if gmem else None
+        created = vm.set_memory_region(slot, region.base, shared, backing)
+        if gmem:
+            vm.set_private(region.base, region.size)
+        t.memslots.append(created.to_json())
+
+
+def _anonymous(memory: ExitStack, size: int) -> mmap.mmap:
+    """Zeroed host memory, allocated lazily by the kernel (so big zero sections are free)."""
+    area = mmap.mmap(-1, size)
+    memory.callback(area.close)
+    return area
+
+
+def _populate(vcpu: Vcpu, steps: list[Step], t: Transcript, flags: int) -> None:
+    for step in steps:
+        page_type = None if step.page_type.startswith("page-") else PageType[step.page_type]
+        call = map_memory(
+            vcpu,
+            step.gpa >> PAGE_SHIFT,
+            step.pages,
+            flags,
+            step.source,
+            page_type=page_type,
+            measure=step.page_type == "page-add+extend",
+        )
+        _log.debug("launch.map_memory", **call.to_json())
+        t.calls.append(call)
+
+
+def _launch_sev(
+    vm: Vm, plan: LaunchPlan, steps: list[Step], t: Transcript, mem: ExitStack
+) -> None:
+    spec = plan.spec
+    snp = spec.technology is Technology.SEV_SNP
+    with t.phase("init"):
+        vm.sev_fd = Device(vm, "/dev/sev").fd
+        features = spec.guest_features & ~(1 << SevFeature.SNP_ACTIVE) if snp else 0
+        ghcb = GHCB_VERSION_DEFAULT if spec.technology is not Technology.SEV else 0
+        init: Any = ffi.new(
+            "struct kvm_sev_init *", {"vmsa_features": features, "ghcb_version": ghcb}
+        )
+        vm.sev_command(SevCmd.INIT2, init, vm.sev_fd)
+        if snp:
+            t.snp_policy = SNP_POLICY_DEFAULT
+            start: Any = ffi.new("struct kvm_sev_snp_launch_start *", {"policy": t.snp_policy})
+            vm.sev_command(SevCmd.SNP_LAUNCH_START, start, vm.sev_fd)
+        else:
+            start = ffi.new("struct kvm_sev_launch_start *", {"policy": spec.sev_policy})
+            vm.sev_command(SevCmd.LAUNCH_START, start, vm.sev_fd)
+    with t.phase("memslots"):
+        _memslots(vm, steps, t, mem, gmem=snp)
+    states = [op.state for op in plan.ops if op.kind is OpKind.VMSA]
+    with t.phase("vcpus"):
+        vcpus = [vm.create_vcpu(i) for i in range(spec.vcpus)]
+        for vcpu, state in zip(vcpus, states, strict=False):
+            if state is not None:
+                load_save_area(vcpu, state)
+        vm.capabilities = probe(vm, vcpus[0])
+        t.capabilities = vm.capabilities.to_json()
+    with t.phase("populate"):
+        _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
+    with t.phase("finalize"):
+        if snp:
+            vm.sev_command(SevCmd.SNP_LAUNCH_FINISH, _snp_finish(), vm.sev_fd)
+            return
+        if spec.technology is Technology.SEV_ES:
+            vm.sev_command(SevCmd.LAUNCH_UPDATE_VMSA, None, vm.sev_fd)
+        blob = bytearray(SEV_LAUNCH_MEASURE_SIZE)
+        request: Any = ffi.new(
+            "struct kvm_sev_launch_measure *",
+            {"uaddr": int(ffi.cast("uintptr_t", ffi.from_buffer(blob))), "len": len(blob)},
+        )
+        vm.sev_command(SevCmd.LAUNCH_MEASURE, request, vm.sev_fd)
+        t.launch_measure = bytes(blob)
+        vm.sev_command(SevCmd.LAUNCH_FINISH, None, vm.sev_fd)
+
+
+def _snp_finish() -> Any:
+    return ffi.new("struct kvm_sev_snp_launch_finish *")
+
+
+def load_save_area(vcpu: Vcpu, state: SaveArea) -> None:
+    """Give KVM the vCPU state the VMSA must hold (KVM builds the VMSA from it)."""
+    sregs = vcpu.get_sregs()
+    for ours, kvms in (
+        ("es", "es"), ("cs", "cs"), ("ss", "ss"), ("ds", "ds"), ("fs", "fs"), ("gs", "gs"),
+        ("ldtr", "ldt"), ("tr", "tr"),
+    ):  # fmt: skip
+        seg, k = getattr(state, ours), getattr(sregs, kvms)
+        k.selector, k.base, k.limit = seg.selector, seg.base, seg.limit
+        a = seg.attrib
+        k.type, k.s, k.dpl, k.present = a & 0xF, a >> 4 & 1, a >> 5 & 3, a >> 7 & 1
+        k.avl, k.l, k.db, k.g = a >> 8 & 1, a >> 9 & 1, a >> 10 & 1, a >> 11 & 1
+    sregs.gdt.base, sregs.gdt.limit = state.gdtr.base, state.gdtr.limit
+    sregs.idt.base, sregs.idt.limit = state.idtr.base, state.idtr.limit
+    sregs.cr0, sregs.cr4, sregs.efer = state.cr0, state.cr4, state.efer & ~_EFER_SVME
+    vcpu.set_sregs(sregs)
+    vcpu.set_regs(rip=state.rip, rflags=state.rflags, rdx=state.rdx)
+    fpu = vcpu.get_fpu()
+    fpu.fcw, fpu.mxcsr = state.x87_fcw, state.mxcsr
+    vcpu.set_fpu(fpu)
+    vcpu.set_pat(state.g_pat)
+
+
+def _launch_td(vm: Vm, plan: TdPlan, steps: list[Step], t: Transcript, mem: ExitStack) -> None:
+    td = plan.spec.td_config
+    with t.phase("init"):
+        init: Any = ffi.new("struct kvm_tdx_init_vm *")
+        init.attributes = td.attributes
+        init.xfam = td.xfam if td.xfam is not None else XFAM_FIXED1
+        for name in ("mrconfigid", "mrowner", "mrownerconfig"):
+            getattr(init, name)[0:6] = struct.unpack("<6Q", getattr(td, name))
+        vm.tdx_command(TdxCmd.INIT_VM, init)
+    with t.phase("vcpus"):
+        hobs = plan.tdvf.of_type(TdvfSectionType.TD_HOB)
+        hob_gpa = hobs[0].gpa if hobs else 0
+        vcpus = [vm.create_vcpu(i) for i in range(plan.spec.vcpus)]
+        for vcpu in vcpus:
+            vcpu.tdx_command(TdxCmd.INIT_VCPU, immediate=hob_gpa)
+        vm.capabilities = probe(vm, vcpus[0])
+        t.capabilities = vm.capabilities.to_json()
+    with t.phase("memslots"):
+        _memslots(vm, steps, t, mem, gmem=True)
+    with t.phase("populate"):
+        _populate(vcpus[0], steps, t, MapFlag.PRIVATE)
+    with t.phase("finalize"):
+        vm.tdx_command(TdxCmd.FINALIZE_VM)
+
+
+def run_rehearsal(kvm: Kvm, steps: list[Step], t: Transcript) -> Vm:
+    """The plan's layout on a default VM, populated through guest_memfd mappings, then read
+    back by a guest vCPU; raises LaunchError if any region's checksum differs."""
+    t.vm_type = VmType.DEFAULT
+    with t.phase("create_vm"):
+        vm = kvm.create_vm(VmType.DEFAULT)
+    used = regions(steps)
+    code_gpa = free_page(used)
+    with t.phase("memslots"):
+        flags = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED
+        for slot, region in enumerate([*used, GpaRange(code_gpa, 1 << PAGE_SHIFT)]):
+            gmem = vm.create_guest_memfd(region.size, flags)
+            # The slot's userspace_addr is the guest_memfd mapping itself, so every path
+            # (MMU and instruction emulator alike) sees the bytes written (kvm-abi.md §5.5).
+            created = vm.set_memory_region(slot, region.base, gmem.mmap().view, gmem)
+            t.memslots.append(created.to_json())
+        with vm.memory_at(code_gpa, len(CHECKER_CODE)) as code:
+            code[:] = CHECKER_CODE
+    with t.phase("vcpus"):
+        vcpu = vm.create_vcpu(0)
+        vm.capabilities = probe(vm, vcpu)
+        t.capabilities = vm.capabilities.to_json()
+    with t.phase("populate"):
+        _populate(vcpu, steps, t, 0)
+    with t.phase("readback"):
+        flat_protected_mode(vcpu)
+        _read_back(vcpu, code_gpa, steps, t)
+    return vm
+
+
+def _read_back(vcpu: Vcpu, code_gpa: int, steps: list[Step], t: Transcript) -> None:
+    for step in steps:
+        size = step.pages << PAGE_SHIFT
+        expected = checksum(step.source) if step.source is not None else Checksum(0, 0)
+        seen = read_back(vcpu, code_gpa, step.gpa, size)
+        t.readback.append(
+            {"gpa": f"{step.gpa:#x}", "size": size, "expected": str(expected), "guest": str(seen)}
+        )
+        if seen != expected:
+            raise LaunchError(
+                f"rehearsal readback differs for {step.label} at {step.gpa:#x}: the guest "
+                f"saw checksum {seen}, the plan says {expected}"
+            )

@@ -1,0 +1,333 @@
+"""The AMD Secure Processor's SEV, SEV-ES and SEV-SNP guest launch, behind KVM's
+KVM_MEMORY_ENCRYPT_OP with a kvm_sev_cmd.
+
+KVM's side (arch/x86/kvm/svm/sev.c as kvm-abi.md §3 records it): which VM and which state
+accept which command, and with which errno. The firmware's side: SEV API 55766 (the
+LAUNCH_* commands, one running SHA-256 over every byte given to LAUNCH_UPDATE_DATA and
+LAUNCH_UPDATE_VMSA, LAUNCH_MEASURE's HMAC) and SEV-SNP ABI 56860 (SNP_LAUNCH_UPDATE: one
+PAGE_INFO record per page, chained with SHA-384). A firmware refusal is EIO with the SEV
+status in kvm_sev_cmd.error. The ID block and ID auth of SNP_LAUNCH_FINISH are not checked.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import secrets
+import struct
+from collections.abc import Callable
+from enum import Enum, IntEnum
+from itertools import count
+from typing import Any
+
+from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, SEV_LAUNCH_MEASURE_SIZE, SevCmd, VmType
+from cvmlaunch.abi.snp import (
+    GUEST_POLICY_MBO,
+    GUEST_POLICY_MBZ,
+    KVM_VMSA_GPA,
+    LD_SIZE,
+    PAGE_INFO,
+    PAGE_INFO_SIZE,
+    SEV_FEATURES_DEFINED,
+    ZERO_CONTENTS,
+    PageType,
+    SevFeature,
+)
+from cvmlaunch.sim.faults import PageBudget
+from cvmlaunch.sim.hosts import SEV_VM_TYPES
+from cvmlaunch.sim.memory import GuestMemfd
+from cvmlaunch.sim.usercopy import (
+    copy_from_user,
+    copy_to_user,
+    fail,
+    read_struct,
+    user_struct,
+    write_struct,
+)
+from cvmlaunch.sim.vm import Vm
+from cvmlaunch.sim.vmsa import vmsa_page
+
+# The firmware this PSP runs (reported inside LAUNCH_MEASURE's HMAC).
+API_MAJOR, API_MINOR, BUILD = 1, 55, 0
+_MEASURE_CONTEXT = 0x04
+_MEASURE_HEADER = struct.Struct("<BBBBI")
+_MNONCE_SIZE = 16
+_GHCB_VERSION_MAX = 2
+# INIT2 takes any defined SEV_FEATURES bit but SNP_ACTIVE, which KVM sets itself.
+SUPPORTED_VMSA_FEATURES = SEV_FEATURES_DEFINED & ~(1 << SevFeature.SNP_ACTIVE)
+SNP_UPDATE_TYPES = frozenset(
+    {PageType.NORMAL, PageType.ZERO, PageType.UNMEASURED, PageType.SECRETS, PageType.CPUID}
+)
+_ZERO_PAGE = bytes(PAGE_SIZE)
+_LEGACY_ALIGN = 16  # LAUNCH_UPDATE_DATA address and length
+
+
+class SevStatus(IntEnum):
+    """SEV firmware status codes (include/uapi/linux/psp-sev.h, SEV_RET_*)."""
+
+    SUCCESS = 0x00
+    INVALID_GUEST_STATE = 0x02
+    INVALID_LEN = 0x04
+    INVALID_ADDRESS = 0x09
+    INVALID_PAGE_STATE = 0x1A
+
+
+class FirmwareFailure(Exception):
+    """KVM reports EIO and passes the firmware status up in kvm_sev_cmd.error."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class GuestState(Enum):
+    """The firmware's guest states (SEV API "Guest States"; SNP has no LSECRET)."""
+
+    INIT = "init"  # after KVM_SEV_INIT2, before LAUNCH_START
+    LUPDATE = "launching"
+    LSECRET = "measured"
+    RUNNING = "running"
+
+
+class SevGuest:
+    """The firmware's guest context of one VM, and the launch digest it accumulates."""
+
+    def __init__(self, vm_type: VmType, vmsa_features: int, handle: int) -> None:
+        self.snp = vm_type is VmType.SNP
+        self.es = vm_type is not VmType.SEV
+        self.vmsa_features = vmsa_features | (1 << SevFeature.SNP_ACTIVE if self.snp else 0)
+        self.handle = handle
+        self.state = GuestState.INIT
+        self.policy = 0
+        self.fd: int | None = None  # the /dev/sev fd LAUNCH_START recorded
+        self.ld = bytes(LD_SIZE)  # SNP: GCTX.LD
+        self.sha256 = hashlib.sha256()  # SEV, SEV-ES: the running launch digest
+        self.digest: bytes | None = None
+        # Secrets an attestation verifier would share with the platform owner.
+        self._tik = secrets.token_bytes(16)
+        self._mnonce = secrets.token_bytes(_MNONCE_SIZE)
+
+    def snp_measure(self, page_type: PageType, gpa: int, page: bytes) -> None:
+        """Extend GCTX.LD with the PAGE_INFO of one page."""
+        contents = hashlib.sha384(page).digest() if page_type.measures_contents else ZERO_CONTENTS
+        info = PAGE_INFO.pack(self.ld, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)
+        self.ld = hashlib.sha384(info).digest()
+
+    def measure_blob(self) -> bytes:
+        """LAUNCH_MEASURE's output: HMAC-SHA256(TIK, context ‖ versions ‖ policy ‖ LD ‖
+        MNONCE), then MNONCE."""
+        header = _MEASURE_HEADER.pack(_MEASURE_CONTEXT, API_MAJOR, API_MINOR, BUILD, self.policy)
+        message = header + self.sha256.digest() + self._mnonce
+        return hmac.digest(self._tik, message, "sha256") + self._mnonce
+
+
+Handler = Callable[[Vm, Any], None]
+
+
+class Psp:
+    """The SEV firmware of one host, reached through /dev/sev fds of the emulated process."""
+
+    def __init__(self, is_sev_device: Callable[[int], bool], budget: PageBudget) -> None:
+        self._is_sev_device = is_sev_device
+        self._budget = budget
+        self._handles = count(1)
+        self._handlers: dict[int, Handler] = {
+            SevCmd.INIT2: self._init2,
+            SevCmd.LAUNCH_START: self._launch_start,
+            SevCmd.LAUNCH_UPDATE_DATA: self._launch_update_data,
+            SevCmd.LAUNCH_UPDATE_VMSA: self._launch_update_vmsa,
+            SevCmd.LAUNCH_MEASURE: self._launch_measure,
+            SevCmd.LAUNCH_FINISH: self._launch_finish,
+            SevCmd.SNP_LAUNCH_START: self._snp_launch_start,
+            SevCmd.SNP_LAUNCH_UPDATE: self._snp_launch_update,
+            SevCmd.SNP_LAUNCH_FINISH: self._snp_launch_finish,
+        }
+
+    def encrypt_op(self, vm: Vm, arg: int) -> int:
+        """KVM_MEMORY_ENCRYPT_OP on a VM of an AMD host; a NULL argument probes for SEV."""
+        if vm.type not in SEV_VM_TYPES:
+            fail(errno.ENOTTY)
+        if arg == 0:
+            return 0
+        cmd = user_struct("kvm_sev_cmd", arg)
+        handler = self._handler(vm, cmd.id)
+        try:
+            handler(vm, cmd)
+        except FirmwareFailure as e:
+            cmd.error = e.status
+            fail(errno.EIO)
+        cmd.error = SevStatus.SUCCESS
+        return 0
+
+    def _handler(self, vm: Vm, cmd_id: int) -> Handler:
+        sev = vm.sev
+        # Once INIT2 made the VM an SNP guest, only the SNP commands remain.
+        if sev is not None and sev.snp and cmd_id < SevCmd.SNP_LAUNCH_START:
+            fail(errno.EPERM)
+        handler = self._handlers.get(cmd_id)
+        if handler is None:
+            fail(errno.EINVAL)
+        snp_command = cmd_id >= SevCmd.SNP_LAUNCH_START
+        if cmd_id != SevCmd.INIT2 and (sev is None or sev.snp != snp_command):
+            fail(errno.ENOTTY)
+        return handler
+
+    def firmware_fd(self, fd: int | None) -> None:
+        """The /dev/sev fd a firmware command goes through must be open (else EBADF)."""
+        if fd is None or not self._is_sev_device(fd):
+            fail(errno.EBADF)
+
+    def _init2(self, vm: Vm, cmd: Any) -> None:
+        if vm.sev is not None or vm.vcpus:
+            fail(errno.EINVAL)
+        init = read_struct("kvm_sev_init", cmd.data)
+        es = vm.type is not VmType.SEV
+        bad = (
+            init.flags
+            or init.vmsa_features & ~SUPPORTED_VMSA_FEATURES
+            or (not es and (init.vmsa_features or init.ghcb_version))
+            or init.ghcb_version > _GHCB_VERSION_MAX
+            # 0 means the default, 2; SNP needs at least version 2.
+            or (vm.type is VmType.SNP and 0 < init.ghcb_version < 2)
+        )
+        if bad:
+            fail(errno.EINVAL)
+        vm.sev = SevGuest(vm.type, init.vmsa_features, next(self._handles))
+
+    @staticmethod
+    def _guest(vm: Vm) -> SevGuest:
+        if vm.sev is None:  # _handler admits no other command before INIT2
+            fail(errno.ENOTTY)
+        return vm.sev
+
+    def _in_state(self, vm: Vm, state: GuestState) -> SevGuest:
+        """The guest, which must be in `state`; the command reaches the firmware through
+        the fd LAUNCH_START recorded."""
+        sev = self._guest(vm)
+        if sev.state is not state:
+            raise FirmwareFailure(SevStatus.INVALID_GUEST_STATE)
+        self.firmware_fd(sev.fd)
+        return sev
+
+    def _launch_start(self, vm: Vm, cmd: Any) -> None:
+        start = read_struct("kvm_sev_launch_start", cmd.data)
+        sev = self._guest(vm)
+        self.firmware_fd(cmd.sev_fd)
+        if sev.state is not GuestState.INIT:
+            raise FirmwareFailure(SevStatus.INVALID_GUEST_STATE)
+        sev.policy, sev.fd, sev.state = start.policy, cmd.sev_fd, GuestState.LUPDATE
+        start.handle = sev.handle
+        write_struct(cmd.data, start)
+
+    def _launch_update_data(self, vm: Vm, cmd: Any) -> None:
+        params = read_struct("kvm_sev_launch_update_data", cmd.data)
+        if params.len == 0:  # nothing to pin
+            fail(errno.EINVAL)
+        sev = self._in_state(vm, GuestState.LUPDATE)
+        if params.uaddr % _LEGACY_ALIGN:
+            raise FirmwareFailure(SevStatus.INVALID_ADDRESS)
+        if params.len % _LEGACY_ALIGN:
+            raise FirmwareFailure(SevStatus.INVALID_LEN)
+        sev.sha256.update(copy_from_user(params.uaddr, params.len))
+
+    def _launch_update_vmsa(self, vm: Vm, cmd: Any) -> None:
+        if not self._guest(vm).es:
+            fail(errno.ENOTTY)
+        sev = self._in_state(vm, GuestState.LUPDATE)
+        if any(vcpu.protected for vcpu in vm.vcpus.values()):
+            fail(errno.EINVAL)
+        for vcpu in vm.vcpus.values():
+            sev.sha256.update(vmsa_page(vcpu, sev.vmsa_features))
+            vcpu.protected = True
+
+    def _launch_measure(self, vm: Vm, cmd: Any) -> None:
+        params = read_struct("kvm_sev_launch_measure", cmd.data)
+        sev = self._in_state(vm, GuestState.LUPDATE)
+        if params.len < SEV_LAUNCH_MEASURE_SIZE:
+            # The firmware says how long the blob is; this is how callers ask (len 0).
+            params.len = SEV_LAUNCH_MEASURE_SIZE
+            write_struct(cmd.data, params)
+            raise FirmwareFailure(SevStatus.INVALID_LEN)
+        copy_to_user(params.uaddr, sev.measure_blob())
+        params.len = SEV_LAUNCH_MEASURE_SIZE
+        write_struct(cmd.data, params)
+        sev.digest, sev.state = sev.sha256.digest(), GuestState.LSECRET
+
+    def _launch_finish(self, vm: Vm, cmd: Any) -> None:
+        self._in_state(vm, GuestState.LSECRET).state = GuestState.RUNNING
+
+    def _snp_launch_start(self, vm: Vm, cmd: Any) -> None:
+        start = read_struct("kvm_sev_snp_launch_start", cmd.data)
+        sev = self._guest(vm)
+        if sev.state is not GuestState.INIT:  # one launch context per VM
+            fail(errno.EINVAL)
+        if start.flags or start.policy & GUEST_POLICY_MBZ or not start.policy & GUEST_POLICY_MBO:
+            fail(errno.EINVAL)
+        self.firmware_fd(cmd.sev_fd)
+        sev.policy, sev.fd, sev.state = start.policy, cmd.sev_fd, GuestState.LUPDATE
+
+    def _snp_launching(self, vm: Vm) -> SevGuest:
+        """The SNP guest between SNP_LAUNCH_START and SNP_LAUNCH_FINISH."""
+        sev = self._guest(vm)
+        if sev.state is GuestState.INIT:  # no launch context yet
+            fail(errno.EINVAL)
+        if sev.state is not GuestState.LUPDATE:
+            raise FirmwareFailure(SevStatus.INVALID_GUEST_STATE)
+        return sev
+
+    def _snp_launch_update(self, vm: Vm, cmd: Any) -> None:
+        params = read_struct("kvm_sev_snp_launch_update", cmd.data)
+        sev = self._snp_launching(vm)
+        zero = params.type == PageType.ZERO
+        bad = (
+            params.len == 0
+            or params.len % PAGE_SIZE
+            or params.flags
+            or params.type not in SNP_UPDATE_TYPES
+            or (not zero and (params.uaddr == 0 or params.uaddr % PAGE_SIZE))
+        )
+        if bad:
+            fail(errno.EINVAL)
+        self.firmware_fd(cmd.sev_fd)
+        page_type = PageType(params.type)
+
+        def fill(gfn: int, gmem: GuestMemfd, index: int) -> None:
+            offset = (gfn - params.gfn_start) << PAGE_SHIFT
+            page = _ZERO_PAGE if zero else copy_from_user(params.uaddr + offset, PAGE_SIZE)
+            gmem.write_page(index, page)
+            sev.snp_measure(page_type, gfn << PAGE_SHIFT, page)
+
+        done = self._populate(vm, params.gfn_start, params.len >> PAGE_SHIFT, fill)
+        params.gfn_start += done
+        params.len -= done << PAGE_SHIFT
+        if not zero:
+            params.uaddr += done << PAGE_SHIFT
+        write_struct(cmd.data, params)
+
+    def _populate(
+        self, vm: Vm, gfn: int, npages: int, fill: Callable[[int, GuestMemfd, int], None]
+    ) -> int:
+        """kvm_gmem_populate for SNP_LAUNCH_UPDATE: partial progress is success; a run that
+        did nothing fails, with EIO unless a pending Partial stopped it."""
+        result = vm.memory.populate(gfn, npages, self._budget, fill)
+        if result.done or result.stop is None:
+            return result.done
+        if result.interrupted:
+            fail(result.stop)
+        # An assigned page is what the firmware would refuse; a page that is not private
+        # never reaches it, and KVM still says EIO, with no firmware status.
+        already = result.stop == errno.EEXIST
+        raise FirmwareFailure(SevStatus.INVALID_PAGE_STATE if already else SevStatus.SUCCESS)
+
+    def _snp_launch_finish(self, vm: Vm, cmd: Any) -> None:
+        finish = read_struct("kvm_sev_snp_launch_finish", cmd.data)
+        if self._guest(vm).state is GuestState.INIT or finish.flags:
+            fail(errno.EINVAL)
+        sev = self._in_state(vm, GuestState.LUPDATE)
+        # KVM measures every vCPU's VMSA first, in vCPU index order, all at one GPA.
+        for vcpu in vm.vcpus.values():
+            sev.snp_measure(PageType.VMSA, KVM_VMSA_GPA, vmsa_page(vcpu, sev.vmsa_features))
+            vcpu.protected = True
+        sev.digest, sev.state = sev.ld, GuestState.RUNNING
+        vm.pre_fault_allowed = True
