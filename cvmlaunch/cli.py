@@ -452,7 +452,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
     path = args.profile if args.profile is not None else _default_profile()
     if args.record is not None and not args.record.parent.is_dir():
         raise ProfileError([FieldProblem("--record", f"no directory {args.record.parent}")])
-    spec = GuestSpec(**load_profile(path).spec_fields()).check()
+    spec = load_profile(path).to_spec()
     record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
     doc = {"profile": {"path": str(path), "sha256": sha256_file(path).hex()}} | record.doc
     if args.record is not None:

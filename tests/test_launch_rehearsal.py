@@ -16,7 +16,6 @@ from cvmlaunch.launch.rehearsal import Checksum, checksum, read_back
 from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.plan import Plan, build_plan
 from cvmlaunch.profile import load_profile
-from cvmlaunch.spec import GuestSpec
 from tests.conftest import CliRunner
 
 PROFILES = Path(__file__).parent.parent / "profiles"
@@ -30,7 +29,7 @@ def _kvm_or_skip() -> None:
 
 
 def _plan(name: str) -> Plan:
-    return build_plan(GuestSpec(**load_profile(PROFILES / name).spec_fields()).check())
+    return build_plan(load_profile(PROFILES / name).to_spec())
 
 
 @pytest.mark.kvm

@@ -24,7 +24,6 @@ from cvmlaunch.measure import measure
 from cvmlaunch.plan import Plan, build_plan
 from cvmlaunch.profile import load_profile
 from cvmlaunch.sim import Fault, Partial, SimKernel
-from cvmlaunch.spec import GuestSpec
 from tests.conftest import CliRunner
 
 ROOT = Path(__file__).parent.parent
@@ -35,20 +34,15 @@ DEBIAN = {"snp": "debian-ovmf-qemu-snp.toml", "tdx": "debian-ovmf-qemu-tdx.toml"
 
 @cache
 def _plan(path: Path) -> Plan:
-    return build_plan(GuestSpec(**load_profile(path).spec_fields()).check())
+    return build_plan(load_profile(path).to_spec())
 
 
 def _host(plan: Plan) -> str:
     return "tdx" if plan.spec.technology == "tdx" else "snp"
 
 
-@pytest.fixture
-def needs_ovmf(debian_ovmf: Path) -> Path:
-    return debian_ovmf
-
-
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
-def test_every_shipped_profile_matches_on_sim(profile: Path, needs_ovmf: Path) -> None:
+def test_every_shipped_profile_matches_on_sim(profile: Path, debian_ovmf: Path) -> None:
     plan = _plan(profile)
     kernel = SimKernel(_host(plan))
     record = launch(plan, Backend.SIM, kernel=kernel)
@@ -59,7 +53,7 @@ def test_every_shipped_profile_matches_on_sim(profile: Path, needs_ovmf: Path) -
     assert isinstance(calls, list) and len(calls) == len(plan_steps(plan))
 
 
-def test_rfc_host_lowers_normal_pages_to_kvm_map_memory(needs_ovmf: Path) -> None:
+def test_rfc_host_lowers_normal_pages_to_kvm_map_memory(debian_ovmf: Path) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["snp"])
     record = launch(plan, Backend.SIM, kernel=SimKernel("rfc"))
     assert record.verdict is Verdict.MATCH
@@ -94,7 +88,7 @@ def _skipped_page(vcpu: Vcpu, base_gfn: int, nr_pages: int, flags: int = 0, sour
 @pytest.mark.parametrize("technology", ["snp", "tdx", "sev-es"])
 @pytest.mark.parametrize("wrong", [_wrong_bytes, _skipped_page], ids=["bytes", "skip"])
 def test_wrong_executor_is_a_mismatch(
-    technology: str, wrong: Any, needs_ovmf: Path, monkeypatch: pytest.MonkeyPatch
+    technology: str, wrong: Any, debian_ovmf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN[technology])
     monkeypatch.setattr("cvmlaunch.launch.executor.map_memory", wrong)
@@ -107,7 +101,7 @@ def test_wrong_executor_is_a_mismatch(
 
 
 def test_wrong_vcpu_state_diverges_at_finalize(
-    needs_ovmf: Path, monkeypatch: pytest.MonkeyPatch
+    debian_ovmf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["snp"])
     from cvmlaunch.launch import executor
@@ -136,7 +130,7 @@ def _sweep(plan: Plan, stride: int) -> Iterator[int]:
 
 @pytest.mark.parametrize("technology", ["snp", "tdx"])
 def test_partial_progress_at_every_page_keeps_the_measurement(
-    technology: str, needs_ovmf: Path
+    technology: str, debian_ovmf: Path
 ) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN[technology])
     expected = measure(plan).digest
@@ -151,7 +145,7 @@ def test_partial_progress_at_every_page_keeps_the_measurement(
 
 @pytest.mark.parametrize("host", ["snp", "rfc", "tdx"])
 @pytest.mark.parametrize("code", [errno.EINTR, errno.EAGAIN])
-def test_interrupted_populate_resumes_exactly(host: str, code: int, needs_ovmf: Path) -> None:
+def test_interrupted_populate_resumes_exactly(host: str, code: int, debian_ovmf: Path) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["tdx" if host == "tdx" else "snp"])
     expected = measure(plan).digest
     for k in _sweep(plan, 37):
@@ -168,7 +162,7 @@ def _clean_calls(plan: Plan, host: str) -> int:
 @pytest.mark.parametrize("technology", ["snp", "tdx", "sev-es"])
 @pytest.mark.parametrize("code", [errno.ENOMEM, errno.EFAULT, errno.EIO])
 def test_hard_failure_at_any_call_ends_cleanly(
-    technology: str, code: int, needs_ovmf: Path, cli: CliRunner, tmp_path: Path
+    technology: str, code: int, debian_ovmf: Path, cli: CliRunner, tmp_path: Path
 ) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN[technology])
     host = _host(plan)
@@ -188,7 +182,7 @@ def test_hard_failure_at_any_call_ends_cleanly(
         assert kernel.open_fds() == frozenset(), f"fds left open after a failure at call {n}"
 
 
-def test_eintr_at_any_call_is_retried(needs_ovmf: Path) -> None:
+def test_eintr_at_any_call_is_retried(debian_ovmf: Path) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["snp"])
     expected = measure(plan).digest
     for n in range(_clean_calls(plan, "snp")):
@@ -196,7 +190,7 @@ def test_eintr_at_any_call_is_retried(needs_ovmf: Path) -> None:
         assert launch(plan, Backend.SIM, kernel=kernel).reported == expected, n
 
 
-def test_a_thousand_launches_leak_no_fds(needs_ovmf: Path) -> None:
+def test_a_thousand_launches_leak_no_fds(debian_ovmf: Path) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["tdx"])
     before = len(os.listdir("/proc/self/fd"))
     for i in range(1000):
@@ -212,7 +206,7 @@ def test_a_thousand_launches_leak_no_fds(needs_ovmf: Path) -> None:
 # ---- CLI ------------------------------------------------------------------------------
 
 
-def test_cli_launch_sim_json_and_record(cli: CliRunner, needs_ovmf: Path, tmp_path: Path) -> None:
+def test_cli_launch_sim_json_and_record(cli: CliRunner, debian_ovmf: Path, tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     profile = ROOT / "profiles" / DEBIAN["tdx"]
     result = cli("launch", profile, "--backend", "sim", "--json", "--record", record)
@@ -229,25 +223,27 @@ def test_cli_launch_sim_json_and_record(cli: CliRunner, needs_ovmf: Path, tmp_pa
     assert planned[0] == "page-add+extend" and "page-add" in planned
 
 
-def test_cli_auto_falls_back_to_sim_and_says_why(cli: CliRunner, needs_ovmf: Path) -> None:
+def test_cli_auto_falls_back_to_sim_and_says_why(cli: CliRunner, debian_ovmf: Path) -> None:
     result = cli("launch", "--json")  # the embedded default profile
     assert result.code == 0, result.err
     doc = json.loads(result.out)
-    kvm_has_snp = doc["backend"]["chosen"] == "kvm"
-    if not kvm_has_snp:
+    if doc["backend"]["chosen"] == "kvm":  # an SNP host: the digest reaches only the guest
+        assert doc["verdict"] == "unattested" and doc["vm_type"] == "snp"
+    else:
         assert doc["backend"]["chosen"] == "sim"
         assert "needs snp" in doc["backend"]["reason"]
         assert doc["verdict"] == "match"
+        assert doc["reported_measurement"] == doc["expected_measurement"]
 
 
 def test_cli_backend_kvm_without_the_vm_type_fails_in_one_line(
-    cli: CliRunner, needs_ovmf: Path
+    cli: CliRunner, debian_ovmf: Path
 ) -> None:
     if os.path.exists("/dev/kvm") and VmType.TDX in _real_types():
         pytest.skip("this host offers TDX: the kvm backend would really launch")
     result = cli("launch", ROOT / "profiles" / DEBIAN["tdx"], "--backend", "kvm")
-    assert result.code == 1
-    assert result.err.startswith("cvmlaunch: launch failed: backend kvm: this kernel offers")
+    assert result.code == 2
+    assert result.err.startswith("cvmlaunch: error: --backend: kvm: this kernel offers")
     assert result.err.count("\n") == 1
 
 

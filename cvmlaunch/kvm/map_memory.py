@@ -166,8 +166,8 @@ def _rfc(vcpu: Vcpu, base_gfn: int, nr_pages: int, view: memoryview | None) -> _
         done = before - request.nr_pages
         _check_advance(loop.name, request, request.base_gfn + request.nr_pages == end, done >= 0)
         if source and request.source != source + ((request.base_gfn - base_gfn) << PAGE_SHIFT):
-            raise KvmError(loop.name, errno.EIO, _fields(request))
-        loop.progress(done > 0, _fields(request))
+            raise KvmError(loop.name, errno.EIO, struct_fields(request))
+        loop.progress(done > 0, struct_fields(request))
     return loop
 
 
@@ -189,8 +189,8 @@ def _snp(vm: Vm, gpa: int, size: int, view: memoryview | None, page_type: PageTy
         consistent = update.gfn_start + (update.len >> PAGE_SHIFT) == end and done >= 0
         _check_advance(loop.name, update, consistent, update.len % PAGE_SIZE == 0)
         if source and update.uaddr != source + ((update.gfn_start << PAGE_SHIFT) - gpa):
-            raise KvmError(loop.name, errno.EIO, _fields(update))
-        loop.progress(done > 0, _fields(update))
+            raise KvmError(loop.name, errno.EIO, struct_fields(update))
+        loop.progress(done > 0, struct_fields(update))
     return loop
 
 
@@ -214,7 +214,7 @@ def _tdx(vcpu: Vcpu, gpa: int, nr_pages: int, view: memoryview | None, measure: 
         _check_advance(
             loop.name, region, consistent, region.source_addr == source + region.gpa - gpa
         )
-        loop.progress(done > 0, _fields(region))
+        loop.progress(done > 0, struct_fields(region))
     return loop
 
 
@@ -226,7 +226,7 @@ def _sev(vm: Vm, gpa: int, size: int, view: memoryview | None) -> _Loop:
     loop = _Loop("KVM_MEMORY_ENCRYPT_OP(LAUNCH_UPDATE_DATA)")
     # LAUNCH_UPDATE_DATA encrypts in place and has no partial progress to resume.
     if not loop.issue(lambda: vm.sev_command(SevCmd.LAUNCH_UPDATE_DATA, update, vm.sev_fd)):
-        raise KvmError(loop.name, errno.EAGAIN, _fields(update))
+        raise KvmError(loop.name, errno.EAGAIN, struct_fields(update))
     return loop
 
 
@@ -244,15 +244,11 @@ def _shared(vcpu: Vcpu, gpa: int, size: int, view: memoryview | None) -> _Loop:
         loop.issue(lambda: vcpu.ioctl("KVM_PRE_FAULT_MEMORY", request))
         done = before - request.size
         _check_advance(loop.name, request, request.gpa + request.size == gpa + size, done >= 0)
-        loop.progress(done > 0, _fields(request))
+        loop.progress(done > 0, struct_fields(request))
     return loop
-
-
-def _fields(data: Any) -> dict[str, int]:
-    return struct_fields(data)
 
 
 def _check_advance(name: str, data: Any, consistent: bool, aligned: bool) -> None:
     """The kernel's in/out struct must still describe the rest of the original range."""
     if not (consistent and aligned):
-        raise KvmError(name, errno.EIO, _fields(data))
+        raise KvmError(name, errno.EIO, struct_fields(data))

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from cvmlaunch.abi.kvm import VmType
-from cvmlaunch.errors import KvmError, LaunchError
+from cvmlaunch.errors import FieldProblem, KvmError, ProfileError
 from cvmlaunch.kvm import Kernel, Kvm, LinuxKernel
 from cvmlaunch.kvm.caps import vm_types
 from cvmlaunch.launch.executor import Transcript, run_confidential, run_rehearsal, vm_type_for
@@ -110,7 +110,7 @@ def _choose(
     needs = needed.name.lower()
     why = f"this kernel offers VM types [{names}]; {plan.spec.technology} needs {needs}"
     if backend is Backend.KVM:
-        raise LaunchError(f"backend kvm: {why}")
+        raise ProfileError([FieldProblem("--backend", f"kvm: {why}")])
     return Backend.SIM, f"{why}: using the emulated kernel", _sim(plan, sim_host)
 
 

@@ -174,7 +174,8 @@ def _launch_sev(
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
     with t.phase("finalize"):
         if snp:
-            vm.sev_command(SevCmd.SNP_LAUNCH_FINISH, _snp_finish(), vm.sev_fd)
+            finish = ffi.new("struct kvm_sev_snp_launch_finish *")
+            vm.sev_command(SevCmd.SNP_LAUNCH_FINISH, finish, vm.sev_fd)
             return
         if spec.technology is Technology.SEV_ES:
             vm.sev_command(SevCmd.LAUNCH_UPDATE_VMSA, None, vm.sev_fd)
@@ -186,10 +187,6 @@ def _launch_sev(
         vm.sev_command(SevCmd.LAUNCH_MEASURE, request, vm.sev_fd)
         t.launch_measure = bytes(blob)
         vm.sev_command(SevCmd.LAUNCH_FINISH, None, vm.sev_fd)
-
-
-def _snp_finish() -> Any:
-    return ffi.new("struct kvm_sev_snp_launch_finish *")
 
 
 def load_save_area(vcpu: Vcpu, state: SaveArea) -> None:

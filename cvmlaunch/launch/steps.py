@@ -12,8 +12,6 @@ from typing import NamedTuple
 from cvmlaunch.abi.kvm import PAGE_SHIFT
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
 
-_ZEROS = bytes(1 << 20)
-
 
 class Step(NamedTuple):
     """One map_memory call: range, page type (or TDX action), and the source's SHA-256."""
