@@ -39,10 +39,11 @@ test: lint typecheck unit
 # both tools go into a separate venv.
 bench: $(OVMF)
 	$(PYTHON) -m venv --clear .venv-bench
-	.venv-bench/bin/python -m pip install --quiet . sev-snp-measure==0.0.13
+	.venv-bench/bin/python -m pip install --quiet . sev-snp-measure==0.0.13 omne-attest==0.1.0 dcap-qvl==0.7.0
 	.venv-bench/bin/python benchmarks/measure_vs_reference.py
 	.venv-bench/bin/python benchmarks/mrtd_vs_sha384.py
 	.venv-bench/bin/python benchmarks/launch_population.py
+	.venv-bench/bin/python benchmarks/audit_throughput.py
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache

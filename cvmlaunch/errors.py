@@ -90,3 +90,18 @@ class KvmError(CvmlaunchError):
 
 class LaunchError(CvmlaunchError):
     """A launch cannot go on: the host lacks what the profile needs, or a readback differs."""
+
+
+class AttestationError(CvmlaunchError):
+    """Evidence (a report, a quote, a certificate) cannot be used: truncated, an unknown
+    version, or unreadable. A report that parses but fails a check is not an error: it is a
+    failed check in the audit result.
+
+    `offset` is the byte offset of the offending field when one is known.
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        self.reason = message
+        where = f" (at offset {offset:#x})" if offset is not None else ""
+        super().__init__(message + where)

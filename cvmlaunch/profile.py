@@ -24,6 +24,8 @@ from pydantic import (
 from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBO,
     GUEST_POLICY_MBZ,
+    GUEST_POLICY_QEMU_DEFAULT,
+    HOST_DATA_SIZE,
     KVM_VMSA_GPA,
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
@@ -129,7 +131,9 @@ class Snp(_Model):
     guest_features: U64 = Field(
         0x1, description="VMSA SEV_FEATURES (bit 0 SNPActive, bit 5 DebugSwap, ...)."
     )
-    policy: U64 = Field(0x30000, description="Guest POLICY given to SNP_LAUNCH_START.")
+    policy: U64 = Field(
+        GUEST_POLICY_QEMU_DEFAULT, description="Guest POLICY given to SNP_LAUNCH_START."
+    )
     host_data: Hex32 | None = Field(None, description="HOST_DATA given to SNP_LAUNCH_FINISH.")
     vmsa_gpa: U64 = Field(KVM_VMSA_GPA, description="GPA the VMSAs are measured at.")
 
@@ -266,6 +270,8 @@ class Profile(_Model):
             boot=boot,
             vmsa_gpa=snp.vmsa_gpa,
             sev_policy=self.sev.policy if self.sev is not None else 0,
+            snp_policy=snp.policy,
+            host_data=_hex(snp.host_data) or bytes(HOST_DATA_SIZE),
             memory_mib=self.memory_mib,
             td=None if self.technology is not Technology.TDX else (self.tdx or Tdx()).to_config(),
         )

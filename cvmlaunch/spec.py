@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
-from cvmlaunch.abi.snp import KVM_VMSA_GPA, LD_SIZE, PAGE_SIZE, SevFeature
+from cvmlaunch.abi.snp import (
+    GUEST_POLICY_MBO,
+    GUEST_POLICY_MBZ,
+    GUEST_POLICY_QEMU_DEFAULT,
+    HOST_DATA_SIZE,
+    KVM_VMSA_GPA,
+    LD_SIZE,
+    PAGE_SIZE,
+    SevFeature,
+)
 from cvmlaunch.abi.tdx import (
     MR_CONFIG_SIZE,
     TD_ATTRIBUTES_DEFINED,
@@ -148,6 +157,9 @@ class GuestSpec(NamedTuple):
     boot: DirectBoot | None = None
     vmsa_gpa: int = KVM_VMSA_GPA
     sev_policy: int = 0
+    # SNP launch parameters: not measured, but reported (POLICY, HOST_DATA) and so audited.
+    snp_policy: int = GUEST_POLICY_QEMU_DEFAULT
+    host_data: bytes = bytes(HOST_DATA_SIZE)
     launch_secret: SevLaunchSecretInputs | None = None
     memory_mib: int = DEFAULT_MEMORY_MIB
     td: TdConfig | None = None
@@ -204,6 +216,13 @@ class GuestSpec(NamedTuple):
             bad("snp.vmsa_gpa", "expected a 4 KiB aligned GPA below 2^52")
         if not 0 <= self.sev_policy <= 0xFFFFFFFF:
             bad("sev.policy", "expected a 32-bit value")
+        if self.technology is Technology.SEV_SNP:
+            if not 0 <= self.snp_policy < 1 << 64 or self.snp_policy & GUEST_POLICY_MBZ:
+                bad("snp.policy", "bits 63:26 are reserved and must be 0")
+            elif not self.snp_policy & GUEST_POLICY_MBO:
+                bad("snp.policy", "bit 17 is reserved and must be 1")
+        if len(self.host_data) != HOST_DATA_SIZE:
+            bad("snp.host_data", "expected 32 bytes (64 hex digits)")
         if self.boot is not None:
             out += _boot_problems(self.boot)
         if self.launch_secret is not None:

@@ -101,3 +101,6 @@ class GuestPolicyBit(IntEnum):
 # Bits 63:26 of the guest policy are reserved and must be zero; bit 17 must be one.
 GUEST_POLICY_MBZ = ~((1 << 26) - 1) & ((1 << 64) - 1)
 GUEST_POLICY_MBO = 1 << GuestPolicyBit.RESERVED_MBO
+# QEMU's default guest policy (sev-snp-guest "policy"): SMT allowed, and the must-be-one bit.
+GUEST_POLICY_QEMU_DEFAULT = 1 << GuestPolicyBit.SMT | GUEST_POLICY_MBO
+HOST_DATA_SIZE = 32

@@ -87,6 +87,7 @@ def launch(
     }
     if t.snp_policy is not None:
         doc["snp_policy"] = f"{t.snp_policy:#x}"
+        doc["host_data"] = plan.spec.host_data.hex()
     if t.launch_measure is not None:
         doc["launch_measure"] = t.launch_measure.hex()
     if t.readback:

@@ -47,8 +47,6 @@ from cvmlaunch.spec import Technology
 
 _log = get_logger("cvmlaunch.launch")
 
-# QEMU's default SNP guest policy: SMT allowed (bit 16) and the must-be-one bit 17.
-SNP_POLICY_DEFAULT = 0x30000
 _EFER_SVME = 0x1000  # KVM sets it in every SEV-ES VMSA itself; userspace may not
 
 
@@ -154,7 +152,7 @@ def _launch_sev(
         )
         vm.sev_command(SevCmd.INIT2, init, vm.sev_fd)
         if snp:
-            t.snp_policy = SNP_POLICY_DEFAULT
+            t.snp_policy = spec.snp_policy
             start: Any = ffi.new("struct kvm_sev_snp_launch_start *", {"policy": t.snp_policy})
             vm.sev_command(SevCmd.SNP_LAUNCH_START, start, vm.sev_fd)
         else:
@@ -174,7 +172,7 @@ def _launch_sev(
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
     with t.phase("finalize"):
         if snp:
-            finish = ffi.new("struct kvm_sev_snp_launch_finish *")
+            finish = ffi.new("struct kvm_sev_snp_launch_finish *", {"host_data": spec.host_data})
             vm.sev_command(SevCmd.SNP_LAUNCH_FINISH, finish, vm.sev_fd)
             return
         if spec.technology is Technology.SEV_ES:

@@ -154,6 +154,13 @@ class SimKernel:
             raise ValueError(f"fd {vm_fd} was never a VM of this kernel")
         return vm.launch_digest()
 
+    def snp_report_fields(self, vm_fd: int) -> tuple[int, bytes] | None:
+        """POLICY and HOST_DATA as the SNP guest's attestation report would carry them."""
+        vm = self._vms.get(vm_fd)
+        if vm is None or vm.sev is None or not vm.sev.snp:
+            return None
+        return vm.sev.policy, vm.sev.host_data
+
     # The fd table.
 
     def _begin(self) -> None:

@@ -100,6 +100,7 @@ class SevGuest:
         self.handle = handle
         self.state = GuestState.INIT
         self.policy = 0
+        self.host_data = bytes(32)  # SNP: from SNP_LAUNCH_FINISH, reported as HOST_DATA
         self.fd: int | None = None  # the /dev/sev fd LAUNCH_START recorded
         self.ld = bytes(LD_SIZE)  # SNP: GCTX.LD
         self.sha256 = hashlib.sha256()  # SEV, SEV-ES: the running launch digest
@@ -325,6 +326,7 @@ class Psp:
         if self._guest(vm).state is GuestState.INIT or finish.flags:
             fail(errno.EINVAL)
         sev = self._in_state(vm, GuestState.LUPDATE)
+        sev.host_data = bytes(finish.host_data)
         # KVM measures every vCPU's VMSA first, in vCPU index order, all at one GPA.
         for vcpu in vm.vcpus.values():
             sev.snp_measure(PageType.VMSA, KVM_VMSA_GPA, vmsa_page(vcpu, sev.vmsa_features))

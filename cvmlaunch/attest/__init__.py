@@ -1,0 +1,94 @@
+"""Audit attestation evidence offline: is the running guest the one its profile describes?
+
+    from cvmlaunch.attest import audit, Expectations
+    from cvmlaunch.attest.amd import gather
+    result = audit(report_bytes, certs=gather(vcek=Path("vcek.der")),
+                   expect=Expectations(measurement=expected_digest))
+    result.verdict, [c for c in result.checks if not c.ok]
+
+The evidence kind (SEV-SNP report, raw or hex, or TDX quote) is detected from its bytes.
+Unusable evidence raises AttestationError; evidence that parses is always judged by checks.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from datetime import datetime
+from typing import NamedTuple
+
+from cvmlaunch.abi.snp_report import MSG_REPORT_RSP, REPORT_SIZE
+from cvmlaunch.attest.amd import AmdCerts
+from cvmlaunch.attest.certs import now_utc, utc
+from cvmlaunch.attest.expect import Expectations
+from cvmlaunch.attest.result import AuditResult, Check
+from cvmlaunch.errors import AttestationError
+
+SEV_SNP, TDX = "sev-snp", "tdx"
+_TDX_PROBE = struct.Struct("<HHI")  # quote header: version, attestation key type, TEE type
+_HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
+
+
+class Evidence(NamedTuple):
+    kind: str  # SEV_SNP or TDX
+    data: bytes  # the report or quote itself, unwrapped and decoded
+
+
+def read_evidence(data: bytes) -> Evidence:
+    """Detect what `data` holds: an SNP report (raw, hex text, or inside /dev/sev-guest's
+    MSG_REPORT_RSP) or a TDX quote (version 4 or 5, TEE type TDX)."""
+    if _HEX_TEXT.fullmatch(data) and data.strip():
+        text = b"".join(data.split())
+        if len(text) % 2:
+            raise AttestationError("evidence: hex text with an odd number of digits")
+        data = bytes.fromhex(text.decode("ascii"))
+    if len(data) == REPORT_SIZE:
+        return Evidence(SEV_SNP, data)
+    if len(data) == MSG_REPORT_RSP.size + REPORT_SIZE:
+        status, size = MSG_REPORT_RSP.unpack_from(data)
+        if size == REPORT_SIZE:
+            if status:
+                raise AttestationError(f"MSG_REPORT_RSP: firmware status {status:#x}, no report")
+            return Evidence(SEV_SNP, data[MSG_REPORT_RSP.size :])
+    if len(data) >= _TDX_PROBE.size:
+        version, _, tee_type = _TDX_PROBE.unpack_from(data)
+        if version in (4, 5) and tee_type == 0x81:
+            return Evidence(TDX, data)
+        if version == 3 and tee_type == 0:
+            raise AttestationError("evidence: an SGX enclave quote (version 3), not a TDX quote")
+    # Anything else is judged as an SNP report, whose parser says what is wrong with it.
+    return Evidence(SEV_SNP, data)
+
+
+def audit(
+    evidence: bytes,
+    *,
+    certs: AmdCerts | None = None,
+    expect: Expectations | None = None,
+    now: datetime | None = None,
+) -> AuditResult:
+    """Parse, verify and validate `evidence` at `now` (default: the current time). SNP
+    reports need the VCEK or VLEK in `certs`; TDX quotes carry their PCK chain."""
+    kind, data = read_evidence(evidence)
+    expect = expect if expect is not None else Expectations()
+    moment = utc(now) if now is not None else now_utc()
+    if kind == TDX:
+        from cvmlaunch.attest.tdx import audit_tdx, parse_tdx_quote
+
+        return audit_tdx(parse_tdx_quote(data), expect, moment)
+    from cvmlaunch.attest.snp import audit_snp, parse_snp_report
+
+    return audit_snp(parse_snp_report(data), certs or AmdCerts(), expect, moment)
+
+
+__all__ = [
+    "SEV_SNP",
+    "TDX",
+    "AmdCerts",
+    "AuditResult",
+    "Check",
+    "Evidence",
+    "Expectations",
+    "audit",
+    "read_evidence",
+]

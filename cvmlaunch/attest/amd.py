@@ -1,0 +1,191 @@
+"""AMD's side of SEV-SNP evidence: the VCEK/VLEK and their extensions, the certificate
+table of an extended report, and gathering certificates from files into roles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+from cryptography import x509
+
+from cvmlaunch.abi.guid import guid_text
+from cvmlaunch.abi.snp_report import (
+    CERT_TABLE_ENTRY,
+    CERT_TABLE_GUIDS,
+    PRODUCTS,
+    VEK_EXTENSIONS,
+)
+from cvmlaunch.attest import der
+from cvmlaunch.attest.certs import common_name, load_certificate, load_certificates
+from cvmlaunch.attest.files import read_bounded
+from cvmlaunch.errors import AttestationError
+
+_T = TypeVar("_T")
+
+
+class Vek(NamedTuple):
+    """A versioned endorsement key certificate (VCEK, or a cloud's VLEK) and what its AMD
+    extensions say: the TCB it was issued for and, for a VCEK, the chip."""
+
+    cert: x509.Certificate
+    kind: str  # "vcek" or "vlek"
+    struct_version: int | None
+    product_name: str | None
+    spl: dict[str, int]  # bl, tee, snp, ucode (+ fmc on Turin)
+    hwid: bytes | None
+    csp_id: str | None
+
+    @property
+    def product(self) -> str | None:
+        """The product line named by productName ("Milan-B0" is Milan), if known."""
+        base = (self.product_name or "").split("-")[0]
+        return base if base in PRODUCTS else None
+
+
+def read_vek(cert: x509.Certificate, source: str) -> Vek:
+    """The VCEK or VLEK `cert` with its extensions decoded."""
+    cn = common_name(cert)
+    kind = {"SEV-VCEK": "vcek", "SEV-VLEK": "vlek"}.get(cn)
+    if kind is None:
+        raise AttestationError(f"{source}: expected a VCEK or VLEK certificate, got CN={cn!r}")
+    fields: dict[str, int | str | bytes] = {}
+    for ext in cert.extensions:
+        name = VEK_EXTENSIONS.get(ext.oid.dotted_string)
+        value = getattr(ext.value, "value", None)
+        if name is None or not isinstance(value, bytes):
+            continue
+        what = f"{source}: extension {name} ({ext.oid.dotted_string})"
+        if name in ("product_name", "csp_id"):
+            fields[name] = der.ia5_string(value, what)
+        elif name == "hwid":
+            fields[name] = _hwid(value, what)
+        else:
+            fields[name] = der.integer(value, what)
+    spl = {k: v for k, v in fields.items() if k in ("fmc", "bl", "tee", "snp", "ucode")}
+    return Vek(
+        cert=cert,
+        kind=kind,
+        struct_version=_opt(fields.get("struct_version"), int),
+        product_name=_opt(fields.get("product_name"), str),
+        spl={k: v for k, v in spl.items() if isinstance(v, int)},
+        hwid=_opt(fields.get("hwid"), bytes),
+        csp_id=_opt(fields.get("csp_id"), str),
+    )
+
+
+def _opt(value: object, kind: type[_T]) -> _T | None:
+    return value if isinstance(value, kind) else None
+
+
+def _hwid(value: bytes, what: str) -> bytes:
+    # Raw bytes as issued by the KDS; an OCTET STRING wrapping is accepted too.
+    if len(value) in (8, 64):
+        return value
+    return der.only(value, der.OCTET_STRING, what)
+
+
+class AmdCerts(NamedTuple):
+    """Certificates supplied with a report, by role. ASK and ARK are optional: the pinned
+    ones are used when absent, and a supplied ARK must equal the pinned one."""
+
+    vcek: x509.Certificate | None = None
+    vlek: x509.Certificate | None = None
+    ask: x509.Certificate | None = None  # ASK, or ASVK for a VLEK chain
+    ark: x509.Certificate | None = None
+    source: str = ""
+
+
+_ROLE_BY_CN = (
+    (re.compile(r"SEV-VCEK"), "vcek"),
+    (re.compile(r"SEV-VLEK"), "vlek"),
+    (re.compile(r"SEV-(VLEK-)?[A-Za-z]+"), "ask"),
+    (re.compile(r"ARK-[A-Za-z]+"), "ark"),
+)
+
+
+def sort_certificates(certs: list[x509.Certificate], source: str) -> AmdCerts:
+    """Assign each certificate its role from its subject CN; two of one role is an error."""
+    roles: dict[str, x509.Certificate] = {}
+    for cert in certs:
+        cn = common_name(cert)
+        role = next((r for pattern, r in _ROLE_BY_CN if pattern.fullmatch(cn)), None)
+        if role is None:
+            raise AttestationError(f"{source}: not an AMD SEV certificate: CN={cn!r}")
+        if role in roles and roles[role] != cert:
+            raise AttestationError(f"{source}: two different {role.upper()} certificates")
+        roles[role] = cert
+    return AmdCerts(**roles, source=source)
+
+
+def parse_cert_table(data: bytes, source: str) -> list[tuple[str, bytes]]:
+    """(role, DER) entries of a GHCB certificate table. GUIDs are matched in both the
+    RFC 4122 (big-endian) and the EFI (mixed-endian) byte order: hosts write either."""
+    entries: list[tuple[str, bytes]] = []
+    for pos in range(0, len(data), CERT_TABLE_ENTRY.size):
+        if pos + CERT_TABLE_ENTRY.size > len(data):
+            break
+        raw_guid, offset, length = CERT_TABLE_ENTRY.unpack_from(data, pos)
+        if not any(raw_guid) and not offset and not length:
+            return entries
+        role = CERT_TABLE_GUIDS.get(_rfc4122_text(raw_guid)) or CERT_TABLE_GUIDS.get(
+            guid_text(raw_guid)
+        )
+        if offset + length > len(data) or length == 0:
+            raise AttestationError(
+                f"{source}: certificate table entry {len(entries)} points past the table "
+                f"(offset {offset:#x}, length {length:#x}, table {len(data):#x} bytes)",
+                pos,
+            )
+        if role is not None:  # unknown GUIDs (e.g. a CRL or vendor blob) are skipped
+            entries.append((role, data[offset : offset + length]))
+    raise AttestationError(f"{source}: certificate table has no terminating zero entry")
+
+
+def _rfc4122_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def looks_like_cert_table(data: bytes) -> bool:
+    head = data[:16]
+    return len(head) == 16 and (
+        _rfc4122_text(head) in CERT_TABLE_GUIDS or guid_text(head) in CERT_TABLE_GUIDS
+    )
+
+
+def certs_from_file(path: Path) -> list[x509.Certificate]:
+    """The certificates in one file: a certificate table, a PEM bundle, or one DER."""
+    data = read_bounded(path, "a certificate")
+    if looks_like_cert_table(data):
+        table = parse_cert_table(data, str(path))
+        return [load_certificate(blob, f"{path} [{role}]") for role, blob in table]
+    return load_certificates(data, str(path))
+
+
+def gather(
+    vcek: Path | None = None, vlek: Path | None = None, certs: Path | None = None
+) -> AmdCerts:
+    """Certificates from `--vcek`, `--vlek` and `--certs` (a directory of DER/PEM files or
+    one file: certificate table, PEM bundle or DER), sorted into roles."""
+    found: list[x509.Certificate] = []
+    sources = []
+    if certs is not None:
+        sources.append(str(certs))
+        if certs.is_dir():
+            files = (p for p in certs.iterdir() if p.is_file() and not p.name.startswith("."))
+            for p in sorted(files):
+                found += certs_from_file(p)
+        else:
+            found += certs_from_file(certs)
+    for path, role in ((vcek, "SEV-VCEK"), (vlek, "SEV-VLEK")):
+        if path is None:
+            continue
+        cert = load_certificate(read_bounded(path, "a certificate"), str(path))
+        if common_name(cert) != role:
+            raise AttestationError(
+                f"{path}: expected a {role} certificate, got CN={common_name(cert)!r}"
+            )
+        found.append(cert)
+        sources.append(str(path))
+    return sort_certificates(found, ", ".join(sources))

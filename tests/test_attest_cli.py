@@ -1,0 +1,216 @@
+"""`cvmlaunch audit` end to end: exit codes, one-line errors, JSON shape, expectations drawn
+from a profile, and the profile's launch parameters reaching the (emulated) platform."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvmlaunch.attest import audit
+from cvmlaunch.attest.amd import gather
+from cvmlaunch.launch import Backend, launch
+from cvmlaunch.measure import measure
+from cvmlaunch.plan import build_plan
+from cvmlaunch.profile import load_profile
+from cvmlaunch.sim import SimKernel
+from tests.conftest import VECTORS, CliRunner
+
+SNP = VECTORS / "attestation" / "snp"
+TDX = VECTORS / "attestation" / "tdx"
+ROOT = Path(__file__).parent.parent
+NOW = "2025-09-01T00:00:00Z"
+GENOA = ("--report", SNP / "oak_genoa_report_v5.bin", "--vcek", SNP / "oak_genoa_vcek.der")
+DEBUG_REPORT = ("--report", SNP / "gosevguest_milan_report_v2.bin")
+DEBUG_VCEK = ("--vcek", SNP / "gosevguest_milan_vcek.der")
+
+
+def _doc(out: str) -> dict[str, object]:
+    doc = json.loads(out)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _checks(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    checks = doc["checks"]
+    assert isinstance(checks, list)
+    return {c["name"]: c for c in checks}
+
+
+def test_real_report_passes_with_json(cli: CliRunner) -> None:
+    r = cli("audit", *GENOA, "--now", NOW, "--json")
+    assert r.code == 0, r.err
+    doc = _doc(r.out)
+    assert doc["verdict"] == "pass" and doc["kind"] == "sev-snp"
+    checks = _checks(doc)
+    assert all(c["ok"] for c in checks.values())
+    assert {"report.signature", "vek.signature", "ark.pinned", "vek.tcb", "vek.hwid"} <= set(
+        checks
+    )
+    report = doc["report"]
+    assert isinstance(report, dict) and report["product"] == "Genoa" and report["version"] == 5
+
+
+def test_text_output_lists_checks_and_verdict(cli: CliRunner) -> None:
+    r = cli("audit", *GENOA, "--now", NOW)
+    assert r.code == 0
+    assert "report.signature" in r.out and r.out.rstrip().splitlines()[-1].startswith(
+        "verdict: pass"
+    )
+
+
+def test_debug_guest_fails_unless_allowed(cli: CliRunner) -> None:
+    r = cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW)
+    assert r.code == 1
+    assert "FAIL  guest.debug" in r.out
+    assert cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW, "--allow-debug").code == 0
+
+
+def test_all_mismatches_reported_at_once(cli: CliRunner) -> None:
+    r = cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW, "--json",
+            "--expect-measurement", "00" * 48, "--expect-report-data", "0102030405",
+            "--expect-host-data", "11" * 32, "--min-tcb", "snp=6")  # fmt: skip
+    assert r.code == 1
+    checks = _checks(_doc(r.out))
+    failed = {n for n, c in checks.items() if not c["ok"]}
+    # report_data 01 02 03 04 05 zero-padded is exactly what the report holds.
+    assert failed == {"guest.debug", "guest.measurement", "guest.host_data", "tcb.reported",
+                      "tcb.committed", "tcb.current", "tcb.launch"}  # fmt: skip
+    assert checks["guest.report_data"]["ok"]
+
+
+def test_expired_certificate_fails_with_reason(cli: CliRunner) -> None:
+    r = cli("audit", "--report", SNP / "trustee_milan_vlek_report.bin",
+            "--vlek", SNP / "trustee_milan_vlek.der", "--now", "2026-01-01", "--json")  # fmt: skip
+    assert r.code == 1
+    check = _checks(_doc(r.out))["vek.validity"]
+    assert not check["ok"] and "expired" in str(check["actual"])
+
+
+def test_other_product_line_certificate_fails(cli: CliRunner) -> None:
+    r = cli("audit", "--report", SNP / "oak_genoa_report_v5.bin",
+            "--vcek", SNP / "oak_turin_vcek.der", "--now", NOW, "--json")  # fmt: skip
+    assert r.code == 1
+    checks = _checks(_doc(r.out))
+    assert not checks["vek.product"]["ok"] and checks["vek.product"]["actual"] == "Turin"
+    assert not checks["report.signature"]["ok"]
+
+
+def test_wrong_root_in_certs_fails_pinning(cli: CliRunner, tmp_path: Path) -> None:
+    # The Genoa ARK handed in for a Milan report: not the pinned ARK-Milan.
+    genoa_chain = (ROOT / "cvmlaunch/data/roots/amd_ask_ark_genoa.pem").read_bytes()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "chain.pem").write_bytes(genoa_chain)
+    (certs / "vcek.der").write_bytes((SNP / "virtee_milan_vcek.der").read_bytes())
+    r = cli("audit", "--report", SNP / "virtee_milan_report.hex", "--certs", certs,
+            "--now", NOW, "--json")  # fmt: skip
+    assert r.code == 1
+    checks = _checks(_doc(r.out))
+    assert not checks["ark.pinned"]["ok"] and "ARK-Genoa" in str(checks["ark.pinned"]["actual"])
+    assert not checks["ask.signature"]["ok"]  # SEV-Genoa is not signed by ARK-Milan
+    assert checks["report.signature"]["ok"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--report", SNP / "oak_genoa_vcek.der", "--vcek", SNP / "oak_genoa_vcek.der"),
+         "neither an SEV-SNP report"),
+        (("--report", "/nonexistent/report.bin"), "cannot read"),
+        (("--vcek", SNP / "oak_genoa_report_v5.bin"), "not a DER or PEM"),
+        (("--vcek", SNP / "trustee_milan_vlek.der"), "expected a SEV-VCEK"),
+        (("--now", "yesterday"), "--now"),
+        (("--min-tcb", "snp=x"), "--min-tcb"),
+        (("--min-tcb", "fmc=1"), "fmc exists from Turin on"),
+        (("--expect-rtmr", f"0={'00' * 48}"), "--expect-rtmr: applies to TDX quotes"),
+        (("--expect-report-data", "00" * 65), "at most 64 bytes"),
+    ],
+)  # fmt: skip
+def test_unusable_input_is_one_line_exit_2(
+    cli: CliRunner, args: tuple[str | Path, ...], words: str, tmp_path: Path
+) -> None:
+    base: tuple[str | Path, ...] = GENOA
+    if "--report" in args:
+        base = ()
+    elif "--vcek" in args:
+        base = ("--report", SNP / "oak_genoa_report_v5.bin")
+    now = () if "--now" in args else ("--now", NOW)
+    r = cli("audit", *base, *args, *now)
+    assert r.code == 2, r
+    assert words in r.err and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert r.out == ""
+
+
+def test_truncated_report_names_the_offset(cli: CliRunner, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes((SNP / "oak_genoa_report_v5.bin").read_bytes()[:1000])
+    r = cli("audit", "--report", cut, "--vcek", SNP / "oak_genoa_vcek.der")
+    assert r.code == 2 and "truncated" in r.err and "0x3e8" in r.err
+
+
+def test_snp_profile_expectations(cli: CliRunner, debian_ovmf: Path, tmp_path: Path) -> None:
+    """The profile's measurement, policy and host data become checks; only the measurement
+    differs for a report from another guest."""
+    profile = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
+    expected = measure(build_plan(load_profile(profile).to_spec())).digest
+    r = cli("audit", *GENOA, "--now", NOW, "--profile", profile, "--json")
+    assert r.code == 1
+    checks = _checks(_doc(r.out))
+    assert checks["guest.measurement"]["expected"] == expected.hex()
+    assert not checks["guest.measurement"]["ok"]
+    assert checks["guest.policy"]["ok"] and checks["guest.policy"]["expected"] == "0x30000"
+    assert checks["guest.host_data"]["ok"]
+    # Flags override the profile: with the report's own measurement, everything passes.
+    measurement = _doc(r.out)["report"]
+    assert isinstance(measurement, dict)
+    r = cli("audit", *GENOA, "--now", NOW, "--profile", profile,
+            "--expect-measurement", measurement["measurement"])  # fmt: skip
+    assert r.code == 0, r.out
+
+
+def test_profile_technology_must_match_the_evidence(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml"
+    r = cli("audit", *GENOA, "--profile", profile)
+    assert r.code == 2 and "--profile" in r.err and "tdx profile" in r.err
+
+
+def test_sev_es_profile_has_nothing_to_audit(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = ROOT / "profiles" / "debian-ovmf-qemu-sev-es.toml"
+    r = cli("audit", *GENOA, "--profile", profile)
+    assert r.code == 2 and "sev-es" in r.err
+
+
+def test_policy_and_host_data_reach_snp_launch(debian_ovmf: Path, tmp_path: Path) -> None:
+    """What the audit expects is what the launch gives the platform: the profile's POLICY
+    and HOST_DATA arrive in SNP_LAUNCH_START / SNP_LAUNCH_FINISH on the emulated PSP."""
+    text = (ROOT / "profiles" / "debian-ovmf-qemu-snp.toml").read_text()
+    text = text.replace("policy = 0x30000", f'policy = 0x70000\nhost_data = "{"5a" * 32}"')
+    assert "0x70000" in text, "the profile sets the policy"
+    path = tmp_path / "guest.toml"
+    path.write_text(text)  # its firmware path is absolute
+    spec = load_profile(path).to_spec()
+    assert (spec.snp_policy, spec.host_data) == (0x70000, b"\x5a" * 32)
+
+    seen: list[int] = []
+
+    class Recording(SimKernel):
+        def launch_digest(self, vm_fd: int) -> bytes | None:
+            seen.append(vm_fd)
+            return super().launch_digest(vm_fd)
+
+    kernel = Recording("snp")
+    record = launch(build_plan(spec), Backend.SIM, kernel=kernel)
+    assert kernel.snp_report_fields(seen[-1]) == (0x70000, b"\x5a" * 32)
+    assert record.doc["snp_policy"] == "0x70000" and record.doc["host_data"] == "5a" * 32
+
+
+def test_library_audit_needs_a_vek_for_snp() -> None:
+    from cvmlaunch.errors import AttestationError
+
+    data = (SNP / "oak_genoa_report_v5.bin").read_bytes()
+    with pytest.raises(AttestationError, match="no VCEK or VLEK"):
+        audit(data)
+    result = audit(data, certs=gather(vcek=SNP / "oak_genoa_vcek.der"))
+    assert result.verdict == "pass"  # the default `now` is today, inside the VCEK's 7 years
