@@ -214,3 +214,72 @@ def test_library_audit_needs_a_vek_for_snp() -> None:
         audit(data)
     result = audit(data, certs=gather(vcek=SNP / "oak_genoa_vcek.der"))
     assert result.verdict == "pass"  # the default `now` is today, inside the VCEK's 7 years
+
+
+TDX_NOW = "2026-06-20T00:00:00Z"  # inside every fixture quote's PCK chain validity
+DCAP = ("--report", TDX / "dcapqvl_tdx_quote_v4.dat")
+
+
+def test_tdx_quote_passes_and_names_its_checks(cli: CliRunner) -> None:
+    r = cli("audit", *DCAP, "--now", TDX_NOW, "--json")
+    assert r.code == 0, r.out
+    doc = _doc(r.out)
+    assert doc["kind"] == "tdx" and doc["verdict"] == "pass"
+    assert {"quote.signature", "pck.root_pinned", "qe_report.binding", "td.debug"} <= set(
+        _checks(doc)
+    )
+
+
+def test_tdx_expectations_from_flags(cli: CliRunner) -> None:
+    report = _doc(cli("audit", *DCAP, "--now", TDX_NOW, "--json").out)["report"]
+    assert isinstance(report, dict)
+    body = report["body"]
+    good = (
+        *("--expect-measurement", body["mrtd"], "--expect-rtmr", f"0={body['rtmrs'][0]}"),
+        *("--min-tcb", body["tee_tcb_svn"], "--expect-report-data", body["report_data"]),
+    )
+    assert cli("audit", *DCAP, "--now", TDX_NOW, *good).code == 0
+    higher = "ff" + body["tee_tcb_svn"][2:]
+    r = cli("audit", *DCAP, "--now", TDX_NOW, "--json", "--min-tcb", higher,
+            "--expect-rtmr", f"3={'11' * 48}")  # fmt: skip
+    assert r.code == 1
+    failed = {n for n, c in _checks(_doc(r.out)).items() if not c["ok"]}
+    assert failed == {"td.tee_tcb_svn", "td.rtmr3"}
+
+
+def test_debug_td_fails_unless_allowed(cli: CliRunner) -> None:
+    quote = ("--report", TDX / "trustee_tdx_quote_4.dat", "--now", TDX_NOW)
+    r = cli("audit", *quote)
+    assert r.code == 1 and "FAIL  td.debug" in r.out
+    assert cli("audit", *quote, "--allow-debug").code == 0
+
+
+def test_tdx_profile_expectations(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml"
+    expected = measure(build_plan(load_profile(profile).to_spec())).digest
+    r = cli("audit", *DCAP, "--now", TDX_NOW, "--profile", profile, "--json")
+    assert r.code == 1
+    checks = _checks(_doc(r.out))
+    assert checks["td.mrtd"]["expected"] == expected.hex() and not checks["td.mrtd"]["ok"]
+    # The profile's TD_PARAMS identity fields are checked too.
+    assert {"td.attributes", "td.mrconfigid", "td.mrowner", "td.mrownerconfig"} <= set(checks)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--vcek", SNP / "oak_genoa_vcek.der"), "--vcek: a TDX quote carries its own PCK"),
+        (("--expect-policy", "0x30000"), "--expect-policy: applies to SEV-SNP reports"),
+        (("--min-tcb", "snp=3"), "TEE_TCB_SVN as 32 hex digits"),
+    ],
+)
+def test_tdx_unusable_input(cli: CliRunner, args: tuple[str | Path, ...], words: str) -> None:
+    r = cli("audit", *DCAP, "--now", TDX_NOW, *args)
+    assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_hex_quote_is_detected(cli: CliRunner, tmp_path: Path) -> None:
+    text = tmp_path / "quote.hex"
+    text.write_text((TDX / "dcapqvl_tdx_quote_v4.dat").read_bytes().hex() + "\n")
+    r = cli("audit", "--report", text, "--now", TDX_NOW, "--json")
+    assert r.code == 0 and _doc(r.out)["kind"] == "tdx"
