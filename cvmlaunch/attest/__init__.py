@@ -44,11 +44,11 @@ def read_evidence(data: bytes) -> Evidence:
         data = bytes.fromhex(text.decode("ascii"))
     if len(data) == REPORT_SIZE:
         return Evidence(SEV_SNP, data)
-    if len(data) == MSG_REPORT_RSP.size + REPORT_SIZE:
+    if len(data) in (MSG_REPORT_RSP.size, MSG_REPORT_RSP.size + REPORT_SIZE):
         status, size = MSG_REPORT_RSP.unpack_from(data)
-        if size == REPORT_SIZE:
-            if status:
-                raise AttestationError(f"MSG_REPORT_RSP: firmware status {status:#x}, no report")
+        if status and size in (0, REPORT_SIZE):
+            raise AttestationError(f"MSG_REPORT_RSP: firmware status {status:#x}, no report")
+        if size == REPORT_SIZE and len(data) > REPORT_SIZE:
             return Evidence(SEV_SNP, data[MSG_REPORT_RSP.size :])
     if len(data) >= _TDX_PROBE.size:
         version, _, tee_type = _TDX_PROBE.unpack_from(data)

@@ -91,7 +91,8 @@ class AmdCerts(NamedTuple):
 
     vcek: x509.Certificate | None = None
     vlek: x509.Certificate | None = None
-    ask: x509.Certificate | None = None  # ASK, or ASVK for a VLEK chain
+    ask: x509.Certificate | None = None  # signs VCEKs
+    asvk: x509.Certificate | None = None  # signs VLEKs
     ark: x509.Certificate | None = None
     source: str = ""
 
@@ -99,7 +100,8 @@ class AmdCerts(NamedTuple):
 _ROLE_BY_CN = (
     (re.compile(r"SEV-VCEK"), "vcek"),
     (re.compile(r"SEV-VLEK"), "vlek"),
-    (re.compile(r"SEV-(VLEK-)?[A-Za-z]+"), "ask"),
+    (re.compile(r"SEV-VLEK-[A-Za-z]+"), "asvk"),
+    (re.compile(r"SEV-[A-Za-z]+"), "ask"),
     (re.compile(r"ARK-[A-Za-z]+"), "ark"),
 )
 
@@ -148,10 +150,19 @@ def _rfc4122_text(raw: bytes) -> str:
 
 
 def looks_like_cert_table(data: bytes) -> bool:
+    """A certificate table, not a certificate: it starts with a known GUID, or at least is
+    neither PEM nor a DER SEQUENCE (a table may lead with a GUID we do not know)."""
     head = data[:16]
-    return len(head) == 16 and (
+    if len(head) == 16 and (
         _rfc4122_text(head) in CERT_TABLE_GUIDS or guid_text(head) in CERT_TABLE_GUIDS
+    ):
+        return True
+    return len(data) >= CERT_TABLE_ENTRY.size and not (
+        data.startswith(b"\x30\x82") or _PEM_MARK in data
     )
+
+
+_PEM_MARK = b"-----BEGIN"
 
 
 def certs_from_file(path: Path) -> list[x509.Certificate]:
@@ -159,6 +170,8 @@ def certs_from_file(path: Path) -> list[x509.Certificate]:
     data = read_bounded(path, "a certificate")
     if looks_like_cert_table(data):
         table = parse_cert_table(data, str(path))
+        if not table:
+            raise AttestationError(f"{path}: no certificate table entry of a known kind")
         return [load_certificate(blob, f"{path} [{role}]") for role, blob in table]
     return load_certificates(data, str(path))
 

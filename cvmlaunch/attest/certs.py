@@ -37,9 +37,34 @@ def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
                 certs = x509.load_pem_x509_certificates(data.rstrip(b"\0"))
             else:
                 certs = [x509.load_der_x509_certificate(data)]
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise AttestationError(f"{source}: not a DER or PEM X.509 certificate ({e})") from None
+        try:
+            for cert in certs:
+                _parse_fully(cert)
+        except _UNREADABLE as e:
+            raise AttestationError(f"{source}: a damaged X.509 certificate ({e})") from None
     return certs
+
+
+# What `cryptography` raises for a certificate that loads but whose parts do not parse.
+_UNREADABLE = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+)
+
+
+def _parse_fully(cert: x509.Certificate) -> None:
+    """Touch every part the audit reads: `cryptography` parses some of them lazily, and a
+    damaged part must be refused here, not fail later in the middle of an audit."""
+    cert.subject.rfc4514_string()
+    cert.issuer.rfc4514_string()
+    for _ in cert.extensions:
+        pass
+    cert.public_key()
 
 
 def load_certificate(data: bytes, source: str) -> x509.Certificate:

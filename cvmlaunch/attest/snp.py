@@ -38,7 +38,7 @@ from cvmlaunch.abi.snp_report import (
 )
 from cvmlaunch.attest import certs as c
 from cvmlaunch.attest.amd import AmdCerts, Vek, read_vek
-from cvmlaunch.attest.expect import Expectations, report_data
+from cvmlaunch.attest.expect import SNP_TCB_COMPONENTS, Expectations, report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
 from cvmlaunch.errors import AttestationError
@@ -211,7 +211,8 @@ def _chain_checks(vek: Vek, certs: AmdCerts, product: str | None, now: datetime)
     else:
         out.append(check("ark.pinned", ark_name, ark_name + " (bundled)", True))
     # The ARK is the pinned one; a supplied ASK is accepted when the pinned ARK signed it.
-    ask = certs.ask if certs.ask is not None else pinned_ask
+    supplied = certs.asvk if vek.kind == "vlek" else certs.ask
+    ask = supplied if supplied is not None else pinned_ask
     out += [
         c.issued_by("ark.signature", pinned_ark, pinned_ark),
         c.issued_by("ask.signature", ask, pinned_ark),
@@ -286,6 +287,11 @@ def _min_tcb_checks(
     report: SnpReport, minimum: Mapping[str, int], product: str | None
 ) -> list[Check]:
     wanted = dict(minimum)
+    unknown = sorted(set(wanted) - set(SNP_TCB_COMPONENTS))
+    if unknown:
+        raise AttestationError(
+            f"min_tcb: unknown component {unknown[0]!r} (expected {', '.join(SNP_TCB_COMPONENTS)})"
+        )
     shown = _tcb_text(wanted)
     out = []
     for name in ("reported", "committed", "current", "launch"):
