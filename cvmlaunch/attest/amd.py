@@ -3,6 +3,7 @@ table of an extended report, and gathering certificates from files into roles.""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -43,6 +44,7 @@ class Vek(NamedTuple):
         return base if base in PRODUCTS else None
 
 
+@functools.lru_cache(maxsize=64)  # certificates hash by their DER: one decode per VEK
 def read_vek(cert: x509.Certificate, source: str) -> Vek:
     """The VCEK or VLEK `cert` with its extensions decoded."""
     cn = common_name(cert)
