@@ -266,6 +266,11 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--expect-host-data", type=_hex_bytes(32), metavar="HEX", help="SNP")
     e.add_argument("--expect-policy", type=_int, metavar="INT", help="SNP guest POLICY")
     e.add_argument("--expect-vmpl", type=_int, metavar="N", help="SNP VMPL of the requester")
+    e.add_argument("--expect-family-id", type=_hex_bytes(16), metavar="HEX", help="SNP ID block")
+    e.add_argument("--expect-image-id", type=_hex_bytes(16), metavar="HEX", help="SNP ID block")
+    e.add_argument("--expect-id-key-digest", type=_hex_bytes(48), metavar="HEX", help="SNP")
+    e.add_argument("--expect-author-key-digest", type=_hex_bytes(48), metavar="HEX", help="SNP")
+    e.add_argument("--min-guest-svn", type=_int, metavar="N", help="SNP GUEST_SVN minimum")
     e.add_argument("--expect-rtmr", type=_rtmr, action="append", metavar="N=HEX", help="TDX")
     e.add_argument("--expect-mrseam", type=_hex_bytes(48), metavar="HEX", help="TDX")
     e.add_argument(
@@ -575,8 +580,14 @@ def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
     expect = Expectations()
     if args.profile is not None:
         expect = _profile_expectations(args.profile, kind)
-    snp_only = {"--expect-host-data": args.expect_host_data, "--expect-policy": args.expect_policy}
-    snp_only["--expect-vmpl"] = args.expect_vmpl
+    snp_fields = (
+        *("host_data", "policy", "vmpl"),
+        *("family_id", "image_id", "id_key_digest", "author_key_digest"),
+    )
+    snp_only = {
+        f"--expect-{f.replace('_', '-')}": getattr(args, f"expect_{f}") for f in snp_fields
+    }
+    snp_only["--min-guest-svn"] = args.min_guest_svn
     tdx_only = {"--expect-rtmr": args.expect_rtmr, "--expect-mrseam": args.expect_mrseam}
     wrong = [f for f, v in (tdx_only if kind == SEV_SNP else snp_only).items() if v is not None]
     if wrong:
@@ -587,9 +598,11 @@ def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
         changes["measurement"] = args.expect_measurement
     if args.expect_report_data is not None:
         changes["report_data"] = report_data(args.expect_report_data)
-    for field in ("host_data", "policy", "vmpl", "mrseam"):
+    for field in (*snp_fields, "mrseam"):
         if getattr(args, f"expect_{field}") is not None:
             changes[field] = getattr(args, f"expect_{field}")
+    if args.min_guest_svn is not None:
+        changes["min_guest_svn"] = args.min_guest_svn
     if args.expect_rtmr:
         changes["rtmrs"] = dict(args.expect_rtmr)
     if args.min_tcb is not None:

@@ -283,3 +283,26 @@ def test_hex_quote_is_detected(cli: CliRunner, tmp_path: Path) -> None:
     text.write_text((TDX / "dcapqvl_tdx_quote_v4.dat").read_bytes().hex() + "\n")
     r = cli("audit", "--report", text, "--now", TDX_NOW, "--json")
     assert r.code == 0 and _doc(r.out)["kind"] == "tdx"
+
+
+def test_snp_id_block_expectations(cli: CliRunner) -> None:
+    """The trustee report was launched with an ID block: family 01.., image 02.., SVN 4."""
+    base = ("--report", SNP / "trustee_milan_vcek_report.bin",
+            "--vcek", SNP / "trustee_milan_vcek.der", "--now", NOW)  # fmt: skip
+    doc = _doc(cli("audit", *base, "--json").out)
+    report = doc["report"]
+    assert isinstance(report, dict) and report["guest_svn"] == 4
+    good = (
+        *("--expect-family-id", report["family_id"], "--expect-image-id", report["image_id"]),
+        *("--expect-id-key-digest", report["id_key_digest"], "--min-guest-svn", "4"),
+        *("--expect-author-key-digest", "00" * 48),
+    )
+    r = cli("audit", *base, *good)
+    assert r.code == 0, r.out
+    assert "guest.id_key_digest" in r.out and "guest.guest_svn" in r.out
+    bad = ("--expect-family-id", "00" * 16, "--min-guest-svn", "5")
+    r = cli("audit", *base, *bad, "--json")
+    failed = {n for n, c in _checks(_doc(r.out)).items() if not c["ok"]}
+    assert r.code == 1 and failed == {"guest.family_id", "guest.guest_svn"}
+    r = cli("audit", *DCAP, "--now", TDX_NOW, "--min-guest-svn", "1")
+    assert r.code == 2 and "--min-guest-svn: applies to SEV-SNP reports" in r.err

@@ -30,6 +30,12 @@ class Expectations(NamedTuple):
     host_data: bytes | None = None
     vmpl: int | None = None
     min_tcb: Mapping[str, int] | None = None
+    # SEV-SNP ID block (SNP_LAUNCH_FINISH): who signed the launch, and what they named it.
+    family_id: bytes | None = None
+    image_id: bytes | None = None
+    id_key_digest: bytes | None = None
+    author_key_digest: bytes | None = None
+    min_guest_svn: int | None = None
     # TDX
     td_attributes: int | None = None
     xfam: int | None = None

@@ -279,6 +279,13 @@ def _claim_checks(report: SnpReport, expect: Expectations, product: str | None) 
         out.append(check("guest.report_data", wanted, report.report_data))
     if expect.vmpl is not None:
         out.append(check("guest.vmpl", expect.vmpl, report.vmpl))
+    for field in ("family_id", "image_id", "id_key_digest", "author_key_digest"):
+        wanted_id: bytes | None = getattr(expect, field)
+        if wanted_id is not None:
+            out.append(check(f"guest.{field}", wanted_id, getattr(report, field)))
+    if expect.min_guest_svn is not None:
+        ok = report.guest_svn >= expect.min_guest_svn
+        out.append(check("guest.guest_svn", f">= {expect.min_guest_svn}", report.guest_svn, ok))
     if expect.min_tcb is not None:
         out += _min_tcb_checks(report, expect.min_tcb, product)
     return out

@@ -372,7 +372,10 @@ _PCK_CHECKS = (
     "pck.leaf_validity",
 )
 # Expectations only an SEV-SNP report can be checked against.
-_SNP_ONLY = ("policy", "host_data", "vmpl", "min_tcb")
+_SNP_ONLY = (
+    *("policy", "host_data", "vmpl", "min_tcb", "family_id", "image_id"),
+    *("id_key_digest", "author_key_digest", "min_guest_svn"),
+)
 
 
 def _ecdsa_p256_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
