@@ -286,10 +286,21 @@ def _audit_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_audit)
 
 
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Tell the measurement as a story: every measured step grouped into runs, each with "
+        "its inputs, the profile fields that cause it, and the running digest at its end."
+    )
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=_cmd_explain)
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "measure": ("compute the expected launch measurement", _measure_arguments),
     "launch": ("launch through KVM and compare the measurement", _launch_arguments),
     "audit": ("verify an attestation report or quote against a profile", _audit_arguments),
+    "explain": ("the measurement step by step, with causes", _explain_arguments),
     "profile": ("profile format tools", _profile_arguments),
     "firmware": ("firmware image tools", _firmware_arguments),
 }
@@ -523,6 +534,20 @@ def _cmd_launch(args: argparse.Namespace) -> int:
         print(f"expected:  {record.expected.hex()}")
         print(f"reported:  {record.reported.hex() if record.reported else '-'}")
     return EXIT_MISMATCH if record.verdict is Verdict.MISMATCH else EXIT_OK
+
+
+# ---- explain / diff / solve / matrix ------------------------------------------------------
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from cvmlaunch.analysis.explain import explain
+    from cvmlaunch.plan import build_plan
+    from cvmlaunch.profile import load_profile
+
+    path = args.profile if args.profile is not None else _default_profile()
+    story = explain(build_plan(load_profile(path).to_spec()))
+    print(_json(story.doc()) if args.json else story.text())
+    return EXIT_OK
 
 
 # ---- audit -----------------------------------------------------------------------------

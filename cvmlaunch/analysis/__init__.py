@@ -1,0 +1,1 @@
+"""Explaining, comparing and searching launch measurements."""
