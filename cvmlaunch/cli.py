@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -38,6 +39,8 @@ from cvmlaunch.spec import (
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from cvmlaunch.analysis.evidence import Evidence
+    from cvmlaunch.analysis.space import Config
     from cvmlaunch.attest.expect import Expectations
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
@@ -82,6 +85,40 @@ def _hex_bytes_any(text: str) -> bytes:
         return bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected hex digits, got {text!r}") from None
+
+
+def _list_of(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """A comma-separated list of values, each read by `parse`."""
+
+    def parse_list(text: str) -> list[Any]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return [parse(item) for item in items]
+
+    return parse_list
+
+
+def _range_list(text: str) -> list[int]:
+    """Integers as a comma-separated list of values and ranges: `1-8,16,32-64`."""
+    out: list[int] = []
+    for item in _list_of(str)(text):
+        low, dash, high = item.partition("-")
+        first, last = _int(low), _int(high) if dash else _int(low)
+        if last < first or last - first > 1 << 16:
+            raise argparse.ArgumentTypeError(f"expected LOW-HIGH with LOW <= HIGH, got {item!r}")
+        out += range(first, last + 1)
+    return out
+
+
+def _choice(kind: type[StrEnum]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in {k.value for k in kind}:
+            values = ", ".join(k.value for k in kind)
+            raise argparse.ArgumentTypeError(f"expected one of {values}, got {text!r}")
+        return text
+
+    return parse
 
 
 def _api_version(text: str) -> tuple[int, int]:
@@ -131,6 +168,21 @@ def _measure_arguments(m: argparse.ArgumentParser) -> None:
         "profile; with neither, the embedded default profile is measured."
     )
     m.add_argument("profile", nargs="?", type=Path, help="guest profile (TOML)")
+    _guest_arguments(m)
+    o = m.add_argument_group("output")
+    o.add_argument("--expect", type=_hex_bytes_any, metavar="HEX", help="exit 1 unless equal")
+    o.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    o.add_argument("--trace", action="store_true", help="every measured step")
+    m.set_defaults(handler=_cmd_measure)
+
+
+def _guest_arguments(m: argparse.ArgumentParser, multi: bool = False) -> None:
+    """The flags that describe a guest. With `multi`, the flags a matrix varies take lists
+    and ranges (`--vcpus 1-64`, `--vmm qemu,ec2`)."""
+
+    def axis(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+        return _list_of(parse) if multi else parse
+
     g = m.add_argument_group("guest (override the profile)")
     g.add_argument("--technology", choices=[t.value for t in Technology])
     g.add_argument("--firmware", type=Path, metavar="PATH", help="OVMF image")
@@ -141,31 +193,37 @@ def _measure_arguments(m: argparse.ArgumentParser) -> None:
         metavar="HEX",
         help="sev-snp: precomputed digest of the firmware pages",
     )
-    g.add_argument("--vcpus", type=_int, metavar="N")
+    g.add_argument("--vcpus", type=_range_list if multi else _int, metavar="N")
     cpu = g.add_mutually_exclusive_group()
-    cpu.add_argument("--vcpu-type", metavar="NAME", help="QEMU CPU model, e.g. EPYC-Milan")
-    cpu.add_argument("--vcpu-sig", type=_int, metavar="INT", help="CPUID(1).EAX signature")
+    cpu.add_argument(
+        "--vcpu-type", type=axis(str), metavar="NAME", help="QEMU CPU model, e.g. EPYC-Milan"
+    )
+    cpu.add_argument("--vcpu-sig", type=axis(_int), metavar="INT", help="CPUID(1).EAX signature")
     cpu.add_argument("--vcpu-family", type=_int, metavar="INT")
     g.add_argument("--vcpu-model", type=_int, metavar="INT")
     g.add_argument("--vcpu-stepping", type=_int, metavar="INT")
-    g.add_argument("--vmm", type=_vmm, metavar="qemu|ec2|gce")
-    g.add_argument("--guest-features", type=_int, metavar="INT", help="SNP SEV_FEATURES")
+    g.add_argument("--vmm", type=axis(_vmm), metavar="qemu|ec2|gce")
+    g.add_argument("--guest-features", type=axis(_int), metavar="INT", help="SNP SEV_FEATURES")
     g.add_argument("--vmsa-gpa", type=_int, metavar="GPA", help="GPA the VMSAs measure at")
     g.add_argument("--kernel", type=Path, metavar="PATH")
     g.add_argument("--kernel-sha256", type=_hex_bytes(32), metavar="HEX")
     g.add_argument("--initrd", type=Path, metavar="PATH")
     g.add_argument("--initrd-sha256", type=_hex_bytes(32), metavar="HEX")
     g.add_argument("--append", metavar="CMDLINE", help="kernel command line")
-    g.add_argument("--memory-mib", type=_int, metavar="N", help="guest RAM (tdx: the TD HOB)")
+    g.add_argument(
+        "--memory-mib", type=axis(_int), metavar="N", help="guest RAM (tdx: the TD HOB)"
+    )
     t = m.add_argument_group("TDX (TD_PARAMS and the measuring VMM)")
     t.add_argument(
         "--tdx-page-order",
-        choices=[o.value for o in PageOrder],
+        type=axis(_choice(PageOrder)),
+        metavar="page|section",
         help="page: upstream KVM >= 6.16 (default); section: QEMU 8.2-era TDX builds",
     )
     t.add_argument(
         "--raw-data-tail",
-        choices=[f.value for f in RawDataTail],
+        type=axis(_choice(RawDataTail)),
+        metavar="image|zero",
         help="memory past a section's raw data: image bytes (QEMU, default) or zero",
     )
     t.add_argument(
@@ -181,11 +239,6 @@ def _measure_arguments(m: argparse.ArgumentParser) -> None:
     s.add_argument("--sev-api", type=_api_version, metavar="MAJOR.MINOR")
     s.add_argument("--sev-build", type=_int, metavar="INT")
     s.add_argument("--mnonce", type=_hex_bytes(16), metavar="HEX")
-    o = m.add_argument_group("output")
-    o.add_argument("--expect", type=_hex_bytes_any, metavar="HEX", help="exit 1 unless equal")
-    o.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    o.add_argument("--trace", action="store_true", help="every measured step")
-    m.set_defaults(handler=_cmd_measure)
 
 
 def _profile_arguments(p: argparse.ArgumentParser) -> None:
@@ -296,11 +349,54 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_cmd_explain)
 
 
+def _diff_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Compare two measurements and name the first divergent step and its cause. A and B "
+        "are profiles (.toml), saved `measure --trace --json` output, or launch records "
+        "(`launch --json`), in any combination. Exit 0 when they measure the same, 1 if not."
+    )
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=_cmd_diff)
+
+
+def _solve_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Find every configuration that reproduces an observed measurement: vCPU counts, CPU "
+        "models, VMM flavours, guest features (SNP); page order, raw-data tail and memory "
+        "size (TDX). Firmware, kernel, initrd and command line come from the profile or "
+        "flags; any guest flag given fixes that field. Exit 0 if found, 1 if not."
+    )
+    p.add_argument("--measurement", type=_hex_bytes_any, required=True, metavar="HEX")
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    _guest_arguments(p)
+    p.add_argument("--max-vcpus", type=_int, default=64, metavar="N", help="default 64")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=_cmd_solve)
+
+
+def _matrix_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "The table of reference values: one measurement per combination of the listed "
+        "values, e.g. --vcpus 1-64 --vcpu-type EPYC-Milan,EPYC-Genoa --vmm qemu,ec2."
+    )
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    _guest_arguments(p, multi=True)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    out.add_argument("--csv", action="store_true", help="CSV with a header row")
+    p.set_defaults(handler=_cmd_matrix)
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "measure": ("compute the expected launch measurement", _measure_arguments),
     "launch": ("launch through KVM and compare the measurement", _launch_arguments),
     "audit": ("verify an attestation report or quote against a profile", _audit_arguments),
     "explain": ("the measurement step by step, with causes", _explain_arguments),
+    "diff": ("why two measurements differ", _diff_arguments),
+    "solve": ("which configurations produce a measurement", _solve_arguments),
+    "matrix": ("reference measurements over a range of configurations", _matrix_arguments),
     "profile": ("profile format tools", _profile_arguments),
     "firmware": ("firmware image tools", _firmware_arguments),
 }
@@ -548,6 +644,178 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     story = explain(build_plan(load_profile(path).to_spec()))
     print(_json(story.doc()) if args.json else story.text())
     return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from cvmlaunch.analysis.diff import diff
+
+    result = diff(_evidence(args.a), _evidence(args.b))
+    print(_json(result.doc()) if args.json else result.text())
+    return EXIT_OK if result.same else EXIT_MISMATCH
+
+
+def _evidence(path: Path) -> Evidence:
+    """A measurement to compare: a profile (TOML), or a saved trace or launch record (JSON)."""
+    import json
+
+    from cvmlaunch.analysis.evidence import evidence_from_json, evidence_from_plan
+    from cvmlaunch.errors import InputError
+
+    if path.suffix == ".toml":
+        from cvmlaunch.plan import build_plan
+        from cvmlaunch.profile import load_profile
+
+        return evidence_from_plan(build_plan(load_profile(path).to_spec()), str(path))
+    try:
+        with path.open("rb") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise InputError(str(path), e.strerror or str(e)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(str(path), f"neither a profile (.toml) nor JSON: {e}") from None
+    return evidence_from_json(doc, str(path))
+
+
+# `solve` flags that fix a field of the search (any other field is searched).
+_SOLVE_FIXES = {
+    "vcpus": ("vcpus",),
+    "cpu": ("vcpu_type", "vcpu_sig", "vcpu_family"),
+    "vmm": ("vmm",),
+    "guest_features": ("guest_features",),
+    "page_order": ("tdx_page_order",),
+    "raw_data_tail": ("raw_data_tail",),
+    "memory_mib": ("memory_mib",),
+}
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from cvmlaunch.abi.cpu import models_with_signature
+    from cvmlaunch.analysis.space import search_axes, solve
+    from cvmlaunch.profile import profile_document, toml_text
+
+    fixed = frozenset(
+        field
+        for field, flags in _SOLVE_FIXES.items()
+        if any(getattr(args, flag) is not None for flag in flags)
+    )
+    _default_base(args)
+    if args.profile is None:
+        # Flags alone: placeholders for what the search varies anyway.
+        args.vcpus = args.vcpus if args.vcpus is not None else 1
+        if "cpu" not in fixed:
+            args.vcpu_type = "EPYC-v4"
+    base = spec_from_args(args)
+    if args.max_vcpus < 1:
+        raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
+    found = solve(args.measurement, base, search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus))
+    _log.info("solve.done", solutions=len(found), fixed=sorted(fixed))
+    solutions = []
+    for config in found:
+        spec = config.spec(base)
+        models = models_with_signature(config.cpu.signature) if config.cpu is not None else ()
+        text = toml_text(profile_document(spec, f"reproduces {args.measurement.hex()}"))
+        solutions.append((config, models, text))
+    if args.json:
+        doc = {
+            "measurement": args.measurement.hex(),
+            "fixed": sorted(fixed),
+            "solutions": [
+                {"config": _config_doc(config), "cpu_models": list(models), "profile": text}
+                for config, models, text in solutions
+            ],
+        }
+        print(_json(doc))
+    else:
+        print(f"{len(solutions)} configuration(s) reproduce {args.measurement.hex()}")
+        for config, models, text in solutions:
+            print(
+                f"\n# {_config_text(config)}"
+                + (f" (also {', '.join(models[1:])})" if len(models) > 1 else "")
+            )
+            print(text, end="")
+    return EXIT_OK if solutions else EXIT_MISMATCH
+
+
+# The flags `matrix` takes as lists.
+_MATRIX_AXES = (
+    *("vcpus", "vcpu_type", "vcpu_sig", "vmm", "guest_features"),
+    *("tdx_page_order", "raw_data_tail", "memory_mib"),
+)
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    from cvmlaunch.analysis.space import Axes, matrix
+
+    lists = {name: getattr(args, name) for name in _MATRIX_AXES}
+    for name, values in lists.items():  # the base spec takes each list's first value
+        if values is not None:
+            setattr(args, name, values[0])
+    _default_base(args)
+    base = spec_from_args(args)
+    cpus: tuple[CpuSpec | None, ...] = (base.cpu,)
+    if lists["vcpu_type"] is not None:
+        cpus = tuple(_cpu_named(name) for name in lists["vcpu_type"])
+    elif lists["vcpu_sig"] is not None:
+        cpus = tuple(CpuSpec(sig) for sig in lists["vcpu_sig"])
+    axes = Axes(
+        vcpus=tuple(lists["vcpus"] or (base.vcpus,)),
+        cpus=cpus,
+        vmms=tuple(lists["vmm"] or (base.vmm,)),
+        guest_features=tuple(lists["guest_features"] or (base.guest_features,)),
+        # Empty: the base's value (the engine refuses TDX axes for other guests).
+        page_orders=tuple(PageOrder(o) for o in lists["tdx_page_order"] or ()),
+        raw_data_tails=tuple(RawDataTail(t) for t in lists["raw_data_tail"] or ()),
+        memory_mibs=tuple(lists["memory_mib"] or ()),
+    )
+    rows = matrix(base, axes)
+    docs = [_config_doc(row.config) | {"measurement": row.measurement.hex()} for row in rows]
+    if args.json:
+        print(_json({"technology": str(base.technology), "rows": docs}))
+    elif args.csv:
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(docs[0]) if docs else [])
+        writer.writeheader()
+        writer.writerows(docs)
+    else:
+        for row in rows:
+            print(f"{row.measurement.hex()}  {_config_text(row.config)}")
+    return EXIT_OK
+
+
+def _default_base(args: argparse.Namespace) -> None:
+    """Without a profile, --technology or --firmware, the flags of `solve` and `matrix` vary
+    the embedded default guest."""
+    if args.profile is None and args.technology is None and args.firmware is None:
+        args.profile = _default_profile()
+
+
+def _cpu_named(name: str) -> CpuSpec:
+    try:
+        return CpuSpec.from_name(name)
+    except ValueError as e:
+        raise ProfileError([FieldProblem("--vcpu-type", str(e))]) from None
+
+
+def _config_doc(config: Config) -> dict[str, Any]:
+    if config.page_order is not None:  # a TD: only these enter MRTD
+        return {
+            "page_order": str(config.page_order),
+            "raw_data_tail": str(config.raw_data_tail),
+            "memory_mib": config.memory_mib,
+        }
+    cpu = config.cpu
+    return {
+        "vcpus": config.vcpus,
+        "cpu": None if cpu is None else (cpu.name or f"{cpu.signature:#x}"),
+        "cpu_signature": None if cpu is None else f"{cpu.signature:#x}",
+        "vmm": str(config.vmm),
+        "guest_features": f"{config.guest_features:#x}",
+    }
+
+
+def _config_text(config: Config) -> str:
+    return " ".join(f"{k}={v}" for k, v in _config_doc(config).items() if v is not None)
 
 
 # ---- audit -----------------------------------------------------------------------------

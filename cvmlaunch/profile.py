@@ -329,4 +329,89 @@ def profile_json_schema() -> dict[str, Any]:
     return Profile.model_json_schema()
 
 
-__all__ = ["SCHEMA_VERSION", "Profile", "load_profile", "parse_profile", "profile_json_schema"]
+def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
+    """The profile (as TOML-ready tables) that describes `spec`: what `solve` prints as a
+    ready profile. Inputs given only by hash stay hashes; paths are written as they are."""
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "technology": str(spec.technology)}
+    if description:
+        doc["description"] = description
+    firmware: dict[str, Any] = {"path": str(spec.firmware)}
+    if spec.firmware_sha256 is not None:
+        firmware["sha256"] = spec.firmware_sha256.hex()
+    if spec.firmware_digest is not None:
+        firmware["digest"] = spec.firmware_digest.hex()
+    doc.update(vcpus=spec.vcpus, vmm=str(spec.vmm))
+    if spec.technology is Technology.TDX:
+        doc["memory_mib"] = spec.memory_mib
+    doc["firmware"] = firmware
+    if spec.cpu is not None:
+        doc["cpu"] = (
+            {"name": spec.cpu.name} if spec.cpu.name else {"signature": spec.cpu.signature}
+        )
+    if spec.boot is not None:
+        doc["boot"] = _boot_table(spec.boot)
+    if spec.technology is Technology.SEV_SNP:
+        doc["snp"] = {
+            "guest_features": spec.guest_features,
+            "policy": spec.snp_policy,
+            "vmsa_gpa": spec.vmsa_gpa,
+        }
+        if any(spec.host_data):
+            doc["snp"]["host_data"] = spec.host_data.hex()
+    elif spec.technology in (Technology.SEV, Technology.SEV_ES):
+        doc["sev"] = {"policy": spec.sev_policy}
+    if spec.technology is Technology.TDX:
+        td = spec.td_config
+        tdx: dict[str, Any] = {"attributes": td.attributes}
+        if td.xfam is not None:
+            tdx["xfam"] = td.xfam
+        for name in ("mrconfigid", "mrowner", "mrownerconfig"):
+            if any(getattr(td, name)):
+                tdx[name] = getattr(td, name).hex()
+        tdx.update(page_order=str(td.page_order), raw_data_tail=str(td.raw_data_tail))
+        doc["tdx"] = tdx
+    return doc
+
+
+def _boot_table(boot: DirectBoot) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for name, file in (("kernel", boot.kernel), ("initrd", boot.initrd)):
+        if file is None:
+            continue
+        if file.path is not None:
+            table[name] = str(file.path)
+        elif file.sha256 is not None:
+            table[f"{name}_sha256"] = file.sha256.hex()
+    table["cmdline"] = boot.cmdline
+    return table
+
+
+def toml_text(doc: Mapping[str, Any]) -> str:
+    """`doc` (top-level keys, then one level of tables) as TOML."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
+    for name, table in doc.items():
+        if isinstance(table, Mapping):
+            lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if value < 16 else f"{value:#x}"
+    # A JSON string is a valid TOML basic string (both escape the same control characters).
+    import json
+
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Profile",
+    "load_profile",
+    "parse_profile",
+    "profile_document",
+    "profile_json_schema",
+    "toml_text",
+]

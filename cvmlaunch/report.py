@@ -10,10 +10,11 @@ from cvmlaunch.abi.hob import HOB_HEADER
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import sev_feature_names
 from cvmlaunch.abi.tdx import PAGE_SIZE, TdAttribute, TdvfAttribute, XfamBit, flag_names
+from cvmlaunch.abi.vmsa import SaveArea, Segment
 from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep
-from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdPlan
 from cvmlaunch.spec import Technology
 
 
@@ -115,6 +116,11 @@ def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
     }
 
 
+def inputs_json(plan: Plan) -> dict[str, Any]:
+    """What went into `plan`'s measurement (the `inputs` of `measure --json`)."""
+    return _td_inputs(plan) if isinstance(plan, TdPlan) else _inputs(plan)
+
+
 def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
     """The `measure --json` object."""
     doc: dict[str, Any] = {
@@ -134,7 +140,50 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
         doc["launch_measure"] = result.launch_measure.hex()
     doc["inputs"] = _inputs(plan)
     if result.trace is not None:
-        doc["trace"] = [step.to_json() for step in result.trace]
+        doc["trace"] = [
+            _sev_step_json(step, op)
+            for step, op in zip(result.trace, _traced_ops(plan), strict=True)
+            if isinstance(step, TraceStep)
+        ]
+    return doc
+
+
+def save_area_fields(state: SaveArea) -> dict[str, int]:
+    """The fields of a save area by name, segments flattened (`cs.attrib`, `cs.base`, ...)."""
+    out: dict[str, int] = {}
+    for name in state._fields:
+        value = getattr(state, name)
+        if isinstance(value, Segment):
+            out.update(zip([f"{name}.{part}" for part in value._fields], value, strict=True))
+        else:
+            out[name] = int(value)
+    return out
+
+
+def _traced_ops(plan: LaunchPlan) -> list[PageOp]:
+    """The operation of every trace step, in trace order (as the digest engines step)."""
+    snp = plan.spec.technology is Technology.SEV_SNP
+    out: list[PageOp] = []
+    for op in plan.ops:
+        if not snp:
+            count = 0 if op.data is None else 1  # one LAUNCH_UPDATE buffer per operation
+        elif op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
+            count = 1  # the precomputed digest stands for every firmware page
+        else:
+            count = op.size // PAGE_SIZE
+        out += [op] * count
+    return out
+
+
+def _sev_step_json(step: TraceStep, op: PageOp) -> dict[str, object]:
+    doc = step.to_json()
+    if op.kind is OpKind.FIRMWARE:
+        doc["file_offset"] = f"{step.gpa - op.gpa:#x}"  # the image is mapped from its start
+    if op.section is not None:
+        doc["section"] = op.section
+    if op.state is not None:
+        doc["vcpu"] = op.vcpu
+        doc["vmsa"] = {name: f"{v:#x}" for name, v in save_area_fields(op.state).items()}
     return doc
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.profile import load_profile, parse_profile, profile_json_schema
+from cvmlaunch.profile import (
+    load_profile,
+    parse_profile,
+    profile_document,
+    profile_json_schema,
+    toml_text,
+)
 from cvmlaunch.spec import BootFile, CpuSpec, Technology, Vmm
 
 ROOT = Path(__file__).parent.parent
@@ -125,3 +132,15 @@ def test_json_schema() -> None:
     assert {"schema_version", "technology", "firmware", "vcpus", "cpu", "vmm"} <= set(props)
     assert schema["additionalProperties"] is False
     assert props["vcpus"]["maximum"] == 4096
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted(ROOT.glob("profiles/*.toml")), ROOT / "cvmlaunch" / "data" / "default.toml"],
+    ids=lambda p: p.name,
+)
+def test_profile_document_round_trips(path: Path) -> None:
+    """What `solve` prints as a ready profile describes exactly the same guest."""
+    spec = load_profile(path).to_spec()
+    text = toml_text(profile_document(spec, 'a "quoted" description\twith a tab'))
+    assert parse_profile(tomllib.loads(text)).to_spec() == spec

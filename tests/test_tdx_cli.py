@@ -71,7 +71,7 @@ def test_trace_lists_every_record(cli: CliRunner) -> None:
         (("--tdx-attributes", "MIGRATABLE,DEBUG"), "MIGRATABLE excludes DEBUG and PERFMON"),
         (("--tdx-attributes", "TURBO"), "--tdx-attributes: expected a number or attribute names"),
         (("--mrowner", "ab"), "--mrowner: expected 48 bytes as 96 hex digits"),
-        (("--tdx-page-order", "pages"), "--tdx-page-order: invalid choice"),
+        (("--tdx-page-order", "pages"), "--tdx-page-order: expected one of page, section"),
         (("--kernel-sha256", "00" * 32), "boot: TDX direct boot is measured into RTMR1/RTMR2"),
         (("--vmm", "ec2"), "vmm: tdx guests are launched by qemu, not ec2"),
         (("--memory-mib", "0"), "memory_mib: expected 1.."),

@@ -86,3 +86,11 @@ def lookup_model(name: str) -> str | None:
         if known.casefold() == folded:
             return known
     return None
+
+
+def models_with_signature(signature: int) -> tuple[str, ...]:
+    """The CPU_MODELS names whose CPUID signature is `signature`, in table order.
+
+    Models that share a signature are indistinguishable in a launch digest.
+    """
+    return tuple(name for name, fms in CPU_MODELS.items() if cpu_signature(*fms) == signature)

@@ -23,6 +23,7 @@ from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.log import get_logger
 from cvmlaunch.measure import measure
 from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.report import inputs_json
 
 _log = get_logger("cvmlaunch.launch")
 
@@ -73,7 +74,7 @@ def launch(
     _log.info("launch.verdict", verdict=str(verdict))
     doc: dict[str, object] = {
         "technology": str(plan.spec.technology),
-        "inputs": {"firmware_sha256": plan.firmware_sha256.hex()},
+        "inputs": inputs_json(plan),
         "backend": {"requested": str(backend), "chosen": str(chosen), "reason": reason},
         "vm_type": t.vm_type.name.lower() if t.vm_type is not None else None,
         "host": t.capabilities,

@@ -1,0 +1,278 @@
+"""Measurement evidence in one shape, whatever it came from: a profile's plan, a saved
+`measure --trace --json` document, or a saved `launch --json` record.
+
+A plan and a trace give one step per measured unit (an SNP page, an SEV LAUNCH_UPDATE
+buffer, an MRTD record) with its running digest; a launch record gives one step per
+map_memory call, with no digests and no VMSAs. Inputs are named with the profile's dotted
+field names, so a difference can be acted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple, NoReturn
+
+from cvmlaunch.errors import InputError
+from cvmlaunch.plan.ops import Plan
+
+PAGE_SIZE = 4096
+
+
+class Step(NamedTuple):
+    """One measured step (plan, trace) or one map_memory call (launch record).
+
+    `kind` is the operation kind of a plan or trace ("firmware", "sev-metadata",
+    "kernel-hashes", "vmsa"), the MRTD record of a TDX trace ("MEM.PAGE.ADD", "MR.EXTEND"),
+    or the map_memory type of a record ("NORMAL", "ZERO", "page-add+extend", ...).
+    `contents` is hex: the SNP PAGE_INFO.CONTENTS, the SEV buffer's SHA-256, or a record's
+    source SHA-256; `digest` the running launch digest after the step, when known.
+    """
+
+    number: int  # the step's position (not "index": tuple has an index method)
+    kind: str
+    label: str
+    gpa: int
+    page_type: str | None
+    contents: str | None
+    digest: str | None
+    section: int | None = None
+    vcpu: int | None = None
+    vmsa: dict[str, int] | None = None
+    file_offset: int | None = None
+    pages: int = 1
+
+
+class Evidence(NamedTuple):
+    """A measurement and how it came about; `plan` is kept when built from a profile."""
+
+    source: str
+    form: str  # "profile" | "trace" | "record"
+    technology: str
+    measurement: bytes | None
+    inputs: dict[str, str]
+    steps: tuple[Step, ...]
+    plan: Plan | None = None
+
+
+def evidence_from_plan(plan: Plan, source: str) -> Evidence:
+    """The evidence of `plan`: measured with a trace, read back as `measure --trace --json`
+    would print it (so a profile and its saved trace give the same steps)."""
+    from cvmlaunch.measure import measure
+    from cvmlaunch.report import measurement_json
+
+    doc = measurement_json(plan, measure(plan, trace=True))
+    return evidence_from_json(doc, source)._replace(form="profile", plan=plan)
+
+
+def evidence_from_json(doc: object, source: str) -> Evidence:
+    """The evidence in a `measure --trace --json` document or a `launch --json` record.
+
+    Anything else raises InputError(source, reason) naming what is missing.
+    """
+    read = _Reader(source)
+    if not isinstance(doc, Mapping):
+        read.fail(
+            f"expected a JSON object (`measure --trace --json` or `launch --json` output), "
+            f"got {type(doc).__name__}"
+        )
+    if "map_memory" in doc:
+        return _from_record(read, doc)
+    if "trace" in doc:
+        return _from_trace(read, doc)
+    if "measurement" in doc:
+        read.fail("missing key 'trace': save `cvmlaunch measure --trace --json`, with --trace")
+    read.fail(
+        "missing key 'trace' (of `measure --trace --json`) or 'map_memory' (of `launch --json`)"
+    )
+
+
+# ---- documents ---------------------------------------------------------------------------
+
+
+_Kind = type[Any] | tuple[type[Any], ...]
+
+
+class _Reader:
+    """Typed access to a JSON document; every failure names the source and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, reason: str) -> NoReturn:
+        raise InputError(self.source, reason)
+
+    def get(self, obj: Mapping[str, Any], key: str, kind: _Kind, where: str = "") -> Any:
+        name = f"{where}{key}"
+        if key not in obj:
+            self.fail(f"missing key {name!r}")
+        value = obj[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            expected = " or ".join(
+                k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))
+            )
+            self.fail(f"{name!r}: expected {expected}, got {type(value).__name__}")
+        return value
+
+    def optional(self, obj: Mapping[str, Any], key: str, kind: _Kind, where: str = "") -> Any:
+        return None if obj.get(key) is None else self.get(obj, key, kind, where)
+
+    def number(self, obj: Mapping[str, Any], key: str, where: str = "") -> int:
+        """A "0x…" string (or a plain integer)."""
+        value = self.get(obj, key, (str, int), where)
+        if isinstance(value, int):
+            return value
+        try:
+            return int(value, 16) if value.lower().startswith("0x") else int(value)
+        except ValueError:
+            self.fail(f"{where}{key!r}: {value!r} is not a number")
+
+    def digest(self, obj: Mapping[str, Any], key: str) -> bytes:
+        value = self.get(obj, key, str)
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            self.fail(f"{key!r}: {value!r} is not hex")
+
+
+def _from_trace(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
+    technology = read.get(doc, "technology", str)
+    measurement = read.digest(doc, "measurement")
+    inputs = read.get(doc, "inputs", Mapping)
+    entries = read.get(doc, "trace", list)
+    td = technology == "tdx"
+    steps = []
+    for n, entry in enumerate(entries):
+        where = f"trace[{n}]."
+        if not isinstance(entry, Mapping):
+            read.fail(f"trace[{n}]: expected an object, got {type(entry).__name__}")
+        steps.append(_td_step(read, entry, where) if td else _sev_step(read, entry, where))
+    known = _td_inputs(read, inputs, doc.get("td")) if td else _sev_inputs(read, inputs)
+    return Evidence(read.source, "trace", technology, measurement, known, tuple(steps))
+
+
+def _sev_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
+    vmsa = read.optional(entry, "vmsa", Mapping, where)
+    offset = read.number(entry, "file_offset", where) if "file_offset" in entry else None
+    return Step(
+        number=read.get(entry, "index", int, where),
+        kind=read.get(entry, "kind", str, where),
+        label=read.get(entry, "label", str, where),
+        gpa=read.number(entry, "gpa", where),
+        page_type=read.get(entry, "page_type", str, where),
+        contents=read.get(entry, "contents", str, where),
+        digest=read.get(entry, "digest", str, where),
+        section=read.optional(entry, "section", int, where),
+        vcpu=read.optional(entry, "vcpu", int, where),
+        vmsa=None if vmsa is None else {k: read.number(vmsa, k, f"{where}vmsa.") for k in vmsa},
+        file_offset=offset,
+        pages=max(1, read.get(entry, "size", int, where) // PAGE_SIZE),
+    )
+
+
+def _td_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
+    return Step(
+        number=read.get(entry, "index", int, where),
+        kind=read.get(entry, "record", str, where),
+        label=read.get(entry, "label", str, where),
+        gpa=read.number(entry, "gpa", where),
+        page_type=None,
+        contents=None,
+        digest=read.get(entry, "digest", str, where),
+        section=read.get(entry, "section", int, where),
+    )
+
+
+def _from_record(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
+    technology = read.get(doc, "technology", str)
+    # What the platform reported, if it did; else what the launched plan measures to.
+    key = "reported_measurement" if doc.get("reported_measurement") else "expected_measurement"
+    measurement = read.digest(doc, key)
+    calls = read.get(doc, "map_memory", list)
+    steps = []
+    for n, call in enumerate(calls):
+        where = f"map_memory[{n}]."
+        if not isinstance(call, Mapping):
+            read.fail(f"map_memory[{n}]: expected an object, got {type(call).__name__}")
+        kind = read.get(call, "type", str, where)
+        pages = read.get(call, "pages", int, where)
+        steps.append(
+            Step(
+                number=n,
+                kind=kind,
+                label=f"map_memory call {n} ({kind} x{pages})",
+                gpa=read.number(call, "gpa", where),
+                page_type=None if technology == "tdx" else kind,
+                contents=read.optional(call, "source_sha256", str, where),
+                digest=None,
+                pages=pages,
+            )
+        )
+    recorded = read.get(doc, "inputs", Mapping)
+    td = technology == "tdx"
+    inputs = _td_inputs(read, recorded, None) if td else _sev_inputs(read, recorded)
+    for key, field in (("snp_policy", "snp.policy"), ("host_data", "snp.host_data")):
+        if doc.get(key) is not None:
+            inputs[field] = str(read.get(doc, key, str))
+    return Evidence(read.source, "record", technology, measurement, inputs, tuple(steps))
+
+
+# ---- inputs, by profile field ------------------------------------------------------------
+
+# `measure --json` input keys -> profile fields.
+_SEV_INPUTS = {
+    "firmware": "firmware.path",
+    "firmware_sha256": "firmware.sha256",
+    "vcpus": "vcpus",
+    "vmm": "vmm",
+    "guest_features": "snp.guest_features",
+    "vmsa_gpa": "snp.vmsa_gpa",
+    "sev_policy": "sev.policy",
+    "kernel_sha256": "boot.kernel",
+    "initrd_sha256": "boot.initrd",
+    "cmdline": "boot.cmdline",
+}
+_TD_INPUTS = {
+    "firmware": "firmware.path",
+    "firmware_sha256": "firmware.sha256",
+    "vcpus": "vcpus",
+    "memory_mib": "memory_mib",
+    "page_order": "tdx.page_order",
+    "raw_data_tail": "tdx.raw_data_tail",
+}
+_TD_IDENTITY = {
+    "attributes": "tdx.attributes",
+    "xfam": "tdx.xfam",
+    "mrconfigid": "tdx.mrconfigid",
+    "mrowner": "tdx.mrowner",
+    "mrownerconfig": "tdx.mrownerconfig",
+}
+NO_BOOT = "none"
+DIRECT_BOOT = "measured direct boot"
+
+
+def _text(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, str]:
+    return {field: str(values[key]) for key, field in names.items() if values.get(key) is not None}
+
+
+def _sev_inputs(read: _Reader, inputs: Mapping[str, Any]) -> dict[str, str]:
+    out = _text(inputs, _SEV_INPUTS)
+    cpu = inputs.get("cpu")
+    if isinstance(cpu, Mapping):
+        out |= _text(cpu, {"name": "cpu.name", "signature": "cpu.signature"})
+    # measure --json lists the kernel hashes exactly when the launch has them.
+    out["boot"] = DIRECT_BOOT if "boot.kernel" in out else NO_BOOT
+    if "firmware.sha256" not in out:
+        read.fail("missing key 'inputs.firmware_sha256'")
+    return out
+
+
+def _td_inputs(read: _Reader, inputs: Mapping[str, Any], identity: object) -> dict[str, str]:
+    out = _text(inputs, _TD_INPUTS)
+    if isinstance(identity, Mapping):
+        out |= _text(identity, _TD_IDENTITY)
+    if "firmware.sha256" not in out:
+        read.fail("missing key 'inputs.firmware_sha256'")
+    return out
+
+
+__all__ = ["Evidence", "Step", "evidence_from_json", "evidence_from_plan"]
