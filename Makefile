@@ -44,6 +44,7 @@ bench: $(OVMF)
 	.venv-bench/bin/python benchmarks/mrtd_vs_sha384.py
 	.venv-bench/bin/python benchmarks/launch_population.py
 	.venv-bench/bin/python benchmarks/audit_throughput.py
+	.venv-bench/bin/python benchmarks/matrix_vs_reference.py
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache
