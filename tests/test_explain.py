@@ -43,7 +43,7 @@ def test_snp_story(debian_ovmf: Path) -> None:
     titles = [run.title for run in story.runs]
     assert titles[0] == "firmware: 0xffe00000-0xffffffff NORMAL x512"
     assert story.runs[0].inputs["file_offsets"] == "0x0-0x1fffff"
-    assert story.runs[0].pages == 512 and story.runs[0].fields[0] == "firmware.path"
+    assert story.runs[0].pages == 512 and story.runs[0].fields[0] == "firmware.sha256"
     assert [t for t in titles if t.startswith("CPUID")] == [
         "CPUID section 3: 0x80e000-0x80efff CPUID x1"
     ]
@@ -66,7 +66,7 @@ def test_direct_boot_kernel_hashes_run(debian_ovmf: Path) -> None:
     plan = build_plan(spec)
     assert isinstance(plan, LaunchPlan) and plan.kernel_hashes is not None
     story = explain(plan)
-    (run,) = [r for r in story.runs if r.fields[0] == "boot.kernel"]
+    (run,) = [r for r in story.runs if r.title.startswith("kernel hashes")]
     assert run.inputs["kernel_sha256"] == plan.kernel_hashes.kernel.hex()
     assert run.inputs["cmdline"] == (spec.boot.cmdline if spec.boot else None)
 

@@ -17,24 +17,13 @@ from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
 from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.analysis.evidence import PAGE_SIZE, Evidence, Step
+from cvmlaunch.analysis.evidence import PAGE_SIZE, STEP_FIELDS, Evidence, Step
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
 from cvmlaunch.plan.vmsa import CLOUD_RDX
 
 FOUR_GIB = 1 << 32
 MR_EXTEND_CHUNK = 256
 _TD_RECORDS = frozenset({"MEM.PAGE.ADD", "MR.EXTEND"})
-# The profile fields that shape each kind of step, most likely cause first.
-_STEP_FIELDS = {
-    "firmware": ("firmware.sha256", "firmware.path"),
-    "sev-metadata": ("vmm", "firmware.sha256", "boot", "firmware.path"),
-    "kernel-hashes": ("boot.kernel", "boot.initrd", "boot.cmdline", "boot"),
-    "vmsa": (
-        "vcpus", "cpu.name", "cpu.signature", "vmm", "snp.guest_features", "snp.vmsa_gpa",
-        "firmware.sha256",
-    ),
-    "td": ("tdx.page_order", "firmware.sha256", "tdx.raw_data_tail", "memory_mib"),
-}  # fmt: skip
 # The order input differences are listed in; fields not named here follow, sorted.
 _FIELD_ORDER = (
     "technology", "firmware.sha256", "firmware.path", "vcpus", "cpu.name", "cpu.signature",
@@ -348,7 +337,7 @@ def _vmsa_causes(x: Step, y: Step, inputs: dict[str, Cause]) -> list[Cause]:
     if x.vmsa is None or y.vmsa is None:
         unnamed = "the VMSA pages differ; this trace does not name their registers"
         registers = [Cause("vmsa", x.contents or "", y.contents or "", unnamed)]
-        return causes + _relevant(inputs, _STEP_FIELDS["vmsa"]) + registers
+        return causes + _relevant(inputs, STEP_FIELDS["vmsa"]) + registers
     names = dict.fromkeys([*x.vmsa, *y.vmsa])
     changed = {
         name: (x.vmsa.get(name, 0), y.vmsa.get(name, 0))
@@ -507,7 +496,7 @@ def _populate_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> 
     where = f"populate step {n}: {step.label} at {step.gpa:#x}"
     if x is None or y is None:
         where += f" (only in {'A' if x is not None else 'B'})"
-        causes = _relevant(inputs, (*_STEP_FIELDS["sev-metadata"], *_STEP_FIELDS["td"]))
+        causes = _relevant(inputs, (*STEP_FIELDS["sev-metadata"], *STEP_FIELDS["td"]))
     else:
         if (x.kind, x.pages) != (y.kind, y.pages):
             where += f" ({x.kind} x{x.pages} vs {y.kind} x{y.pages})"
@@ -520,7 +509,7 @@ def _populate_causes(
 ) -> list[Cause]:
     label = y.label if x.label.startswith("map_memory") else x.label
     if "kernel hashes" in label or "SNP_KERNEL_HASHES" in label:
-        known = [inputs[f] for f in _STEP_FIELDS["kernel-hashes"] if f in inputs]
+        known = [inputs[f] for f in STEP_FIELDS["kernel-hashes"] if f in inputs]
         return known or [
             Cause(
                 "boot",
@@ -539,7 +528,7 @@ def _populate_causes(
     firmware = label == "firmware" or "(BFV)" in label or "(CFV)" in label
     if firmware or (x.kind == "NORMAL" and x.gpa + x.pages * PAGE_SIZE == FOUR_GIB):
         return _firmware_causes(inputs, x, y, "the firmware's map_memory source differs")
-    return _relevant(inputs, (*_STEP_FIELDS["sev-metadata"], *_STEP_FIELDS["td"]))
+    return _relevant(inputs, (*STEP_FIELDS["sev-metadata"], *STEP_FIELDS["td"]))
 
 
 def _finish_divergence(
@@ -560,7 +549,7 @@ def _finish_divergence(
         "finish: vcpus, cpu.name/cpu.signature, vmm, snp.guest_features or snp.vmsa_gpa"
     )
     vcpu_state = Cause("vmsa", _vcpu_state(a), _vcpu_state(b), meaning)
-    known = _relevant(inputs, _STEP_FIELDS["vmsa"])
+    known = _relevant(inputs, STEP_FIELDS["vmsa"])
     return Divergence(step, None, None, where, (vcpu_state, *known))
 
 
@@ -706,7 +695,7 @@ def _relevant(inputs: dict[str, Cause], fields: Sequence[str]) -> list[Cause]:
 
 
 def _fields_of(step: Step) -> tuple[str, ...]:
-    return _STEP_FIELDS.get("td" if step.kind in _TD_RECORDS else step.kind, ())
+    return STEP_FIELDS.get("td" if step.kind in _TD_RECORDS else step.kind, ())
 
 
 def _nonempty(

@@ -218,6 +218,19 @@ def _from_record(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
 
 # ---- inputs, by profile field ------------------------------------------------------------
 
+# The profile fields that shape each kind of step (SEV family: the OpKind values; TDX
+# records: "td"), most likely cause first.
+STEP_FIELDS = {
+    "firmware": ("firmware.sha256", "firmware.path"),
+    "sev-metadata": ("vmm", "firmware.sha256", "boot", "firmware.path"),
+    "kernel-hashes": ("boot.kernel", "boot.initrd", "boot.cmdline", "boot"),
+    "vmsa": (
+        "vcpus", "cpu.name", "cpu.signature", "vmm", "snp.guest_features", "snp.vmsa_gpa",
+        "firmware.sha256",
+    ),
+    "td": ("tdx.page_order", "firmware.sha256", "tdx.raw_data_tail", "memory_mib"),
+}  # fmt: skip
+
 # `measure --json` input keys -> profile fields.
 _SEV_INPUTS = {
     "firmware": "firmware.path",
@@ -275,4 +288,4 @@ def _td_inputs(read: _Reader, inputs: Mapping[str, Any], identity: object) -> di
     return out
 
 
-__all__ = ["Evidence", "Step", "evidence_from_json", "evidence_from_plan"]
+__all__ = ["STEP_FIELDS", "Evidence", "Step", "evidence_from_json", "evidence_from_plan"]

@@ -12,20 +12,10 @@ from typing import Any, NamedTuple, cast
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
 from cvmlaunch.abi.tdx import TdvfSectionType
+from cvmlaunch.analysis.evidence import STEP_FIELDS
 from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdAction, TdPageOp, TdPlan
 from cvmlaunch.spec import Technology, Vmm
-
-# The profile fields each kind of step comes from.
-_FIELDS = {
-    OpKind.FIRMWARE: ("firmware.path", "firmware.sha256"),
-    OpKind.SEV_METADATA: ("firmware.path", "vmm"),
-    OpKind.KERNEL_HASHES: ("boot.kernel", "boot.initrd", "boot.cmdline"),
-    OpKind.VMSA: ("vcpus", "cpu", "vmm", "snp.guest_features", "snp.vmsa_gpa"),
-}
-_TD_FIELDS = {
-    TdvfSectionType.TD_HOB: ("memory_mib", "firmware.path"),
-}
 
 
 class Run(NamedTuple):
@@ -119,7 +109,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run
     spec = plan.spec
     op = ops[0]
     pages = sum(o.size for o in ops) // PAGE_SIZE
-    fields = _FIELDS[op.kind]
+    fields = STEP_FIELDS[op.kind]
     page_type = op.page_type.name
     inputs: dict[str, str] = {}
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {page_type} x{pages}"
@@ -213,9 +203,12 @@ def _td_run(plan: TdPlan, op: TdPageOp, steps: list[TdTraceStep]) -> Run:
         )
     if op.section_type is TdvfSectionType.TD_HOB and plan.td_hob is not None:
         inputs["td_hob"] = f"{len(plan.td_hob)} bytes for {plan.spec.memory_mib} MiB of RAM"
-    fields: tuple[str, ...] = _TD_FIELDS.get(op.section_type, ("firmware.path",))
+    # A section's pages enter MRTD by GPA; only extended sections' contents and order do.
+    fields: tuple[str, ...] = ("firmware.sha256",)
+    if op.section_type is TdvfSectionType.TD_HOB:
+        fields = ("memory_mib", *fields)
     if op.action is TdAction.PAGE_ADD_EXTEND:
-        fields = (*fields, "tdx.page_order", "tdx.raw_data_tail")
+        fields = STEP_FIELDS["td"]
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {op.action} x{pages}"
     return Run(
         steps[0].step, steps[-1].step, title, op.gpa, pages, inputs, fields, steps[-1].digest
