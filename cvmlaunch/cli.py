@@ -690,7 +690,7 @@ _SOLVE_FIXES = {
 
 def _cmd_solve(args: argparse.Namespace) -> int:
     from cvmlaunch.abi.cpu import models_with_signature
-    from cvmlaunch.analysis.space import search_axes, solve
+    from cvmlaunch.analysis.space import fold, search_axes, solve
     from cvmlaunch.profile import profile_document, toml_text
 
     fixed = frozenset(
@@ -707,31 +707,37 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     base = spec_from_args(args)
     if args.max_vcpus < 1:
         raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
-    found = solve(args.measurement, base, search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus))
+    axes = search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus)
+    found = fold(solve(args.measurement, base, axes), axes)
     _log.info("solve.done", solutions=len(found), fixed=sorted(fixed))
     solutions = []
-    for config in found:
+    for config, free in found:
+        # A free field is written with the profile's value: any value of its axis does.
         spec = config.spec(base)
         models = models_with_signature(config.cpu.signature) if config.cpu is not None else ()
         text = toml_text(profile_document(spec, f"reproduces {args.measurement.hex()}"))
-        solutions.append((config, models, text))
+        solutions.append((config, free, models, text))
     if args.json:
         doc = {
             "measurement": args.measurement.hex(),
             "fixed": sorted(fixed),
             "solutions": [
-                {"config": _config_doc(config), "cpu_models": list(models), "profile": text}
-                for config, models, text in solutions
+                {
+                    "config": _config_doc(config),
+                    "any": list(free),
+                    "cpu_models": list(models),
+                    "profile": text,
+                }
+                for config, free, models, text in solutions
             ],
         }
         print(_json(doc))
     else:
         print(f"{len(solutions)} configuration(s) reproduce {args.measurement.hex()}")
-        for config, models, text in solutions:
-            print(
-                f"\n# {_config_text(config)}"
-                + (f" (also {', '.join(models[1:])})" if len(models) > 1 else "")
-            )
+        for config, free, models, text in solutions:
+            also = f" (also {', '.join(models[1:])})" if len(models) > 1 else ""
+            anything = f"; any {', '.join(free)} (not in the digest)" if free else ""
+            print(f"\n# {_config_text(config)}{also}{anything}")
             print(text, end="")
     return EXIT_OK if solutions else EXIT_MISMATCH
 
@@ -799,9 +805,10 @@ def _cpu_named(name: str) -> CpuSpec:
 
 def _config_doc(config: Config) -> dict[str, Any]:
     if config.page_order is not None:  # a TD: only these enter MRTD
+        tail = config.raw_data_tail
         return {
             "page_order": str(config.page_order),
-            "raw_data_tail": str(config.raw_data_tail),
+            "raw_data_tail": None if tail is None else str(tail),
             "memory_mib": config.memory_mib,
         }
     cpu = config.cpu

@@ -388,18 +388,22 @@ def _boot_table(boot: DirectBoot) -> dict[str, Any]:
 
 def toml_text(doc: Mapping[str, Any]) -> str:
     """`doc` (top-level keys, then one level of tables) as TOML."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
+    lines = [f"{k} = {_toml_value(k, v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
     for name, table in doc.items():
         if isinstance(table, Mapping):
-            lines += ["", f"[{name}]", *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
+            lines += ["", f"[{name}]", *(f"{k} = {_toml_value(k, v)}" for k, v in table.items())]
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: object) -> str:
+# Bit fields and addresses read best in hex; counts in decimal.
+_HEX_KEYS = frozenset({"guest_features", "policy", "vmsa_gpa", "signature", "attributes", "xfam"})
+
+
+def _toml_value(key: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value) if value < 16 else f"{value:#x}"
+        return f"{value:#x}" if key in _HEX_KEYS else str(value)
     # A JSON string is a valid TOML basic string (both escape the same control characters).
     import json
 

@@ -479,3 +479,40 @@ def test_config_spec_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
     assert spec.td_config == base.td_config._replace(page_order=PageOrder.SECTION)
     assert (spec.vcpus, spec.memory_mib) == (2, 1024)
     assert Config(2, None, Vmm.QEMU, 0, memory_mib=4096).spec(base).memory_mib == 4096
+
+
+def test_fold_collapses_only_complete_axes() -> None:
+    axes = space.Axes(
+        vcpus=(1,), cpus=(None,), vmms=(Vmm.QEMU,), guest_features=(0,),
+        page_orders=(PageOrder.PAGE, PageOrder.SECTION),
+        raw_data_tails=(RawDataTail.IMAGE, RawDataTail.ZERO), memory_mibs=(1024, 2048),
+    )  # fmt: skip
+
+    def td(order: PageOrder, tail: RawDataTail | None, mib: int | None) -> space.Config:
+        return space.Config(1, None, Vmm.QEMU, 0, order, tail, mib)
+
+    # Section order: every tail and memory size; page order: one tail, both sizes.
+    configs = [td(PageOrder.SECTION, t, m) for t in RawDataTail for m in (1024, 2048)]
+    configs += [td(PageOrder.PAGE, RawDataTail.ZERO, m) for m in (1024, 2048)]
+    folded = space.fold(configs, axes)
+    assert folded == [
+        space.Solution(td(PageOrder.SECTION, None, None), ("memory_mib", "raw_data_tail")),
+        space.Solution(td(PageOrder.PAGE, RawDataTail.ZERO, None), ("memory_mib",)),
+    ]
+    # One memory size missing: nothing folds on it.
+    partial = space.fold(configs[:1], axes)
+    assert partial == [space.Solution(configs[0], ())]
+
+
+def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) -> None:
+    from cvmlaunch.profile import load_profile
+
+    base = load_profile(
+        Path(__file__).parent.parent / "profiles" / "debian-ovmf-qemu-tdx.toml"
+    ).to_spec()
+    section = base.td_config._replace(page_order=PageOrder.SECTION)
+    target = measure(build_plan(base._replace(td=section))).digest
+    axes = space.search_axes(base)
+    (solution,) = space.fold(space.solve(target, base, axes), axes)
+    assert solution.config.page_order is PageOrder.SECTION
+    assert solution.free == ("memory_mib", "raw_data_tail")

@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Iterator
 from hashlib import sha384
 from itertools import product
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_INFO, PAGE_INFO_SIZE, PageType, SevFeature
@@ -132,6 +132,45 @@ def solve(target: bytes, base: GuestSpec, axes: Axes) -> list[Config]:
     instead of once per CPU of the axis.
     """
     return [row.config for row in _rows(base, axes, cloud_cpu=True) if row.measurement == target]
+
+
+class Solution(NamedTuple):
+    """Configurations that reproduce a digest, folded: every value of the `free` fields'
+    axes (None in `config`) gives the same digest with the rest of `config`."""
+
+    config: Config
+    free: tuple[str, ...]
+
+
+# Config fields and the Axes field that lists their values.
+_AXIS_OF = {"memory_mib": "memory_mibs", "raw_data_tail": "raw_data_tails"}
+
+
+def fold(configs: list[Config], axes: Axes) -> list[Solution]:
+    """`configs` with each field that takes every value of its axis (for fixed values of
+    the others) folded into one solution, so that e.g. the memory sizes that never enter a
+    firmware's MRTD read as "any" rather than as ten profiles."""
+    solutions = [Solution(c, ()) for c in configs]
+    for field, axis_name in _AXIS_OF.items():
+        values = set(getattr(axes, axis_name))
+        if len(values) < 2:
+            continue
+        groups: dict[Solution, list[Solution]] = {}  # in first-seen order
+        for s in solutions:
+            groups.setdefault(Solution(_with(s.config, field, None), s.free), []).append(s)
+        folded: list[Solution] = []
+        for key, members in groups.items():
+            if {getattr(m.config, field) for m in members} == values:
+                folded.append(Solution(key.config, (*key.free, field)))
+            else:
+                folded += members
+        solutions = folded
+    return solutions
+
+
+def _with(config: Config, field: str, value: Any) -> Config:
+    changed: Config = config._replace(**{field: value})
+    return changed
 
 
 def search_axes(
