@@ -24,6 +24,7 @@ from cvmlaunch.errors import (
     ProfileError,
 )
 from cvmlaunch.spec import (
+    MAX_VCPUS,
     BootFile,
     CpuSpec,
     DirectBoot,
@@ -94,7 +95,7 @@ def _list_of(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         if not items:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-        return [parse(item) for item in items]
+        return list(dict.fromkeys(parse(item) for item in items))  # each value once
 
     return parse_list
 
@@ -105,10 +106,12 @@ def _range_list(text: str) -> list[int]:
     for item in _list_of(str)(text):
         low, dash, high = item.partition("-")
         first, last = _int(low), _int(high) if dash else _int(low)
-        if last < first or last - first > 1 << 16:
+        if last < first:
             raise argparse.ArgumentTypeError(f"expected LOW-HIGH with LOW <= HIGH, got {item!r}")
+        if last - first >= MAX_VCPUS:
+            raise argparse.ArgumentTypeError(f"{item!r}: more than {MAX_VCPUS} values")
         out += range(first, last + 1)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _choice(kind: type[StrEnum]) -> Callable[[str], str]:
@@ -552,6 +555,11 @@ def _boot(
         initrd = BootFile(args.initrd, args.initrd_sha256)
     if args.append is not None:
         cmdline = args.append
+        if not cmdline.isascii():
+            try:
+                cmdline.encode()
+            except UnicodeEncodeError:
+                problems.append(FieldProblem("--append", "not valid UTF-8"))
     changed = any(
         v is not None
         for v in (args.kernel, args.kernel_sha256, args.initrd, args.initrd_sha256, args.append)
@@ -661,18 +669,22 @@ def _evidence(path: Path) -> Evidence:
     from cvmlaunch.analysis.evidence import evidence_from_json, evidence_from_plan
     from cvmlaunch.errors import InputError
 
-    if path.suffix == ".toml":
+    try:
+        with path.open("rb") as f:
+            head = f.read(1)
+            f.seek(0)
+            doc = json.load(f) if head in (b"{", b"[") else None
+    except OSError as e:
+        raise InputError(str(path), e.strerror or str(e)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(str(path), f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(str(path), "JSON nested too deeply") from None
+    if doc is None:  # anything that does not open like JSON is read as a profile
         from cvmlaunch.plan import build_plan
         from cvmlaunch.profile import load_profile
 
         return evidence_from_plan(build_plan(load_profile(path).to_spec()), str(path))
-    try:
-        with path.open("rb") as f:
-            doc = json.load(f)
-    except OSError as e:
-        raise InputError(str(path), e.strerror or str(e)) from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(str(path), f"neither a profile (.toml) nor JSON: {e}") from None
     return evidence_from_json(doc, str(path))
 
 
@@ -698,13 +710,18 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         for field, flags in _SOLVE_FIXES.items()
         if any(getattr(args, flag) is not None for flag in flags)
     )
+    _refuse_launch_secret(args, "solve")
     _default_base(args)
     if args.profile is None:
         # Flags alone: placeholders for what the search varies anyway.
         args.vcpus = args.vcpus if args.vcpus is not None else 1
-        if "cpu" not in fixed:
+        if "cpu" not in fixed and args.technology in (Technology.SEV_ES, Technology.SEV_SNP):
             args.vcpu_type = "EPYC-v4"
     base = spec_from_args(args)
+    size = 32 if base.technology in (Technology.SEV, Technology.SEV_ES) else 48
+    if len(args.measurement) != size:
+        reason = f"a {base.technology} launch digest is {size} bytes ({2 * size} hex digits)"
+        raise ProfileError([FieldProblem("--measurement", reason)])
     if args.max_vcpus < 1:
         raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
     axes = search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus)
@@ -752,6 +769,7 @@ _MATRIX_AXES = (
 def _cmd_matrix(args: argparse.Namespace) -> int:
     from cvmlaunch.analysis.space import Axes, matrix
 
+    _refuse_launch_secret(args, "matrix")
     lists = {name: getattr(args, name) for name in _MATRIX_AXES}
     for name, values in lists.items():  # the base spec takes each list's first value
         if values is not None:
@@ -767,7 +785,11 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
         vcpus=tuple(lists["vcpus"] or (base.vcpus,)),
         cpus=cpus,
         vmms=tuple(lists["vmm"] or (base.vmm,)),
-        guest_features=tuple(lists["guest_features"] or (base.guest_features,)),
+        # SEV_FEATURES exist for SNP only (an SEV-ES VMSA holds 0).
+        guest_features=tuple(
+            lists["guest_features"]
+            or ((base.guest_features,) if base.technology is Technology.SEV_SNP else (0,))
+        ),
         # Empty: the base's value (the engine refuses TDX axes for other guests).
         page_orders=tuple(PageOrder(o) for o in lists["tdx_page_order"] or ()),
         raw_data_tails=tuple(RawDataTail(t) for t in lists["raw_data_tail"] or ()),
@@ -787,6 +809,14 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
         for row in rows:
             print(f"{row.measurement.hex()}  {_config_text(row.config)}")
     return EXIT_OK
+
+
+def _refuse_launch_secret(args: argparse.Namespace, command: str) -> None:
+    given = [f for f in ("tik", "sev_api", "sev_build", "mnonce") if getattr(args, f) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        reason = f"{command} works on launch digests, not the LAUNCH_MEASURE HMAC"
+        raise ProfileError([FieldProblem(flag, reason)])
 
 
 def _default_base(args: argparse.Namespace) -> None:

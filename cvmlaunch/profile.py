@@ -309,8 +309,10 @@ def load_profile(path: Path) -> Profile:
             data = tomllib.load(f)
     except OSError as e:
         raise ProfileError([FieldProblem("profile", e.strerror or str(e))], str(path)) from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], str(path)) from None
+    except RecursionError:
+        raise ProfileError([FieldProblem("profile", "nested too deeply")], str(path)) from None
     return parse_profile(data, str(path)).resolve_paths(path.parent)
 
 
@@ -335,7 +337,8 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "technology": str(spec.technology)}
     if description:
         doc["description"] = description
-    firmware: dict[str, Any] = {"path": str(spec.firmware)}
+    # Absolute paths: a printed profile is saved elsewhere and must still find its inputs.
+    firmware: dict[str, Any] = {"path": str(spec.firmware.absolute())}
     if spec.firmware_sha256 is not None:
         firmware["sha256"] = spec.firmware_sha256.hex()
     if spec.firmware_digest is not None:
@@ -344,7 +347,7 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
     if spec.technology is Technology.TDX:
         doc["memory_mib"] = spec.memory_mib
     doc["firmware"] = firmware
-    if spec.cpu is not None:
+    if spec.cpu is not None and spec.technology is not Technology.TDX:
         doc["cpu"] = (
             {"name": spec.cpu.name} if spec.cpu.name else {"signature": spec.cpu.signature}
         )
@@ -379,7 +382,7 @@ def _boot_table(boot: DirectBoot) -> dict[str, Any]:
         if file is None:
             continue
         if file.path is not None:
-            table[name] = str(file.path)
+            table[name] = str(file.path.absolute())
         elif file.sha256 is not None:
             table[f"{name}_sha256"] = file.sha256.hex()
     table["cmdline"] = boot.cmdline
@@ -404,10 +407,10 @@ def _toml_value(key: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return f"{value:#x}" if key in _HEX_KEYS else str(value)
-    # A JSON string is a valid TOML basic string (both escape the same control characters).
+    # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
     import json
 
-    return json.dumps(str(value), ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 __all__ = [

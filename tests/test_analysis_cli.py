@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import build_plan
 from cvmlaunch.profile import load_profile, parse_profile
@@ -150,3 +152,111 @@ def test_diff_unusable_inputs(cli: CliRunner, debian_ovmf: Path, tmp_path: Path)
     ):
         r = cli("diff", *args)
         assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+# ---- regressions found by review --------------------------------------------------------
+
+
+def test_diff_precomputed_firmware_digest(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    default = ROOT / "cvmlaunch" / "data" / "default.toml"
+    digest = json.loads(cli("measure", "--json").out)["firmware_digest"]
+    fw = 'path = "/usr/share/ovmf/OVMF.fd"'
+    text = default.read_text().replace(fw, f'{fw}\ndigest = "{digest}"')
+    assert digest in text
+    pre = tmp_path / "pre.toml"
+    pre.write_text(text)
+    assert cli("diff", pre, default).code == 0  # the same measurement, however computed
+    pre.write_text(text.replace("vcpus = 4", "vcpus = 2"))
+    r = cli("diff", pre, default, "--json")
+    assert r.code == 1
+    assert json.loads(r.out)["divergence"]["causes"][0]["field"] == "vcpus"
+
+
+def test_diff_record_vs_trace_names_the_cmdline(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    profile = ROOT / "profiles" / "direct-boot-snp.toml"
+    record, trace = tmp_path / "record.json", tmp_path / "trace.json"
+    assert cli("launch", profile, "--backend", "sim", "--record", record).code == 0
+    trace.write_text(cli("measure", profile, "--append", "quiet", "--trace", "--json").out)
+    r = cli("diff", record, trace, "--json")
+    assert r.code == 1
+    causes = json.loads(r.out)["divergence"]["causes"]
+    assert [c["field"] for c in causes] == ["boot.cmdline"]
+
+
+def test_diff_reads_a_profile_by_content(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "guest.profile"
+    copy.write_text(SNP_PROFILE.read_text())
+    assert cli("diff", copy, SNP_PROFILE).code == 0
+
+
+def test_solve_profiles_load_from_anywhere(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("fw.fd").write_bytes(debian_ovmf.read_bytes())
+    target = _measurement(TDX_PROFILE)
+    r = cli("solve", "--measurement", target, "--technology", "tdx", "--firmware", "fw.fd",
+            "--append", "x", "--json")  # fmt: skip
+    assert r.code == 2 and "--append" in r.err  # TDX has no measured direct boot
+    r = cli("solve", "--measurement", target, "--technology", "tdx", "--firmware", "fw.fd",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["any"] == ["memory_mib", "raw_data_tail"]
+    monkeypatch.chdir(ROOT)  # elsewhere: the printed firmware path is absolute
+    spec = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert measure(build_plan(spec)).digest.hex() == target
+
+
+def test_solve_cmdline_with_control_characters(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = ROOT / "profiles" / "direct-boot-snp.toml"
+    cmdline = 'console=ttyS0 a\x7fb "quoted"\ttab'
+    spec = load_profile(profile).to_spec()
+    assert spec.boot is not None
+    target = _measurement(profile, boot=spec.boot._replace(cmdline=cmdline))
+    r = cli("solve", "--measurement", target, profile, "--append", cmdline, "--vcpus", "1",
+            "--max-vcpus", "4", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    again = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert again.boot is not None and again.boot.cmdline == cmdline
+
+
+def test_solve_and_matrix_unusable_input(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    tik = tmp_path / "tik.bin"
+    tik.write_bytes(bytes(16))
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"schema_version = 1 # \xff\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    for args, words in (
+        (("solve", "--measurement", "00", SNP_PROFILE), "48 bytes"),
+        (("solve", "--measurement", "00" * 48, SNP_PROFILE, "--tik", tik), "--tik"),
+        (("matrix", SNP_PROFILE, "--tik", tik), "--tik"),
+        (("matrix", SNP_PROFILE, "--vcpus", "1-99999"), "more than"),
+        (("explain", bad), "not valid TOML"),
+        (("diff", deep, SNP_PROFILE), "nested too deeply"),
+        (("measure", SNP_PROFILE, "--append", "\udcff"), "--append"),
+    ):
+        r = cli(*args)
+        assert r.code == 2 and words in r.err, (args, r)
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_diff_trace_with_a_non_numeric_signature(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    doc = json.loads(cli("measure", SNP_PROFILE, "--trace", "--json").out)
+    doc["inputs"]["cpu"]["signature"] = "zz"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    r = cli("diff", edited, SNP_PROFILE)
+    assert r.code == 2 and "cpu.signature" in r.err

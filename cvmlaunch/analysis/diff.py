@@ -126,6 +126,10 @@ def diff(a: Evidence, b: Evidence) -> DiffResult:
             f"technology {a.technology} vs {b.technology}",
             (Cause("technology", a.technology, b.technology, "different technologies"),),
         )
+    elif a.measurement is not None and a.measurement == b.measurement:
+        # The same digest: whatever differs in the steps (a precomputed firmware digest, an
+        # unmeasured page's contents) is not in the measurement; inputs are still listed.
+        divergence = None
     elif "record" in (a.form, b.form):
         divergence = _populate_divergence(a, b, by_field)
     else:
@@ -155,11 +159,14 @@ def _first_difference(xs: Sequence[Step], ys: Sequence[Step]) -> int | None:
 
 
 def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Divergence | None:
-    n = _first_difference(a.steps, b.steps)
+    xs, ys = a.steps, b.steps
+    if _precomputed(xs) or _precomputed(ys):
+        xs, ys = _firmware_as_one(xs), _firmware_as_one(ys)
+    n = _first_difference(xs, ys)
     if n is None:
         return None
-    x = a.steps[n] if n < len(a.steps) else None
-    y = b.steps[n] if n < len(b.steps) else None
+    x = xs[n] if n < len(xs) else None
+    y = ys[n] if n < len(ys) else None
     if x is None or y is None:
         where, causes = _extra_step(a, b, _present(x, y), "A" if x is not None else "B", inputs)
     elif x.kind in _TD_RECORDS:
@@ -174,7 +181,22 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
         where, causes = _kernel_hashes_step(x, y, inputs)
     else:
         where, causes = x.label, _vmsa_causes(x, y, inputs)
-    return Divergence(n, x, y, where, _nonempty(causes, x, y, inputs))
+    return Divergence(_present(x, y).number, x, y, where, _nonempty(causes, x, y, inputs))
+
+
+def _precomputed(steps: Sequence[Step]) -> bool:
+    return bool(steps) and steps[0].kind == OpKind.FIRMWARE and "precomputed" in steps[0].label
+
+
+def _firmware_as_one(steps: Sequence[Step]) -> tuple[Step, ...]:
+    """`steps` with the firmware pages as one step: the digest after them is all that a
+    precomputed firmware digest can be compared with."""
+    count = next((n for n, s in enumerate(steps) if s.kind != OpKind.FIRMWARE), len(steps))
+    if count == 0:
+        return tuple(steps)
+    last = steps[count - 1]
+    whole = last._replace(label="firmware", gpa=steps[0].gpa, contents=None, pages=1)
+    return (whole, *steps[count:])
 
 
 def _present(*steps: Step | None) -> Step:
@@ -543,6 +565,11 @@ def _finish_divergence(
         )
         cause = Cause("tdx.page_order", *_pair(a, b, "tdx.page_order", order), meaning)
         return Divergence(step, None, None, where, (cause,))
+    populated = [c for c in inputs.values() if c.field not in STEP_FIELDS["vmsa"]]
+    if populated and any(s.contents is None for s in _populate(a) + _populate(b)):
+        # The populated pages could not be compared byte for byte: the inputs say more.
+        where = "the populated pages (their contents are not in both A and B)"
+        return Divergence(step, None, None, where, tuple(populated))
     where = "the vCPU state measured at launch finish (VMSAs; a launch record holds none)"
     meaning = (
         "every populate step agrees: the difference is in the vCPU state (VMSAs) at launch "

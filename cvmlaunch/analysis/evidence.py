@@ -9,6 +9,7 @@ field names, so a difference can be acted on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
@@ -276,7 +277,13 @@ def _sev_inputs(read: _Reader, inputs: Mapping[str, Any]) -> dict[str, str]:
     out["boot"] = DIRECT_BOOT if "boot.kernel" in out else NO_BOOT
     if "firmware.sha256" not in out:
         read.fail("missing key 'inputs.firmware_sha256'")
+    for field in ("cpu.signature", "snp.guest_features"):  # diff reads these as numbers
+        if field in out and not _HEX_NUMBER.fullmatch(out[field]):
+            read.fail(f"inputs: {field} {out[field]!r} is not a 0x number")
     return out
+
+
+_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def _td_inputs(read: _Reader, inputs: Mapping[str, Any], identity: object) -> dict[str, str]:

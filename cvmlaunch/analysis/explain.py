@@ -6,7 +6,6 @@ digest at its end.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, NamedTuple, cast
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
@@ -108,7 +107,7 @@ def _is_ap(op: PageOp) -> bool:
 def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run:
     spec = plan.spec
     op = ops[0]
-    pages = sum(o.size for o in ops) // PAGE_SIZE
+    pages = -(-sum(o.size for o in ops) // PAGE_SIZE)  # SEV's kernel hashes: part of a page
     fields = STEP_FIELDS[op.kind]
     page_type = op.page_type.name
     inputs: dict[str, str] = {}
@@ -131,7 +130,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run
             "initrd_sha256": hashes.initrd.hex(),
             "cmdline_sha256": hashes.cmdline.hex(),
             "cmdline": spec.boot.cmdline if spec.boot is not None else "",
-            "page_sha384": hashlib.sha384(op.data or b"").hexdigest(),
+            "contents": steps[-1].contents.hex(),
         }
     elif op.kind is OpKind.VMSA and op.state is not None:
         state = op.state
@@ -203,12 +202,13 @@ def _td_run(plan: TdPlan, op: TdPageOp, steps: list[TdTraceStep]) -> Run:
         )
     if op.section_type is TdvfSectionType.TD_HOB and plan.td_hob is not None:
         inputs["td_hob"] = f"{len(plan.td_hob)} bytes for {plan.spec.memory_mib} MiB of RAM"
-    # A section's pages enter MRTD by GPA; only extended sections' contents and order do.
+    # A section's pages enter MRTD by GPA; only an extended section's contents and record
+    # order do (so the TD HOB, and memory_mib with it, only when its section is extended).
     fields: tuple[str, ...] = ("firmware.sha256",)
-    if op.section_type is TdvfSectionType.TD_HOB:
-        fields = ("memory_mib", *fields)
     if op.action is TdAction.PAGE_ADD_EXTEND:
-        fields = STEP_FIELDS["td"]
+        fields = ("tdx.page_order", "firmware.sha256", "tdx.raw_data_tail")
+        if op.section_type is TdvfSectionType.TD_HOB:
+            fields = ("memory_mib", *fields)
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {op.action} x{pages}"
     return Run(
         steps[0].step, steps[-1].step, title, op.gpa, pages, inputs, fields, steps[-1].digest

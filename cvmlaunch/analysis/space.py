@@ -321,7 +321,21 @@ def _check(
         config = Config(count, cpu, vmm, features, *point)
         problems = config.spec(base).problems()
         if problems:
-            raise ProfileError(problems, source=f"configuration {config}")
+            raise ProfileError(problems, source=f"configuration {_text(config)}")
+
+
+def _text(config: Config) -> str:
+    cpu = config.cpu
+    named = {
+        "vcpus": config.vcpus,
+        "cpu": None if cpu is None else cpu.name or f"{cpu.signature:#x}",
+        "vmm": config.vmm.value,
+        "guest_features": f"{config.guest_features:#x}",
+        "page_order": config.page_order,
+        "raw_data_tail": config.raw_data_tail,
+        "memory_mib": config.memory_mib,
+    }
+    return " ".join(f"{k}={v}" for k, v in named.items() if v is not None)
 
 
 def _boot_digests(base: GuestSpec) -> GuestSpec:
