@@ -522,6 +522,11 @@ def _td(args: argparse.Namespace, base: TdConfig | None, technology: object) -> 
 
 def _cpu(args: argparse.Namespace, problems: list[FieldProblem]) -> CpuSpec | None:
     fms = (args.vcpu_family, args.vcpu_model, args.vcpu_stepping)
+    named = args.vcpu_type is not None or args.vcpu_sig is not None
+    if named and (args.vcpu_model is not None or args.vcpu_stepping is not None):
+        flag = "--vcpu-model" if args.vcpu_model is not None else "--vcpu-stepping"
+        problems.append(FieldProblem(flag, "goes with --vcpu-family, not a model or signature"))
+        return None
     try:
         if args.vcpu_type is not None:
             return CpuSpec.from_name(args.vcpu_type)

@@ -173,3 +173,9 @@ def test_cpu_model_ignored_by_cloud_vmm_is_warned(cli: CliRunner) -> None:
     assert json.loads(plain.out)["measurement"] == json.loads(with_cpu.out)["measurement"]
     assert plain.err == ""
     assert "event='plan.cpu_ignored'" in with_cpu.err and "vmm='ec2'" in with_cpu.err
+
+
+def test_stepping_with_a_named_model_is_refused(cli: CliRunner) -> None:
+    default = Path(__file__).parent.parent / "cvmlaunch" / "data" / "default.toml"
+    r = cli("measure", default, "--vcpu-type", "EPYC-v4", "--vcpu-stepping", "9")
+    assert r.code == 2 and "--vcpu-stepping: goes with --vcpu-family" in r.err
