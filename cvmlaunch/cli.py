@@ -895,9 +895,12 @@ def _now(text: str | None) -> datetime | None:
         return None
     from datetime import datetime
 
+    from cvmlaunch.attest.certs import utc
+    from cvmlaunch.errors import AttestationError
+
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        return utc(datetime.fromisoformat(text))
+    except (ValueError, AttestationError):
         raise ProfileError(
             [FieldProblem("--now", f"expected an ISO 8601 time, e.g. 2025-09-01T00:00Z: {text!r}")]
         ) from None
@@ -932,6 +935,8 @@ def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
     if args.expect_measurement is not None:
         changes["measurement"] = args.expect_measurement
     if args.expect_report_data is not None:
+        if not args.expect_report_data:  # an unset $NONCE must not expect all zeros
+            raise ProfileError([FieldProblem("--expect-report-data", "empty; give 1..64 bytes")])
         changes["report_data"] = report_data(args.expect_report_data)
     for field in (*snp_fields, "mrseam"):
         if getattr(args, f"expect_{field}") is not None:
@@ -939,6 +944,11 @@ def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
     if args.min_guest_svn is not None:
         changes["min_guest_svn"] = args.min_guest_svn
     if args.expect_rtmr:
+        indexes = [index for index, _ in args.expect_rtmr]
+        repeated = next((i for i in indexes if indexes.count(i) > 1), None)
+        if repeated is not None:
+            reason = f"RTMR{repeated} given twice; give each index once"
+            raise ProfileError([FieldProblem("--expect-rtmr", reason)])
         changes["rtmrs"] = dict(args.expect_rtmr)
     if args.min_tcb is not None:
         if kind == SEV_SNP:
@@ -1025,7 +1035,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`); nothing left to say.
-        sys.stderr.close()
-        return EXIT_OK
+        # The reader went away (e.g. `| head`): the result was not delivered, so never report
+        # success; 141 is what a shell reports for a command killed by SIGPIPE.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # stdout itself failed (e.g. a full disk): inputs raise our errors
+        print(f"cvmlaunch: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return code

@@ -306,3 +306,81 @@ def test_snp_id_block_expectations(cli: CliRunner) -> None:
     assert r.code == 1 and failed == {"guest.family_id", "guest.guest_svn"}
     r = cli("audit", *DCAP, "--now", TDX_NOW, "--min-guest-svn", "1")
     assert r.code == 2 and "--min-guest-svn: applies to SEV-SNP reports" in r.err
+
+
+# ---- regressions found by review --------------------------------------------------------
+
+
+def test_a_closed_pipe_never_reports_success(tmp_path: Path) -> None:
+    """A failing audit piped into a reader that goes away must not exit 0."""
+    import subprocess
+    import sys
+
+    forged = bytearray((SNP / "oak_genoa_report_v5.bin").read_bytes())
+    forged[0x90] ^= 1
+    path = tmp_path / "forged.bin"
+    path.write_bytes(bytes(forged))
+    code = (
+        "import sys; from cvmlaunch.cli import main; "
+        f"sys.exit(main(['audit', '--report', {str(path)!r}, '--vcek', "
+        f"{str(SNP / 'oak_genoa_vcek.der')!r}, '--now', {NOW!r}, '--json']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={"PYTHONUNBUFFERED": "1"})  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before anything is written
+    assert proc.wait() != 0
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+    proc.stderr.close()
+
+
+def test_repeated_expectations_are_refused(cli: CliRunner) -> None:
+    r = cli("audit", *GENOA, "--now", NOW, "--min-tcb", "bl=9,bl=0")
+    assert r.code == 2 and "bl given twice" in r.err
+    rtmr = ("--expect-rtmr", f"0={'11' * 48}", "--expect-rtmr", f"0={'22' * 48}")
+    r = cli("audit", *DCAP, "--now", TDX_NOW, *rtmr)
+    assert r.code == 2 and "RTMR0 given twice" in r.err
+    for bad in ("bl=\u00b2", "bl=\u0663"):  # a superscript two; an Arabic-Indic three
+        r = cli("audit", *GENOA, "--now", NOW, "--min-tcb", bad)
+        assert r.code == 2 and "--min-tcb" in r.err
+    r = cli("audit", *GENOA, "--now", NOW, "--expect-report-data", "")
+    assert r.code == 2 and "empty" in r.err
+
+
+def test_extreme_now_is_a_one_line_error(cli: CliRunner) -> None:
+    for now in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00+01:00"):
+        r = cli("audit", *GENOA, "--now", now)
+        assert r.code == 2 and "--now" in r.err and "Traceback" not in r.err
+
+
+def test_sev_guest_response_and_0x_hex(cli: CliRunner, tmp_path: Path) -> None:
+    report = (SNP / "oak_genoa_report_v5.bin").read_bytes()
+    response = tmp_path / "resp.bin"  # struct snp_report_resp: header, report, zeros
+    response.write_bytes((0).to_bytes(4, "little") + (1184).to_bytes(4, "little") + bytes(24)
+                         + report + bytes(4000 - 32 - 1184))  # fmt: skip
+    hex_file = tmp_path / "report.hex"
+    hex_file.write_text("0x" + report.hex())
+    for path in (response, hex_file):
+        r = cli("audit", "--report", path, "--vcek", SNP / "oak_genoa_vcek.der", "--now", NOW)
+        assert r.code == 0, r.err
+
+
+def test_quote_truncated_to_report_size_is_named_a_quote(cli: CliRunner, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.dat"
+    cut.write_bytes((TDX / "dcapqvl_tdx_quote_v4.dat").read_bytes()[:1184])
+    r = cli("audit", "--report", cut, "--now", TDX_NOW)
+    assert r.code == 2 and r.err.startswith("cvmlaunch: error: TDX quote")
+
+
+def test_certificate_sources_are_bounded(cli: CliRunner, tmp_path: Path) -> None:
+    vcek = (SNP / "oak_genoa_vcek.der").read_bytes()
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "vcek.der").write_bytes(vcek)
+    (certs / "crl.der").write_bytes(b"not a certificate: skipped as a CRL")
+    r = cli("audit", "--report", SNP / "oak_genoa_report_v5.bin", "--certs", certs, "--now", NOW)
+    assert r.code == 0, r.err
+    for n in range(20):
+        (certs / f"copy{n}.der").write_bytes(vcek)
+    r = cli("audit", "--report", SNP / "oak_genoa_report_v5.bin", "--certs", certs, "--now", NOW)
+    assert r.code == 2 and "more than 16" in r.err

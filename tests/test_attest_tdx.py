@@ -55,7 +55,11 @@ ALL_CHECKS = {
     "qe_report.binding",
     "qe_identity.mrsigner",
     "qe_identity.isvprodid",
+    "qe_identity.attributes",
+    "qe_identity.miscselect",
     "td.debug",
+    "td.tud_reserved",
+    "td.seam",
 }
 
 
@@ -754,3 +758,16 @@ def test_min_tee_tcb_svn_must_be_16_bytes() -> None:
 def test_snp_only_expectations_are_refused(field: str, expect: Expectations) -> None:
     with pytest.raises(AttestationError, match=f"^{field}: an SEV-SNP expectation"):
         audit(parsed(QVL), expect)
+
+
+def test_debug_qe_and_foreign_module_fail() -> None:
+    """A QE in debug mode could leak its attestation key; a module not signed by Intel has a
+    non-zero MRSIGNERSEAM; reserved TUD bits mark an untrustworthy TD."""
+    quote = parsed("dcapqvl_tdx_quote_v4.dat")
+    attributes = bytes([quote.qe.attributes[0] | 0x02]) + quote.qe.attributes[1:]
+    body = quote.body._replace(
+        mrsignerseam=b"\x01" + bytes(47), td_attributes=quote.body.td_attributes | 0x04
+    )
+    result = audit(quote._replace(qe=quote.qe._replace(attributes=attributes), body=body))
+    failed = {c.name for c in result.failures}
+    assert {"qe_identity.attributes", "td.seam", "td.tud_reserved"} <= failed

@@ -135,6 +135,15 @@ QE_REPORT_OFFSETS = {
 # Intel's TD quoting enclave identity (Intel PCS `tdx/certification/v4/qe/identity`).
 TD_QE_MRSIGNER = bytes.fromhex("dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5")
 TD_QE_ISVPRODID = 2
+# Intel's TD_QE identity (PCS `tdx/certification/v4/qe/identity`, as of 2025-06): the QE's
+# MISCSELECT and ATTRIBUTES under their masks. ATTRIBUTES bit 1 is DEBUG: a debug QE's
+# attestation key could be read out.
+TD_QE_MISCSELECT, TD_QE_MISCSELECT_MASK = 0, 0xFFFFFFFF
+TD_QE_ATTRIBUTES = bytes.fromhex("11000000000000000000000000000000")
+TD_QE_ATTRIBUTES_MASK = bytes.fromhex("fbffffffffffffff0000000000000000")
+# TD ATTRIBUTES bits 7:0 are the "TUD" group (bit 0 DEBUG, 7:1 reserved): any set bit
+# means the TD is not trustworthy.
+TD_ATTRIBUTES_TUD = 0xFF
 
 # -- PCK certificate (Intel SGX PCK Certificate and CRL Profile) ---------------------------
 

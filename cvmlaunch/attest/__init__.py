@@ -27,6 +27,7 @@ from cvmlaunch.errors import AttestationError
 SEV_SNP, TDX = "sev-snp", "tdx"
 _TDX_PROBE = struct.Struct("<HHI")  # quote header: version, attestation key type, TEE type
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
+SNP_REPORT_RESP_SIZE = 4000  # struct snp_report_resp (include/uapi/linux/sev-guest.h)
 
 
 class Evidence(NamedTuple):
@@ -37,25 +38,33 @@ class Evidence(NamedTuple):
 def read_evidence(data: bytes) -> Evidence:
     """Detect what `data` holds: an SNP report (raw, hex text, or inside /dev/sev-guest's
     MSG_REPORT_RSP) or a TDX quote (version 4 or 5, TEE type TDX)."""
-    if _HEX_TEXT.fullmatch(data) and data.strip():
-        text = b"".join(data.split())
+    stripped = data.strip()
+    if stripped[:2] in (b"0x", b"0X"):
+        stripped = stripped[2:]
+    if _HEX_TEXT.fullmatch(stripped) and stripped:
+        text = b"".join(stripped.split())
         if len(text) % 2:
             raise AttestationError("evidence: hex text with an odd number of digits")
         data = bytes.fromhex(text.decode("ascii"))
+    if len(data) >= _TDX_PROBE.size:
+        # An SNP report's VERSION is a u32 below 2^16: its bytes 2-3 are zero, where a quote
+        # has its (non-zero) attestation key type.
+        version, key_type, tee_type = _TDX_PROBE.unpack_from(data)
+        if version in (4, 5) and key_type and tee_type == 0x81:
+            return Evidence(TDX, data)
+        if version == 3 and key_type and tee_type == 0:
+            raise AttestationError("evidence: an SGX enclave quote (version 3), not a TDX quote")
     if len(data) == REPORT_SIZE:
         return Evidence(SEV_SNP, data)
-    if len(data) in (MSG_REPORT_RSP.size, MSG_REPORT_RSP.size + REPORT_SIZE):
+    header = data[: MSG_REPORT_RSP.size]
+    if MSG_REPORT_RSP.size <= len(data) <= SNP_REPORT_RESP_SIZE and not any(header[8:]):
+        # /dev/sev-guest's response: MSG_REPORT_RSP, the report, zero padding up to 4000.
         status, size = MSG_REPORT_RSP.unpack_from(data)
+        end = MSG_REPORT_RSP.size + REPORT_SIZE
         if status and size in (0, REPORT_SIZE):
             raise AttestationError(f"MSG_REPORT_RSP: firmware status {status:#x}, no report")
-        if size == REPORT_SIZE and len(data) > REPORT_SIZE:
-            return Evidence(SEV_SNP, data[MSG_REPORT_RSP.size :])
-    if len(data) >= _TDX_PROBE.size:
-        version, _, tee_type = _TDX_PROBE.unpack_from(data)
-        if version in (4, 5) and tee_type == 0x81:
-            return Evidence(TDX, data)
-        if version == 3 and tee_type == 0:
-            raise AttestationError("evidence: an SGX enclave quote (version 3), not a TDX quote")
+        if size == REPORT_SIZE and len(data) >= end and not any(data[end:]):
+            return Evidence(SEV_SNP, data[MSG_REPORT_RSP.size : end])
     # Anything else is judged as an SNP report, whose parser says what is wrong with it.
     return Evidence(SEV_SNP, data)
 

@@ -24,6 +24,9 @@ from cvmlaunch.errors import AttestationError
 
 _T = TypeVar("_T")
 
+# A report needs four certificates at most (VEK, ASK or ASVK, ARK); more is not evidence.
+MAX_CERTIFICATES = 16
+
 
 class Vek(NamedTuple):
     """A versioned endorsement key certificate (VCEK, or a cloud's VLEK) and what its AMD
@@ -126,7 +129,9 @@ def parse_cert_table(data: bytes, source: str) -> list[tuple[str, bytes]]:
     """(role, DER) entries of a GHCB certificate table. GUIDs are matched in both the
     RFC 4122 (big-endian) and the EFI (mixed-endian) byte order: hosts write either."""
     entries: list[tuple[str, bytes]] = []
-    for pos in range(0, len(data), CERT_TABLE_ENTRY.size):
+    for number, pos in enumerate(range(0, len(data), CERT_TABLE_ENTRY.size)):
+        if number >= MAX_CERTIFICATES:
+            raise AttestationError(f"{source}: more than {MAX_CERTIFICATES} table entries")
         if pos + CERT_TABLE_ENTRY.size > len(data):
             break
         raw_guid, offset, length = CERT_TABLE_ENTRY.unpack_from(data, pos)
@@ -137,7 +142,7 @@ def parse_cert_table(data: bytes, source: str) -> list[tuple[str, bytes]]:
         )
         if offset + length > len(data) or length == 0:
             raise AttestationError(
-                f"{source}: certificate table entry {len(entries)} points past the table "
+                f"{source}: certificate table entry {number} points past the table "
                 f"(offset {offset:#x}, length {length:#x}, table {len(data):#x} bytes)",
                 pos,
             )
@@ -159,9 +164,9 @@ def looks_like_cert_table(data: bytes) -> bool:
         _rfc4122_text(head) in CERT_TABLE_GUIDS or guid_text(head) in CERT_TABLE_GUIDS
     ):
         return True
-    return len(data) >= CERT_TABLE_ENTRY.size and not (
-        data.startswith(b"\x30\x82") or _PEM_MARK in data
-    )
+    # A DER certificate is a SEQUENCE: 0x30 and a long-form length (0x81-0x84).
+    der_cert = len(data) > 1 and data[0] == 0x30 and 0x81 <= data[1] <= 0x84
+    return len(data) >= CERT_TABLE_ENTRY.size and not (der_cert or _PEM_MARK in data)
 
 
 _PEM_MARK = b"-----BEGIN"
@@ -188,8 +193,15 @@ def gather(
     if certs is not None:
         sources.append(str(certs))
         if certs.is_dir():
-            files = (p for p in certs.iterdir() if p.is_file() and not p.name.startswith("."))
-            for p in sorted(files):
+            # snpguest keeps the CRL beside the certificates; revocation is not checked here.
+            files = sorted(
+                p
+                for p in certs.iterdir()
+                if p.is_file() and not p.name.startswith(".") and "crl" not in p.name.lower()
+            )
+            if len(files) > MAX_CERTIFICATES:
+                raise AttestationError(f"{certs}: more than {MAX_CERTIFICATES} files")
+            for p in files:
                 found += certs_from_file(p)
         else:
             found += certs_from_file(certs)
@@ -203,4 +215,6 @@ def gather(
             )
         found.append(cert)
         sources.append(str(path))
+    if len(found) > MAX_CERTIFICATES:
+        raise AttestationError(f"{', '.join(sources)}: more than {MAX_CERTIFICATES} certificates")
     return sort_certificates(found, ", ".join(sources))

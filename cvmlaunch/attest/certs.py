@@ -131,7 +131,12 @@ def utc(moment: datetime) -> datetime:
     """`moment` as an aware UTC datetime (a naive one is taken to be UTC)."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise AttestationError(
+            f"time {moment.isoformat()} is outside the representable range"
+        ) from None
 
 
 def now_utc() -> datetime:

@@ -7,6 +7,7 @@ claim checked by default, because a debuggable guest's memory is open to the hos
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -60,11 +61,18 @@ def parse_snp_min_tcb(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, eq, value = part.partition("=")
-        if not eq or name not in SNP_TCB_COMPONENTS or not value.isdigit() or int(value) > 255:
+        if (
+            not eq
+            or name not in SNP_TCB_COMPONENTS
+            or not re.fullmatch("[0-9]{1,3}", value)
+            or int(value) > 255
+        ):
             raise AttestationError(
                 f"--min-tcb: expected COMPONENT=0..255 with COMPONENT one of "
                 f"{', '.join(SNP_TCB_COMPONENTS)}, got {part!r}"
             )
+        if name in out:
+            raise AttestationError(f"--min-tcb: {name} given twice; give each component once")
         out[name] = int(value)
     if not out:
         raise AttestationError("--min-tcb: no component given")

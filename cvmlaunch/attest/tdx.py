@@ -433,12 +433,31 @@ def _qe_report_checks(quote: TdxQuote, pck: _Pck) -> list[Check]:
         signature = check(name, expected, "signature does not verify", False)
     # REPORTDATA = SHA-256(attestation key || QE auth data) || 32 zero bytes.
     binding = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest() + bytes(32)
+    qe = quote.qe
+    masked = bytes(a & m for a, m in zip(qe.attributes, abi.TD_QE_ATTRIBUTES_MASK, strict=True))
+    misc = qe.miscselect & abi.TD_QE_MISCSELECT_MASK
     return [
         signature,
-        check("qe_report.binding", binding, quote.qe.report_data),
-        check("qe_identity.mrsigner", abi.TD_QE_MRSIGNER, quote.qe.mrsigner),
-        check("qe_identity.isvprodid", abi.TD_QE_ISVPRODID, quote.qe.isvprodid),
+        check("qe_report.binding", binding, qe.report_data),
+        check("qe_identity.mrsigner", abi.TD_QE_MRSIGNER, qe.mrsigner),
+        check("qe_identity.isvprodid", abi.TD_QE_ISVPRODID, qe.isvprodid),
+        check("qe_identity.attributes", abi.TD_QE_ATTRIBUTES, masked),
+        check("qe_identity.miscselect", abi.TD_QE_MISCSELECT, misc),
     ]
+
+
+def _module_checks(body: TdReportBody) -> list[Check]:
+    """The TUD attribute bits beyond DEBUG are reserved, and Intel's TDX module is signed by
+    Intel (MRSIGNERSEAM zero) with no SEAM attributes."""
+    tud = body.td_attributes & abi.TD_ATTRIBUTES_TUD & ~TdAttribute.DEBUG
+    return [
+        check("td.tud_reserved", "bits 7:1 clear", f"{tud:#x}", tud == 0),
+        check("td.seam", "Intel's module: MRSIGNERSEAM and SEAMATTRIBUTES zero",
+              "zero" if not any(body.mrsignerseam) and not body.seam_attributes
+              else f"MRSIGNERSEAM {body.mrsignerseam.hex()} SEAMATTRIBUTES "
+              f"{body.seam_attributes:#x}",
+              not any(body.mrsignerseam) and not body.seam_attributes),
+    ]  # fmt: skip
 
 
 def _debug_check(body: TdReportBody, allow_debug: bool) -> Check:
@@ -520,6 +539,7 @@ def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResu
         *_pck_checks(pck, utc(now)),
         *_qe_report_checks(quote, pck),
         _debug_check(quote.body, expect.allow_debug),
+        *_module_checks(quote.body),
         *_claim_checks(quote.body, expect),
     ]
     return AuditResult("tdx", tuple(checks), quote_doc(quote))
