@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from cvmlaunch.analysis.evidence import Evidence
-    from cvmlaunch.analysis.space import Config
     from cvmlaunch.attest.expect import Expectations
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
@@ -745,7 +744,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             "fixed": sorted(fixed),
             "solutions": [
                 {
-                    "config": _config_doc(config),
+                    "config": config.doc(),
                     "any": list(free),
                     "cpu_models": list(models),
                     "profile": text,
@@ -759,7 +758,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         for config, free, models, text in solutions:
             also = f" (also {', '.join(models[1:])})" if len(models) > 1 else ""
             anything = f"; any {', '.join(free)} (not in the digest)" if free else ""
-            print(f"\n# {_config_text(config)}{also}{anything}")
+            print(f"\n# {config.text()}{also}{anything}")
             print(text, end="")
     return EXIT_OK if solutions else EXIT_MISMATCH
 
@@ -801,7 +800,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
         memory_mibs=tuple(lists["memory_mib"] or ()),
     )
     rows = matrix(base, axes)
-    docs = [_config_doc(row.config) | {"measurement": row.measurement.hex()} for row in rows]
+    docs = [row.config.doc() | {"measurement": row.measurement.hex()} for row in rows]
     if args.json:
         print(_json({"technology": str(base.technology), "rows": docs}))
     elif args.csv:
@@ -812,7 +811,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
         writer.writerows(docs)
     else:
         for row in rows:
-            print(f"{row.measurement.hex()}  {_config_text(row.config)}")
+            print(f"{row.measurement.hex()}  {row.config.text()}")
     return EXIT_OK
 
 
@@ -836,28 +835,6 @@ def _cpu_named(name: str) -> CpuSpec:
         return CpuSpec.from_name(name)
     except ValueError as e:
         raise ProfileError([FieldProblem("--vcpu-type", str(e))]) from None
-
-
-def _config_doc(config: Config) -> dict[str, Any]:
-    if config.page_order is not None:  # a TD: only these enter MRTD
-        tail = config.raw_data_tail
-        return {
-            "page_order": str(config.page_order),
-            "raw_data_tail": None if tail is None else str(tail),
-            "memory_mib": config.memory_mib,
-        }
-    cpu = config.cpu
-    return {
-        "vcpus": config.vcpus,
-        "cpu": None if cpu is None else (cpu.name or f"{cpu.signature:#x}"),
-        "cpu_signature": None if cpu is None else f"{cpu.signature:#x}",
-        "vmm": str(config.vmm),
-        "guest_features": f"{config.guest_features:#x}",
-    }
-
-
-def _config_text(config: Config) -> str:
-    return " ".join(f"{k}={v}" for k, v in _config_doc(config).items() if v is not None)
 
 
 # ---- audit -----------------------------------------------------------------------------

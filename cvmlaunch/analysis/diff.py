@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
-from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.analysis.evidence import PAGE_SIZE, STEP_FIELDS, Evidence, Step
+from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
+from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
+from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, Step
+from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
 from cvmlaunch.plan.vmsa import CLOUD_RDX
 
-FOUR_GIB = 1 << 32
-MR_EXTEND_CHUNK = 256
 _TD_RECORDS = frozenset({"MEM.PAGE.ADD", "MR.EXTEND"})
 # The order input differences are listed in; fields not named here follow, sorted.
 _FIELD_ORDER = (

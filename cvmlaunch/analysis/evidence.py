@@ -13,10 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
+from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.errors import InputError
 from cvmlaunch.plan.ops import Plan
-
-PAGE_SIZE = 4096
 
 
 class Step(NamedTuple):

@@ -76,6 +76,27 @@ class Config(NamedTuple):
     raw_data_tail: RawDataTail | None = None  # tdx only
     memory_mib: int | None = None  # tdx only (it enters the TD HOB)
 
+    def doc(self) -> dict[str, Any]:
+        """The fields that enter the digest, JSON-ready (a TD: only its TDX fields)."""
+        if self.page_order is not None:
+            tail = self.raw_data_tail
+            return {
+                "page_order": str(self.page_order),
+                "raw_data_tail": None if tail is None else str(tail),
+                "memory_mib": self.memory_mib,
+            }
+        cpu = self.cpu
+        return {
+            "vcpus": self.vcpus,
+            "cpu": None if cpu is None else (cpu.name or f"{cpu.signature:#x}"),
+            "cpu_signature": None if cpu is None else f"{cpu.signature:#x}",
+            "vmm": str(self.vmm),
+            "guest_features": f"{self.guest_features:#x}",
+        }
+
+    def text(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.doc().items() if v is not None)
+
     def spec(self, base: GuestSpec) -> GuestSpec:
         """`base` with this configuration's fields (the TD configuration field by field)."""
         spec = base._replace(
@@ -321,21 +342,7 @@ def _check(
         config = Config(count, cpu, vmm, features, *point)
         problems = config.spec(base).problems()
         if problems:
-            raise ProfileError(problems, source=f"configuration {_text(config)}")
-
-
-def _text(config: Config) -> str:
-    cpu = config.cpu
-    named = {
-        "vcpus": config.vcpus,
-        "cpu": None if cpu is None else cpu.name or f"{cpu.signature:#x}",
-        "vmm": config.vmm.value,
-        "guest_features": f"{config.guest_features:#x}",
-        "page_order": config.page_order,
-        "raw_data_tail": config.raw_data_tail,
-        "memory_mib": config.memory_mib,
-    }
-    return " ".join(f"{k}={v}" for k, v in named.items() if v is not None)
+            raise ProfileError(problems, source=f"configuration {config.text()}")
 
 
 def _boot_digests(base: GuestSpec) -> GuestSpec:

@@ -48,6 +48,31 @@ class Expectations(NamedTuple):
     min_tee_tcb_svn: bytes | None = None
 
 
+# The expectations only one kind of evidence carries a claim for.
+_ONLY_FOR = {
+    "SEV-SNP": (
+        *("policy", "host_data", "vmpl", "min_tcb", "family_id", "image_id"),
+        *("id_key_digest", "author_key_digest", "min_guest_svn"),
+    ),
+    "TDX": (
+        *("td_attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig"),
+        *("rtmrs", "mrseam", "min_tee_tcb_svn"),
+    ),
+}
+
+
+def refuse_others(expect: Expectations, evidence: str) -> None:
+    """AttestationError if `expect` sets a field that `evidence` ("SEV-SNP" or "TDX") has
+    no claim for: a check that cannot run must not pass silently."""
+    for kind, fields in _ONLY_FOR.items():
+        for field in fields:
+            if kind != evidence and getattr(expect, field) is not None:
+                article = "an" if kind.startswith("S") else "a"
+                raise AttestationError(
+                    f"{field}: {article} {kind} expectation; {evidence} evidence has no such claim"
+                )
+
+
 def report_data(value: bytes) -> bytes:
     """REPORT_DATA/REPORTDATA as the guest supplies it: up to 64 bytes, zero-padded (a
     32-byte nonce or hash is the common case)."""

@@ -38,7 +38,12 @@ from cvmlaunch.abi.snp_report import (
 )
 from cvmlaunch.attest import certs as c
 from cvmlaunch.attest.amd import AmdCerts, Vek, read_vek
-from cvmlaunch.attest.expect import SNP_TCB_COMPONENTS, Expectations, report_data
+from cvmlaunch.attest.expect import (
+    SNP_TCB_COMPONENTS,
+    Expectations,
+    refuse_others,
+    report_data,
+)
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
 from cvmlaunch.errors import AttestationError
@@ -119,7 +124,7 @@ def audit_snp(
     report: SnpReport, certs: AmdCerts, expect: Expectations, now: datetime
 ) -> AuditResult:
     """Verify `report` with `certs` at `now` and validate it against `expect`."""
-    _refuse_tdx_expectations(expect)
+    refuse_others(expect, "SEV-SNP")
     checks = _format_checks(report)
     sk = signing_key(report.signer_info)
     wanted = "vlek" if sk == SigningKey.VLEK else "vcek"
@@ -138,15 +143,6 @@ def audit_snp(
         checks.append(_hwid_binding(report, vek, product))
     checks += _claim_checks(report, expect, product)
     return AuditResult("sev-snp", tuple(checks), report_doc(report, product, vek))
-
-
-def _refuse_tdx_expectations(expect: Expectations) -> None:
-    for field in (
-        *("td_attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig"),
-        *("rtmrs", "mrseam", "min_tee_tcb_svn"),
-    ):
-        if getattr(expect, field) is not None:
-            raise AttestationError(f"expectation {field} applies to TDX quotes, not SNP reports")
 
 
 def _format_checks(report: SnpReport) -> list[Check]:

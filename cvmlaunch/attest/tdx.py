@@ -41,7 +41,7 @@ from cvmlaunch.attest.certs import (
     utc,
     valid_at,
 )
-from cvmlaunch.attest.expect import Expectations
+from cvmlaunch.attest.expect import Expectations, refuse_others
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import INTEL_SGX_ROOT_SHA256, intel_root
@@ -371,11 +371,6 @@ _PCK_CHECKS = (
     "pck.intermediate_validity",
     "pck.leaf_validity",
 )
-# Expectations only an SEV-SNP report can be checked against.
-_SNP_ONLY = (
-    *("policy", "host_data", "vmpl", "min_tcb", "family_id", "image_id"),
-    *("id_key_digest", "author_key_digest", "min_guest_svn"),
-)
 
 
 def _ecdsa_p256_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
@@ -526,11 +521,7 @@ def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResu
     """Every verification and claim check of `quote` (none stops another) at time `now`
     (a naive `now` is taken as UTC). AttestationError only for expectations a TDX quote
     cannot be checked against."""
-    for field in _SNP_ONLY:
-        if getattr(expect, field) is not None:
-            raise AttestationError(
-                f"{field}: an SEV-SNP expectation; a TDX quote has no such claim"
-            )
+    refuse_others(expect, "TDX")
     pck = _pck(quote.pck_chain)
     checks = [
         check("quote.att_key_type", abi.ATT_KEY_TYPE_ECDSA_P256, quote.att_key_type),
