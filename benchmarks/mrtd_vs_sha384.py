@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cvmlaunch.guest.spec import GuestSpec, PageOrder, TdConfig, Technology  # noqa: E402
 from cvmlaunch.measure import measure  # noqa: E402
 from cvmlaunch.measure.tdx import mrtd  # noqa: E402
 from cvmlaunch.plan.tdx import build_td_plan  # noqa: E402
-from cvmlaunch.spec import GuestSpec, PageOrder, TdConfig, Technology  # noqa: E402
 from tests.tdvf_images import build_image  # noqa: E402
 
 MIB = 1 << 20

@@ -18,9 +18,7 @@ from cvmlaunch.errors import (
     InputError,
     ProfileError,
 )
-from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
-from cvmlaunch.plan import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan, build_plan
-from cvmlaunch.spec import (
+from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
     DirectBoot,
@@ -32,9 +30,11 @@ from cvmlaunch.spec import (
     Technology,
     Vmm,
 )
+from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
+from cvmlaunch.plan import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan, build_plan
 
 if TYPE_CHECKING:
-    from cvmlaunch.profile import Profile, load_profile, parse_profile
+    from cvmlaunch.guest.profile import Profile, load_profile, parse_profile
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ _LAZY = {"Profile", "load_profile", "parse_profile"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from cvmlaunch import profile
+        from cvmlaunch.guest import profile
 
         return getattr(profile, name)
     raise AttributeError(f"module 'cvmlaunch' has no attribute {name!r}")

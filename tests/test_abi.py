@@ -19,8 +19,8 @@ from cvmlaunch.abi.snp import (
     sev_feature_names,
 )
 from cvmlaunch.abi.vmsa import FIELD_OFFSETS, SEGMENT, SEGMENT_OFFSETS
+from cvmlaunch.guest.spec import Vmm
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
-from cvmlaunch.spec import Vmm
 
 
 def test_page_info_layout() -> None:

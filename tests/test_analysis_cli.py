@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from cvmlaunch.guest.profile import load_profile, parse_profile
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import build_plan
-from cvmlaunch.profile import load_profile, parse_profile
 from tests.conftest import CliRunner
 
 ROOT = Path(__file__).parent.parent
@@ -33,7 +33,7 @@ def test_matrix_json_rows_equal_measure(cli: CliRunner, debian_ovmf: Path) -> No
     assert r.code == 0, r.err
     rows = json.loads(r.out)["rows"]
     assert len(rows) == 4 * 2 * 2 * 2
-    from cvmlaunch.spec import CpuSpec, Vmm
+    from cvmlaunch.guest.spec import CpuSpec, Vmm
 
     for row in rows[::5]:
         cpu = CpuSpec.from_name(row["cpu"])
@@ -58,7 +58,7 @@ def test_matrix_csv_and_text(cli: CliRunner, debian_ovmf: Path) -> None:
 def test_matrix_tdx_axes(cli: CliRunner, debian_ovmf: Path) -> None:
     r = cli("matrix", TDX_PROFILE, "--tdx-page-order", "page,section", "--json")
     rows = json.loads(r.out)["rows"]
-    from cvmlaunch.spec import PageOrder, TdConfig
+    from cvmlaunch.guest.spec import PageOrder, TdConfig
 
     td = load_profile(TDX_PROFILE).to_spec().td or TdConfig()
     assert [row["page_order"] for row in rows] == ["page", "section"]
@@ -81,7 +81,7 @@ def test_matrix_bad_lists_are_one_line_errors(cli: CliRunner, debian_ovmf: Path)
 def test_solve_prints_ready_profiles_that_reproduce_the_digest(
     cli: CliRunner, debian_ovmf: Path, tmp_path: Path
 ) -> None:
-    from cvmlaunch.spec import CpuSpec, Vmm
+    from cvmlaunch.guest.spec import CpuSpec, Vmm
 
     target = _measurement(SNP_PROFILE, vcpus=13, cpu=CpuSpec.from_name("EPYC-Genoa"),
                           vmm=Vmm.QEMU, guest_features=0x21)  # fmt: skip
@@ -105,7 +105,7 @@ def test_solve_constraints_and_no_solution(cli: CliRunner, debian_ovmf: Path) ->
 
 
 def test_solve_flags_only(cli: CliRunner, debian_ovmf: Path) -> None:
-    from cvmlaunch.spec import Vmm
+    from cvmlaunch.guest.spec import Vmm
 
     target = _measurement(SNP_PROFILE, vcpus=5, vmm=Vmm.EC2, cpu=None)
     r = cli("solve", "--measurement", target, "--technology", "sev-snp",

@@ -10,10 +10,10 @@ import pytest
 
 from cvmlaunch.attest import audit
 from cvmlaunch.attest.amd import gather
+from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.launch import Backend, launch
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import build_plan
-from cvmlaunch.profile import load_profile
 from cvmlaunch.sim import SimKernel
 from tests.conftest import VECTORS, CliRunner
 

@@ -14,12 +14,12 @@ from cvmlaunch.abi.vmsa import SaveArea, Segment
 from cvmlaunch.analysis.diff import Cause, DiffResult, Divergence, diff
 from cvmlaunch.analysis.evidence import Evidence, evidence_from_json, evidence_from_plan
 from cvmlaunch.errors import InputError
+from cvmlaunch.guest.profile import load_profile
+from cvmlaunch.guest.spec import BootFile, CpuSpec, GuestSpec, PageOrder, Technology, Vmm
 from cvmlaunch.launch import Backend, launch
 from cvmlaunch.measure import measure
+from cvmlaunch.measure.document import measurement_json
 from cvmlaunch.plan import build_plan
-from cvmlaunch.profile import load_profile
-from cvmlaunch.report import measurement_json
-from cvmlaunch.spec import BootFile, CpuSpec, GuestSpec, PageOrder, Technology, Vmm
 from tests.conftest import DEBIAN_OVMF_SHA256, CliRunner
 
 PROFILES = Path(__file__).parent.parent / "profiles"

@@ -35,9 +35,9 @@ from sevsnpmeasure import vcpu_types as ref_vcpu_types
 from sevsnpmeasure import vmm_types as ref_vmm_types
 from sevsnpmeasure.sev_mode import SevMode as RefSevMode
 
+from cvmlaunch.guest.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import build_plan
-from cvmlaunch.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 
 # What the reference tool measures (TDX has its own differential test).
 SEV_FAMILY = (Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)
@@ -490,7 +490,7 @@ SHIPPED_PROFILES = [
 @pytest.mark.parametrize("path", SHIPPED_PROFILES, ids=lambda p: p.name)
 def test_shipped_profiles_match_reference(path: Path) -> None:
     """Every profile we ship (and the embedded default) measures as the reference says."""
-    from cvmlaunch.profile import load_profile
+    from cvmlaunch.guest.profile import load_profile
 
     spec = load_profile(path).to_spec()
     if not spec.firmware.is_file():

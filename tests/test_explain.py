@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from cvmlaunch.analysis.explain import explain
+from cvmlaunch.guest.profile import load_profile
+from cvmlaunch.guest.spec import GuestSpec, Vmm
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import LaunchPlan, build_plan
-from cvmlaunch.profile import load_profile
-from cvmlaunch.spec import GuestSpec, Vmm
 from tests.conftest import CliRunner
 
 ROOT = Path(__file__).parent.parent

@@ -49,10 +49,10 @@ from cvmlaunch.firmware.ovmf import (
     parse_footer_table,
     parse_ovmf,
 )
+from cvmlaunch.guest.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 from cvmlaunch.measure import measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind
 from cvmlaunch.plan.sev import build_sev_plan as build_plan
-from cvmlaunch.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 
 # The technologies this file fuzzes (TDVF has its own fuzz test).
 SEV_FAMILY = (Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)

@@ -46,10 +46,10 @@ from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.errors import CvmlaunchError, FirmwareError, ProfileError
 from cvmlaunch.firmware.ovmf import parse_footer_table
 from cvmlaunch.firmware.tdvf import Locator, TdvfMetadata, TdvfSection, find_tdvf, parse_tdvf
+from cvmlaunch.guest.spec import GuestSpec, PageOrder, RawDataTail, TdConfig, Technology
 from cvmlaunch.measure import TdTraceStep, measure
 from cvmlaunch.plan.ops import TdAction, TdPlan
 from cvmlaunch.plan.tdx import build_td_plan
-from cvmlaunch.spec import GuestSpec, PageOrder, RawDataTail, TdConfig, Technology
 
 T = TypeVar("T")
 

@@ -10,12 +10,12 @@ import pytest
 
 from cvmlaunch.abi.kvm import GuestMemfdFlag
 from cvmlaunch.errors import KvmError, LaunchError
+from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.kvm import Kvm, Vcpu, map_memory, probe
 from cvmlaunch.launch import Backend, Verdict, launch
 from cvmlaunch.launch.rehearsal import Checksum, checksum, read_back
 from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.plan import Plan, build_plan
-from cvmlaunch.profile import load_profile
 from tests.conftest import CliRunner
 
 PROFILES = Path(__file__).parent.parent / "profiles"

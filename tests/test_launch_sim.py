@@ -16,13 +16,13 @@ import pytest
 
 from cvmlaunch.abi.kvm import VmType
 from cvmlaunch.errors import KvmError
+from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.kvm import MapCall, Vcpu
 from cvmlaunch.kvm import map_memory as real_map_memory
 from cvmlaunch.launch import Backend, Verdict, launch
 from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import Plan, build_plan
-from cvmlaunch.profile import load_profile
 from cvmlaunch.sim import Fault, Partial, SimKernel
 from tests.conftest import CliRunner
 

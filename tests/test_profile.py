@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.profile import (
+from cvmlaunch.guest.profile import (
     load_profile,
     parse_profile,
     profile_document,
     profile_json_schema,
     toml_text,
 )
-from cvmlaunch.spec import BootFile, CpuSpec, Technology, Vmm
+from cvmlaunch.guest.spec import BootFile, CpuSpec, Technology, Vmm
 
 ROOT = Path(__file__).parent.parent
 PROFILES = [*sorted((ROOT / "profiles").glob("*.toml")), ROOT / "cvmlaunch/data/default.toml"]

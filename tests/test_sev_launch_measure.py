@@ -8,8 +8,8 @@ import hmac
 import json
 from pathlib import Path
 
+from cvmlaunch.guest.spec import SevLaunchSecretInputs
 from cvmlaunch.measure.sev import launch_measure
-from cvmlaunch.spec import SevLaunchSecretInputs
 from tests.conftest import SNP_VECTORS, CliRunner
 
 # virtee/sev src/session/mod.rs test `verify` (@9cf2adb): API 0.18 build 15, policy 0,

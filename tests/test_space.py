@@ -20,7 +20,7 @@ from sevsnpmeasure import vcpu_types as ref_vcpu_types
 from sevsnpmeasure import vmm_types as ref_vmm_types
 from sevsnpmeasure.sev_mode import SevMode as RefSevMode
 
-from cvmlaunch import inputs
+from cvmlaunch.guest import files
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, models_with_signature
 from cvmlaunch.analysis import space
 from cvmlaunch.analysis.space import (
@@ -34,10 +34,8 @@ from cvmlaunch.analysis.space import (
     solve,
 )
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.inputs import read_firmware
-from cvmlaunch.measure import measure
-from cvmlaunch.plan import build_plan, build_sev_plan
-from cvmlaunch.spec import (
+from cvmlaunch.guest.files import read_firmware
+from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
     DirectBoot,
@@ -47,6 +45,8 @@ from cvmlaunch.spec import (
     Technology,
     Vmm,
 )
+from cvmlaunch.measure import measure
+from cvmlaunch.plan import build_plan, build_sev_plan
 from tests.conftest import SNP_VECTORS
 from tests.tdvf_images import FOUR_GIB, build_image
 
@@ -212,7 +212,7 @@ def test_matrix_reads_firmware_once_and_plans_once_per_vmm(
 
         return wrapper
 
-    monkeypatch.setattr(inputs, "read_firmware", counting("read", read_firmware))
+    monkeypatch.setattr(files, "read_firmware", counting("read", read_firmware))
     monkeypatch.setattr(f"{space.__name__}.read_firmware", counting("read", read_firmware))
     monkeypatch.setattr(f"{space.__name__}.build_sev_plan", counting("plan", build_sev_plan))
     base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
@@ -505,7 +505,7 @@ def test_fold_collapses_only_complete_axes() -> None:
 
 
 def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) -> None:
-    from cvmlaunch.profile import load_profile
+    from cvmlaunch.guest.profile import load_profile
 
     base = load_profile(
         Path(__file__).parent.parent / "profiles" / "debian-ovmf-qemu-tdx.toml"

@@ -6,9 +6,9 @@ import hashlib
 import tracemalloc
 from pathlib import Path
 
-from cvmlaunch.inputs import sha256_file
+from cvmlaunch.guest.files import sha256_file
+from cvmlaunch.guest.spec import BootFile, DirectBoot
 from cvmlaunch.plan.boot import compute_kernel_hashes
-from cvmlaunch.spec import BootFile, DirectBoot
 
 
 def _peak_while_hashing(path: Path) -> int:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from cvmlaunch.guest.spec import GuestSpec, PageOrder, TdConfig, Technology
 from cvmlaunch.measure import measure
 from cvmlaunch.plan.tdx import build_td_plan
-from cvmlaunch.spec import GuestSpec, PageOrder, TdConfig, Technology
 from tests.conftest import TDX_VECTORS
 from tests.tdvf_images import build_image
 

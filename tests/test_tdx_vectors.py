@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cvmlaunch.firmware.tdvf import Locator, parse_tdvf
+from cvmlaunch.guest.spec import GuestSpec, Technology
 from cvmlaunch.plan.tdx import build_td_plan
-from cvmlaunch.spec import GuestSpec, Technology
 from tests.conftest import TDX_VECTORS, CliRunner
 
 _VECTORS = json.loads((TDX_VECTORS / "tdx-vectors.json").read_text())

@@ -58,7 +58,7 @@ def evidence_from_plan(plan: Plan, source: str) -> Evidence:
     """The evidence of `plan`: measured with a trace, read back as `measure --trace --json`
     would print it (so a profile and its saved trace give the same steps)."""
     from cvmlaunch.measure import measure
-    from cvmlaunch.report import measurement_json
+    from cvmlaunch.measure.document import measurement_json
 
     doc = measurement_json(plan, measure(plan, trace=True))
     return evidence_from_json(doc, source)._replace(form="profile", plan=plan)

@@ -12,9 +12,9 @@ from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
 from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.analysis.evidence import STEP_FIELDS
+from cvmlaunch.guest.spec import Technology, Vmm
 from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdAction, TdPageOp, TdPlan
-from cvmlaunch.spec import Technology, Vmm
 
 
 class Run(NamedTuple):

@@ -31,13 +31,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_INFO, PAGE_INFO_SIZE, PageType, SevFeature
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.inputs import read_firmware, sha256_file
-from cvmlaunch.measure import measure
-from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.plan import OpKind, TdPlan, build_sev_plan
-from cvmlaunch.plan.ops import TdAction
-from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
-from cvmlaunch.spec import (
+from cvmlaunch.guest.files import read_firmware, sha256_file
+from cvmlaunch.guest.spec import (
     MAX_VCPUS,
     BootFile,
     CpuSpec,
@@ -47,6 +42,11 @@ from cvmlaunch.spec import (
     Technology,
     Vmm,
 )
+from cvmlaunch.measure import measure
+from cvmlaunch.measure.snp import snp_digest
+from cvmlaunch.plan import OpKind, TdPlan, build_sev_plan
+from cvmlaunch.plan.ops import TdAction
+from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 
 if TYPE_CHECKING:
     from hashlib import _Hash

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from cvmlaunch.errors import AttestationError
-from cvmlaunch.spec import GuestSpec, Technology
+from cvmlaunch.guest.spec import GuestSpec, Technology
 
 REPORT_DATA_SIZE = 64
 TEE_TCB_SVN_SIZE = 16

@@ -22,8 +22,8 @@ from cvmlaunch.launch.record import LaunchRecord, Verdict, divergence
 from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.log import get_logger
 from cvmlaunch.measure import measure
+from cvmlaunch.measure.document import inputs_json
 from cvmlaunch.plan.ops import Plan, TdPlan
-from cvmlaunch.report import inputs_json
 
 _log = get_logger("cvmlaunch.launch")
 

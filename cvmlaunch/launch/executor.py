@@ -31,6 +31,7 @@ from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.firmware.ovmf import GpaRange
+from cvmlaunch.guest.spec import Technology
 from cvmlaunch.kvm import Device, Kvm, MapCall, Vcpu, Vm, map_memory, probe
 from cvmlaunch.launch.layout import free_page, regions
 from cvmlaunch.launch.rehearsal import (
@@ -43,7 +44,6 @@ from cvmlaunch.launch.rehearsal import (
 from cvmlaunch.launch.steps import Step
 from cvmlaunch.log import get_logger
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdPlan
-from cvmlaunch.spec import Technology
 
 _log = get_logger("cvmlaunch.launch")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from cvmlaunch.guest.spec import Technology
 from cvmlaunch.measure.sev import launch_measure, sev_digest
 from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.trace import TdTraceStep, TraceStep
 from cvmlaunch.plan.ops import Plan, TdPlan
-from cvmlaunch.spec import Technology
 
 
 class Measurement(NamedTuple):

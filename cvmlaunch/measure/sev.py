@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import struct
 
+from cvmlaunch.guest.spec import SevLaunchSecretInputs
 from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan
-from cvmlaunch.spec import SevLaunchSecretInputs
 
 _MEASURE_CONTEXT = 0x04
 _MEASURE_HEADER = struct.Struct("<BBBBI")

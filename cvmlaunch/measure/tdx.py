@@ -12,9 +12,9 @@ from hashlib import sha384
 from typing import Any
 
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK, MR_EXTEND_TAG, MRTD_RECORD, PAGE_ADD_TAG, PAGE_SIZE
+from cvmlaunch.guest.spec import PageOrder
 from cvmlaunch.measure.trace import TdTraceStep
 from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
-from cvmlaunch.spec import PageOrder
 
 
 def mrtd(plan: TdPlan, trace: list[TdTraceStep] | None = None) -> bytes:

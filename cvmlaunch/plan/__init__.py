@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from cvmlaunch.guest.spec import GuestSpec, Technology
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp, Plan, TdPageOp, TdPlan
 from cvmlaunch.plan.sev import build_sev_plan
-from cvmlaunch.spec import GuestSpec, Technology
 
 
 def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:

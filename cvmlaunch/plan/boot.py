@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from cvmlaunch.abi import kernel_hashes
-from cvmlaunch.inputs import sha256_file
+from cvmlaunch.guest.files import sha256_file
+from cvmlaunch.guest.spec import BootFile, DirectBoot
 from cvmlaunch.plan.ops import KernelHashes
-from cvmlaunch.spec import BootFile, DirectBoot
 
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
 

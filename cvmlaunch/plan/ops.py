@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.firmware.ovmf import OvmfImage
-from cvmlaunch.spec import GuestSpec
+from cvmlaunch.guest.spec import GuestSpec
 
 if TYPE_CHECKING:  # the TDX parser loads only when a TD is planned (CLI start-up)
     from cvmlaunch.abi.tdx import TdvfSectionType

@@ -15,11 +15,11 @@ from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
 from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.ovmf import GpaRange, OvmfImage, SevSection, parse_ovmf
-from cvmlaunch.inputs import read_pinned_firmware
+from cvmlaunch.guest.files import read_pinned_firmware
+from cvmlaunch.guest.spec import GuestSpec, Technology, Vmm
 from cvmlaunch.plan.boot import compute_kernel_hashes
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
-from cvmlaunch.spec import GuestSpec, Technology, Vmm
 
 _log = log.get_logger("cvmlaunch.plan")
 

@@ -16,10 +16,10 @@ from cvmlaunch import log
 from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.tdvf import TdvfSection, parse_tdvf
-from cvmlaunch.inputs import read_pinned_firmware
+from cvmlaunch.guest.files import read_pinned_firmware
+from cvmlaunch.guest.spec import GuestSpec, RawDataTail
 from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
 from cvmlaunch.plan.td_hob import q35_ram, td_hob
-from cvmlaunch.spec import GuestSpec, RawDataTail
 
 _log = log.get_logger("cvmlaunch.plan")
 

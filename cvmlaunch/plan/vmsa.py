@@ -9,7 +9,7 @@ the SEV-ES reset block address from the firmware footer.
 from __future__ import annotations
 
 from cvmlaunch.abi.vmsa import SaveArea, Segment
-from cvmlaunch.spec import Vmm
+from cvmlaunch.guest.spec import Vmm
 
 BSP_RESET_ADDRESS = 0xFFFFFFF0
 

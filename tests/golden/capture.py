@@ -147,8 +147,10 @@ def _cases(work: Path) -> list[tuple[str, list[str]]]:
                      "--expect-rtmr", "1=" + "00" * 48],
     }  # fmt: skip
     for name, flags in audits.items():
-        cases += [(f"audit-{name}", ["audit", *flags]), (f"audit-{name}-json",
-                                                          ["audit", *flags, "--json"])]
+        cases += [
+            (f"audit-{name}", ["audit", *flags]),
+            (f"audit-{name}-json", ["audit", *flags, "--json"]),
+        ]
     # Analysis: traces and records saved first, then compared.
     traces = {}
     for p in PROFILES:
@@ -170,8 +172,10 @@ def _cases(work: Path) -> list[tuple[str, list[str]]]:
         "direct-vs-snp": (str(ROOT / "profiles/direct-boot-snp.toml"), snp),
     }  # fmt: skip
     for name, (a, b) in pairs.items():
-        cases += [(f"diff-{name}", ["diff", a, b]), (f"diff-{name}-json",
-                                                     ["diff", a, b, "--json"])]
+        cases += [
+            (f"diff-{name}", ["diff", a, b]),
+            (f"diff-{name}-json", ["diff", a, b, "--json"]),
+        ]
     # Profiles that differ from the shipped ones in one field each.
     for field, old, new in (
         ("vcpus", "vcpus = 4", "vcpus = 2"),
@@ -185,8 +189,8 @@ def _cases(work: Path) -> list[tuple[str, list[str]]]:
                   (f"diff-snp-{field}-json", ["diff", snp, str(changed), "--json"])]  # fmt: skip
     digest = json.loads(_run(["measure", snp, "--json"])[0])["measurement"]
     tdx_digest = json.loads(_run(["measure", tdx, "--json"])[0])["measurement"]
-    ec2_digest = json.loads(_run(["measure", "--technology", "sev-snp", "--firmware", OVMF,
-                                  "--vcpus", "7", "--vmm", "ec2", "--json"])[0])["measurement"]  # fmt: skip
+    ec2 = ["measure", "--technology", "sev-snp", "--firmware", OVMF, "--vcpus", "7", "--vmm"]
+    ec2_digest = json.loads(_run([*ec2, "ec2", "--json"])[0])["measurement"]
     cases += [
         ("solve-snp", ["solve", "--measurement", digest, snp]),
         ("solve-snp-json", ["solve", "--measurement", digest, snp, "--json"]),
@@ -217,8 +221,10 @@ def _run(argv: list[str]) -> tuple[bytes, bytes, int]:
     return r.stdout, r.stderr, r.returncode
 
 
-# Launch timings change from run to run; nothing else may.
+# Launch timings and the emulated SEV firmware's random MNONCE (and so the LAUNCH_MEASURE
+# HMAC) change from run to run; nothing else may.
 _TIMINGS = re.compile(rb'"timings": \{[^}]*\}', re.S)
+_NONCE = re.compile(rb'"launch_measure": "[0-9a-f]+"')
 
 
 def main() -> None:
@@ -230,7 +236,7 @@ def main() -> None:
     cases = _cases(work)
     for name, argv in cases:
         stdout, stderr, code = _run(argv)
-        stdout = _TIMINGS.sub(b'"timings": {}', stdout)
+        stdout = _NONCE.sub(b'"launch_measure": "-"', _TIMINGS.sub(b'"timings": {}', stdout))
         (out / f"{name}.out").write_bytes(stdout)
         (out / f"{name}.err").write_bytes(stderr)
         (out / f"{name}.code").write_text(f"{code}\n{' '.join(argv)}\n")

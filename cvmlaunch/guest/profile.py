@@ -30,7 +30,7 @@ from cvmlaunch.abi.snp import (
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.spec import (
+from cvmlaunch.guest.spec import (
     DEFAULT_MEMORY_MIB,
     MAX_MEMORY_MIB,
     MAX_VCPUS,

@@ -1,0 +1,189 @@
+"""`cvmlaunch audit`: verify an SEV-SNP report or a TDX quote offline and check its claims."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cvmlaunch import log
+from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.argtypes import hex_bytes, hex_bytes_any, integer
+from cvmlaunch.guest.spec import Technology
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from cvmlaunch.attest.expect import Expectations
+
+_log = log.get_logger("cvmlaunch.cli")
+
+
+def _rtmr(text: str) -> tuple[int, bytes]:
+    index, eq, value = text.partition("=")
+    if not eq or index not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError(f"expected N=HEX with N 0..3, got {text!r}")
+    return int(index), hex_bytes(48)(value)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Verify an SEV-SNP attestation report or a TDX quote offline (signature, certificate "
+        "chain to the pinned vendor roots) and check every field against the profile and the "
+        "--expect flags. Exit 0 pass, 1 a check failed, 2 unusable input."
+    )
+    p.add_argument("--report", type=Path, required=True, metavar="FILE",
+                   help="SNP report (raw, hex, or MSG_REPORT_RSP) or TDX quote")  # fmt: skip
+    c = p.add_argument_group("SEV-SNP certificates (TDX quotes carry their own)")
+    c.add_argument("--vcek", type=Path, metavar="FILE", help="VCEK, DER or PEM")
+    c.add_argument("--vlek", type=Path, metavar="FILE", help="VLEK, DER or PEM")
+    c.add_argument(
+        "--certs",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="a directory of certificates, a PEM bundle, or an extended report's "
+        "certificate table; a supplied ARK must equal the pinned one",
+    )
+    e = p.add_argument_group("expectations (flags override the profile)")
+    e.add_argument("--profile", type=Path, metavar="P",
+                   help="expect this guest: its measurement and launch parameters")  # fmt: skip
+    e.add_argument("--expect-measurement", type=hex_bytes(48), metavar="HEX",
+                   help="SNP MEASUREMENT or TDX MRTD")  # fmt: skip
+    e.add_argument("--expect-report-data", type=hex_bytes_any, metavar="HEX",
+                   help="up to 64 bytes, zero-padded")  # fmt: skip
+    e.add_argument("--expect-host-data", type=hex_bytes(32), metavar="HEX", help="SNP")
+    e.add_argument("--expect-policy", type=integer, metavar="INT", help="SNP guest POLICY")
+    e.add_argument("--expect-vmpl", type=integer, metavar="N", help="SNP VMPL of the requester")
+    e.add_argument("--expect-family-id", type=hex_bytes(16), metavar="HEX", help="SNP ID block")
+    e.add_argument("--expect-image-id", type=hex_bytes(16), metavar="HEX", help="SNP ID block")
+    e.add_argument("--expect-id-key-digest", type=hex_bytes(48), metavar="HEX", help="SNP")
+    e.add_argument("--expect-author-key-digest", type=hex_bytes(48), metavar="HEX", help="SNP")
+    e.add_argument("--min-guest-svn", type=integer, metavar="N", help="SNP GUEST_SVN minimum")
+    e.add_argument("--expect-rtmr", type=_rtmr, action="append", metavar="N=HEX", help="TDX")
+    e.add_argument("--expect-mrseam", type=hex_bytes(48), metavar="HEX", help="TDX")
+    e.add_argument(
+        "--min-tcb",
+        metavar="TCB",
+        help="SNP: component minimums, e.g. bl=3,tee=0,snp=8,ucode=115 (fmc= on Turin), "
+        "checked on the reported, committed, current and launch TCB; TDX: TEE_TCB_SVN as "
+        "32 hex digits, byte by byte",
+    )
+    e.add_argument("--allow-debug", action="store_true", help="accept a debuggable guest")
+    p.add_argument("--now", metavar="ISO8601", help="verify certificates at this time")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cvmlaunch.attest import TDX, audit, read_evidence
+    from cvmlaunch.attest.amd import AmdCerts, gather
+    from cvmlaunch.attest.files import read_bounded
+
+    evidence = read_evidence(read_bounded(args.report, "an attestation report"))
+    now = _now(args.now)
+    expect = _expectations(args, evidence.kind)
+    certs = AmdCerts()
+    if evidence.kind == TDX:
+        given = [f for f in ("vcek", "vlek", "certs") if getattr(args, f) is not None]
+        if given:
+            raise ProfileError(
+                [FieldProblem(f"--{given[0]}", "a TDX quote carries its own PCK chain")]
+            )
+    else:
+        certs = gather(args.vcek, args.vlek, args.certs)
+    result = audit(evidence.data, certs=certs, expect=expect, now=now)
+    _log.info("audit.done", kind=result.kind, verdict=result.verdict,
+              failed=[c.name for c in result.failures])  # fmt: skip
+    if args.json:
+        print(json_text(result.doc()))
+    else:
+        print(result.text())
+    return EXIT_OK if result.passed else EXIT_MISMATCH
+
+
+def _now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    from datetime import datetime
+
+    from cvmlaunch.attest.certs import utc
+    from cvmlaunch.errors import AttestationError
+
+    try:
+        return utc(datetime.fromisoformat(text))
+    except (ValueError, AttestationError):
+        raise ProfileError(
+            [FieldProblem("--now", f"expected an ISO 8601 time, e.g. 2025-09-01T00:00Z: {text!r}")]
+        ) from None
+
+
+def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
+    from cvmlaunch.attest import SEV_SNP
+    from cvmlaunch.attest.expect import (
+        Expectations,
+        parse_snp_min_tcb,
+        parse_tee_tcb_svn,
+        report_data,
+    )
+
+    expect = Expectations()
+    if args.profile is not None:
+        expect = _profile_expectations(args.profile, kind)
+    snp_fields = (
+        *("host_data", "policy", "vmpl"),
+        *("family_id", "image_id", "id_key_digest", "author_key_digest"),
+    )
+    snp_only = {
+        f"--expect-{f.replace('_', '-')}": getattr(args, f"expect_{f}") for f in snp_fields
+    }
+    snp_only["--min-guest-svn"] = args.min_guest_svn
+    tdx_only = {"--expect-rtmr": args.expect_rtmr, "--expect-mrseam": args.expect_mrseam}
+    wrong = [f for f, v in (tdx_only if kind == SEV_SNP else snp_only).items() if v is not None]
+    if wrong:
+        other = "TDX quotes" if kind == SEV_SNP else "SEV-SNP reports"
+        raise ProfileError([FieldProblem(wrong[0], f"applies to {other} only")])
+    changes: dict[str, Any] = {"allow_debug": args.allow_debug}
+    if args.expect_measurement is not None:
+        changes["measurement"] = args.expect_measurement
+    if args.expect_report_data is not None:
+        if not args.expect_report_data:  # an unset $NONCE must not expect all zeros
+            raise ProfileError([FieldProblem("--expect-report-data", "empty; give 1..64 bytes")])
+        changes["report_data"] = report_data(args.expect_report_data)
+    for field in (*snp_fields, "mrseam"):
+        if getattr(args, f"expect_{field}") is not None:
+            changes[field] = getattr(args, f"expect_{field}")
+    if args.min_guest_svn is not None:
+        changes["min_guest_svn"] = args.min_guest_svn
+    if args.expect_rtmr:
+        indexes = [index for index, _ in args.expect_rtmr]
+        repeated = next((i for i in indexes if indexes.count(i) > 1), None)
+        if repeated is not None:
+            reason = f"RTMR{repeated} given twice; give each index once"
+            raise ProfileError([FieldProblem("--expect-rtmr", reason)])
+        changes["rtmrs"] = dict(args.expect_rtmr)
+    if args.min_tcb is not None:
+        if kind == SEV_SNP:
+            changes["min_tcb"] = parse_snp_min_tcb(args.min_tcb)
+        else:
+            changes["min_tee_tcb_svn"] = parse_tee_tcb_svn(args.min_tcb)
+    return expect._replace(**changes)
+
+
+def _profile_expectations(path: Path, kind: str) -> Expectations:
+    from cvmlaunch.attest import SEV_SNP
+    from cvmlaunch.attest.expect import for_spec
+    from cvmlaunch.guest.profile import load_profile
+    from cvmlaunch.measure import measure
+    from cvmlaunch.plan import build_plan
+
+    spec = load_profile(path).to_spec()
+    wanted = Technology.SEV_SNP if kind == SEV_SNP else Technology.TDX
+    if spec.technology is not wanted:
+        evidence = "an SEV-SNP report" if kind == SEV_SNP else "a TDX quote"
+        raise ProfileError(
+            [FieldProblem("--profile", f"a {spec.technology} profile, but --report is {evidence}")]
+        )
+    digest = measure(build_plan(spec)).digest
+    _log.info("audit.expected_measurement", profile=str(path), measurement=digest.hex())
+    return for_spec(spec, digest)

@@ -1,0 +1,57 @@
+"""`cvmlaunch launch`: create the VM, populate and measure it, and compare."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.flags import default_profile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Create the VM through /dev/kvm (or the emulated kernel), populate and measure the "
+        "initial image with map_memory, finalize, and compare the platform's measurement "
+        "with the expected one. Exit 0 on match or unattested, 1 on mismatch or failure."
+    )
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "kvm", "sim", "rehearsal"],
+        default="auto",
+        help="auto: kvm when this kernel offers the profile's VM type, else sim",
+    )
+    p.add_argument(
+        "--sim-host",
+        choices=["snp", "tdx", "rfc"],
+        help="host the emulated kernel plays (default: snp, or tdx for a TD)",
+    )
+    p.add_argument("--record", type=Path, help="write the launch record (JSON) here")
+    p.add_argument("--json", action="store_true", help="print the launch record")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cvmlaunch.guest.files import sha256_file
+    from cvmlaunch.guest.profile import load_profile
+    from cvmlaunch.launch import Backend, Verdict, launch
+    from cvmlaunch.launch.record import dumps, write_atomically
+    from cvmlaunch.plan import build_plan
+
+    path = args.profile if args.profile is not None else default_profile()
+    if args.record is not None and not args.record.parent.is_dir():
+        raise ProfileError([FieldProblem("--record", f"no directory {args.record.parent}")])
+    spec = load_profile(path).to_spec()
+    record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
+    doc = {"profile": {"path": str(path), "sha256": sha256_file(path).hex()}} | record.doc
+    if args.record is not None:
+        write_atomically(args.record, dumps(doc))
+    if args.json:
+        print(json_text(doc))
+    else:
+        print(f"verdict:   {record.verdict} (backend {record.backend}: {record.reason})")
+        print(f"expected:  {record.expected.hex()}")
+        print(f"reported:  {record.reported.hex() if record.reported else '-'}")
+    return EXIT_MISMATCH if record.verdict is Verdict.MISMATCH else EXIT_OK

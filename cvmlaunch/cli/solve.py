@@ -1,0 +1,106 @@
+"""`cvmlaunch solve`: every configuration that reproduces an observed measurement."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cvmlaunch import log
+from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.argtypes import hex_bytes_any, integer
+from cvmlaunch.guest.flags import (
+    add_guest_arguments,
+    default_base,
+    refuse_launch_secret,
+    spec_from_args,
+)
+from cvmlaunch.guest.spec import Technology
+
+_log = log.get_logger("cvmlaunch.cli")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Find every configuration that reproduces an observed measurement: vCPU counts, CPU "
+        "models, VMM flavours, guest features (SNP); page order, raw-data tail and memory "
+        "size (TDX). Firmware, kernel, initrd and command line come from the profile or "
+        "flags; any guest flag given fixes that field. Exit 0 if found, 1 if not."
+    )
+    p.add_argument("--measurement", type=hex_bytes_any, required=True, metavar="HEX")
+    p.add_argument("profile", type=Path, nargs="?", help="guest profile (default: embedded)")
+    add_guest_arguments(p)
+    p.add_argument("--max-vcpus", type=integer, default=64, metavar="N", help="default 64")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=run)
+
+
+# `solve` flags that fix a field of the search (any other field is searched).
+_SOLVE_FIXES = {
+    "vcpus": ("vcpus",),
+    "cpu": ("vcpu_type", "vcpu_sig", "vcpu_family"),
+    "vmm": ("vmm",),
+    "guest_features": ("guest_features",),
+    "page_order": ("tdx_page_order",),
+    "raw_data_tail": ("raw_data_tail",),
+    "memory_mib": ("memory_mib",),
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    from cvmlaunch.abi.cpu import models_with_signature
+    from cvmlaunch.analysis.space import fold, search_axes, solve
+    from cvmlaunch.guest.profile import profile_document, toml_text
+
+    fixed = frozenset(
+        field
+        for field, flags in _SOLVE_FIXES.items()
+        if any(getattr(args, flag) is not None for flag in flags)
+    )
+    refuse_launch_secret(args, "solve")
+    default_base(args)
+    if args.profile is None:
+        # Flags alone: placeholders for what the search varies anyway.
+        args.vcpus = args.vcpus if args.vcpus is not None else 1
+        if "cpu" not in fixed and args.technology in (Technology.SEV_ES, Technology.SEV_SNP):
+            args.vcpu_type = "EPYC-v4"
+    base = spec_from_args(args)
+    size = 32 if base.technology in (Technology.SEV, Technology.SEV_ES) else 48
+    if len(args.measurement) != size:
+        reason = f"a {base.technology} launch digest is {size} bytes ({2 * size} hex digits)"
+        raise ProfileError([FieldProblem("--measurement", reason)])
+    if args.max_vcpus < 1:
+        raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
+    axes = search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus)
+    found = fold(solve(args.measurement, base, axes), axes)
+    _log.info("solve.done", solutions=len(found), fixed=sorted(fixed))
+    solutions = []
+    for config, free in found:
+        # A free field is written with the profile's value: any value of its axis does.
+        spec = config.spec(base)
+        models = models_with_signature(config.cpu.signature) if config.cpu is not None else ()
+        text = toml_text(profile_document(spec, f"reproduces {args.measurement.hex()}"))
+        solutions.append((config, free, models, text))
+    if args.json:
+        doc = {
+            "measurement": args.measurement.hex(),
+            "fixed": sorted(fixed),
+            "solutions": [
+                {
+                    "config": config.doc(),
+                    "any": list(free),
+                    "cpu_models": list(models),
+                    "profile": text,
+                }
+                for config, free, models, text in solutions
+            ],
+        }
+        print(json_text(doc))
+    else:
+        print(f"{len(solutions)} configuration(s) reproduce {args.measurement.hex()}")
+        for config, free, models, text in solutions:
+            also = f" (also {', '.join(models[1:])})" if len(models) > 1 else ""
+            anything = f"; any {', '.join(free)} (not in the digest)" if free else ""
+            print(f"\n# {config.text()}{also}{anything}")
+            print(text, end="")
+    return EXIT_OK if solutions else EXIT_MISMATCH

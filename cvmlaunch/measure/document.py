@@ -1,0 +1,186 @@
+"""The `measure --json` document: what went into a plan's measurement (`inputs`), the TD's
+identity fields, and the trace, JSON-ready. Launch records carry the same `inputs`."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cvmlaunch.abi.cpu import split_signature
+from cvmlaunch.abi.hob import HOB_HEADER
+from cvmlaunch.abi.snp import sev_feature_names
+from cvmlaunch.abi.tdx import PAGE_SIZE, TdAttribute, TdvfAttribute, XfamBit, flag_names
+from cvmlaunch.abi.vmsa import SaveArea, Segment
+from cvmlaunch.firmware.tdvf import TdvfMetadata
+from cvmlaunch.guest.spec import Technology
+from cvmlaunch.measure import Measurement, TraceStep
+from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdPlan
+
+
+def _inputs(plan: LaunchPlan) -> dict[str, Any]:
+    spec = plan.spec
+    doc: dict[str, Any] = {
+        "firmware": str(spec.firmware),
+        "firmware_sha256": plan.firmware_sha256.hex(),
+        "firmware_size": plan.firmware.size,
+    }
+    if spec.technology is not Technology.SEV:
+        doc.update(vcpus=spec.vcpus, vmm=str(spec.vmm))
+        if spec.cpu is not None:
+            fms = split_signature(spec.cpu.signature)
+            doc["cpu"] = {
+                "name": spec.cpu.name,
+                "signature": f"{spec.cpu.signature:#x}",
+                "family": fms.family,
+                "model": fms.model,
+                "stepping": fms.stepping,
+            }
+    if spec.technology is Technology.SEV_SNP:
+        doc.update(
+            guest_features=f"{spec.guest_features:#x}",
+            guest_feature_names=sev_feature_names(spec.guest_features),
+            vmsa_gpa=f"{spec.vmsa_gpa:#x}",
+        )
+    else:
+        doc["sev_policy"] = f"{spec.sev_policy:#x}"
+    if plan.kernel_hashes is not None and spec.boot is not None:
+        doc.update(
+            kernel_sha256=plan.kernel_hashes.kernel.hex(),
+            initrd_sha256=plan.kernel_hashes.initrd.hex(),
+            cmdline=spec.boot.cmdline,
+            cmdline_sha256=plan.kernel_hashes.cmdline.hex(),
+        )
+    return doc
+
+
+def td_identity(plan: TdPlan) -> dict[str, Any]:
+    """The TD's expected identity fields besides MRTD, as a TDREPORT / quote shows them."""
+    td = plan.spec.td_config
+    return {
+        "attributes": f"{td.attributes:#018x}",
+        "attribute_names": flag_names(TdAttribute, td.attributes),
+        "xfam": None if td.xfam is None else f"{td.xfam:#018x}",
+        "xfam_names": None if td.xfam is None else flag_names(XfamBit, td.xfam),
+        "mrconfigid": td.mrconfigid.hex(),
+        "mrowner": td.mrowner.hex(),
+        "mrownerconfig": td.mrownerconfig.hex(),
+    }
+
+
+def td_inputs(plan: TdPlan) -> dict[str, Any]:
+    spec = plan.spec
+    td = spec.td_config
+    return {
+        "firmware": str(spec.firmware),
+        "firmware_sha256": plan.firmware_sha256.hex(),
+        "firmware_size": plan.firmware_size,
+        "vcpus": spec.vcpus,
+        "memory_mib": spec.memory_mib,
+        "page_order": str(td.page_order),
+        "raw_data_tail": str(td.raw_data_tail),
+        "tdvf": tdvf_json(plan.tdvf),
+        # As TDVF measures it into RTMR0: without the END_OF_HOB_LIST header at its end.
+        "td_hob_sha384": None
+        if plan.td_hob is None
+        else hashlib.sha384(plan.td_hob[: -HOB_HEADER.size]).hexdigest(),
+        "operations": [
+            {
+                "section": op.section,
+                "type": op.section_type.name,
+                "gpa": f"{op.gpa:#x}",
+                "pages": op.size // PAGE_SIZE,
+                "action": str(op.action),
+            }
+            for op in plan.ops
+        ],
+    }
+
+
+def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
+    return {
+        "descriptor_offset": tdvf.offset,
+        "located_by": tdvf.locator,
+        "sections": [
+            {
+                "index": s.number,
+                "type": s.type.name,
+                "data_offset": f"{s.data_offset:#x}",
+                "raw_size": f"{s.raw_size:#x}",
+                "gpa": f"{s.gpa:#x}",
+                "mem_size": f"{s.mem_size:#x}",
+                "attributes": flag_names(TdvfAttribute, s.attributes),
+            }
+            for s in tdvf.sections
+        ],
+    }
+
+
+def inputs_json(plan: Plan) -> dict[str, Any]:
+    """What went into `plan`'s measurement (the `inputs` of `measure --json`)."""
+    return td_inputs(plan) if isinstance(plan, TdPlan) else _inputs(plan)
+
+
+def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
+    """The `measure --json` object."""
+    doc: dict[str, Any] = {
+        "technology": str(result.technology),
+        "measurement": result.digest.hex(),
+    }
+    if isinstance(plan, TdPlan):
+        doc["mrtd"] = result.digest.hex()
+        doc["td"] = td_identity(plan)
+        doc["inputs"] = td_inputs(plan)
+        if result.trace is not None:
+            doc["trace"] = [step.to_json() for step in result.trace]
+        return doc
+    if result.firmware_digest is not None:
+        doc["firmware_digest"] = result.firmware_digest.hex()
+    if result.launch_measure is not None:
+        doc["launch_measure"] = result.launch_measure.hex()
+    doc["inputs"] = _inputs(plan)
+    if result.trace is not None:
+        doc["trace"] = [
+            _sev_step_json(step, op)
+            for step, op in zip(result.trace, _traced_ops(plan), strict=True)
+            if isinstance(step, TraceStep)
+        ]
+    return doc
+
+
+def save_area_fields(state: SaveArea) -> dict[str, int]:
+    """The fields of a save area by name, segments flattened (`cs.attrib`, `cs.base`, ...)."""
+    out: dict[str, int] = {}
+    for name in state._fields:
+        value = getattr(state, name)
+        if isinstance(value, Segment):
+            out.update(zip([f"{name}.{part}" for part in value._fields], value, strict=True))
+        else:
+            out[name] = int(value)
+    return out
+
+
+def _traced_ops(plan: LaunchPlan) -> list[PageOp]:
+    """The operation of every trace step, in trace order (as the digest engines step)."""
+    snp = plan.spec.technology is Technology.SEV_SNP
+    out: list[PageOp] = []
+    for op in plan.ops:
+        if not snp:
+            count = 0 if op.data is None else 1  # one LAUNCH_UPDATE buffer per operation
+        elif op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
+            count = 1  # the precomputed digest stands for every firmware page
+        else:
+            count = op.size // PAGE_SIZE
+        out += [op] * count
+    return out
+
+
+def _sev_step_json(step: TraceStep, op: PageOp) -> dict[str, object]:
+    doc = step.to_json()
+    if op.kind is OpKind.FIRMWARE:
+        doc["file_offset"] = f"{step.gpa - op.gpa:#x}"  # the image is mapped from its start
+    if op.section is not None:
+        doc["section"] = op.section
+    if op.state is not None:
+        doc["vcpu"] = op.vcpu
+        doc["vmsa"] = {name: f"{v:#x}" for name, v in save_area_fields(op.state).items()}
+    return doc
