@@ -20,16 +20,11 @@ from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
 from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, Step
 from cvmlaunch.firmware.ovmf import FOUR_GIB
+from cvmlaunch.guest.fields import listing_rank
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
 from cvmlaunch.plan.vmsa import CLOUD_RDX
 
 _TD_RECORDS = frozenset({"MEM.PAGE.ADD", "MR.EXTEND"})
-# The order input differences are listed in; fields not named here follow, sorted.
-_FIELD_ORDER = (
-    "technology", "firmware.sha256", "firmware.path", "vcpus", "cpu.name", "cpu.signature",
-    "vmm", "snp.guest_features", "snp.vmsa_gpa", "boot", "boot.kernel", "boot.initrd",
-    "boot.cmdline", "memory_mib", "tdx.page_order", "tdx.raw_data_tail",
-)  # fmt: skip
 
 
 class Cause(NamedTuple):
@@ -675,8 +670,7 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
 
 def _input_differences(a: Evidence, b: Evidence) -> tuple[Cause, ...]:
     fields = [f for f in a.inputs if f in b.inputs and a.inputs[f] != b.inputs[f]]
-    rank = {f: n for n, f in enumerate(_FIELD_ORDER)}
-    fields.sort(key=lambda f: (rank.get(f, len(rank)), f))
+    fields.sort(key=lambda f: (listing_rank(f), f))
     tech = a.technology
     return tuple(
         Cause(f, a.inputs[f], b.inputs[f], _input_meaning(f, a.inputs[f], b.inputs[f], tech))

@@ -15,6 +15,17 @@ from typing import Any, NamedTuple, NoReturn
 
 from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.errors import InputError
+from cvmlaunch.guest.fields import (
+    FIELDS,
+    FIRMWARE,
+    KERNEL_HASHES,
+    METADATA,
+    TD,
+    VMSA,
+    document_fields,
+    step_fields,
+)
+from cvmlaunch.guest.spec import Technology
 from cvmlaunch.plan.ops import Plan
 
 
@@ -218,46 +229,16 @@ def _from_record(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
 
 # ---- inputs, by profile field ------------------------------------------------------------
 
-# The profile fields that shape each kind of step (SEV family: the OpKind values; TDX
-# records: "td"), most likely cause first.
-STEP_FIELDS = {
-    "firmware": ("firmware.sha256", "firmware.path"),
-    "sev-metadata": ("vmm", "firmware.sha256", "boot", "firmware.path"),
-    "kernel-hashes": ("boot.kernel", "boot.initrd", "boot.cmdline", "boot"),
-    "vmsa": (
-        "vcpus", "cpu.name", "cpu.signature", "vmm", "snp.guest_features", "snp.vmsa_gpa",
-        "firmware.sha256",
-    ),
-    "td": ("tdx.page_order", "firmware.sha256", "tdx.raw_data_tail", "memory_mib"),
-}  # fmt: skip
-
+# The profile fields that shape each kind of step, most likely cause first.
+STEP_FIELDS = {kind: step_fields(kind) for kind in (FIRMWARE, METADATA, KERNEL_HASHES, VMSA, TD)}
 # `measure --json` input keys -> profile fields.
-_SEV_INPUTS = {
-    "firmware": "firmware.path",
-    "firmware_sha256": "firmware.sha256",
-    "vcpus": "vcpus",
-    "vmm": "vmm",
-    "guest_features": "snp.guest_features",
-    "vmsa_gpa": "snp.vmsa_gpa",
-    "sev_policy": "sev.policy",
-    "kernel_sha256": "boot.kernel",
-    "initrd_sha256": "boot.initrd",
-    "cmdline": "boot.cmdline",
-}
-_TD_INPUTS = {
-    "firmware": "firmware.path",
-    "firmware_sha256": "firmware.sha256",
-    "vcpus": "vcpus",
-    "memory_mib": "memory_mib",
-    "page_order": "tdx.page_order",
-    "raw_data_tail": "tdx.raw_data_tail",
-}
+_SEV_INPUTS = document_fields(Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)
+_TD_INPUTS = document_fields(Technology.TDX)
+# The TD identity fields (`td` of `measure --json`) -> profile fields.
 _TD_IDENTITY = {
-    "attributes": "tdx.attributes",
-    "xfam": "tdx.xfam",
-    "mrconfigid": "tdx.mrconfigid",
-    "mrowner": "tdx.mrowner",
-    "mrownerconfig": "tdx.mrownerconfig",
+    f.key.removeprefix("tdx."): f.key
+    for f in FIELDS
+    if f.expectation is not None and f.key.startswith("tdx.")
 }
 NO_BOOT = "none"
 DIRECT_BOOT = "measured direct boot"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.guest.fields import expectations
 from cvmlaunch.guest.spec import GuestSpec, Technology
 
 REPORT_DATA_SIZE = 64
@@ -118,16 +119,6 @@ def parse_tee_tcb_svn(text: str) -> bytes:
 def for_spec(spec: GuestSpec, measurement: bytes) -> Expectations:
     """What a guest launched from `spec` must report: its launch `measurement` (from
     `measure/`), and the launch parameters the platform puts in the report."""
-    if spec.technology is Technology.SEV_SNP:
-        return Expectations(measurement, policy=spec.snp_policy, host_data=spec.host_data)
-    if spec.technology is Technology.TDX:
-        td = spec.td_config
-        return Expectations(
-            measurement,
-            td_attributes=td.attributes,
-            xfam=td.xfam,
-            mrconfigid=td.mrconfigid,
-            mrowner=td.mrowner,
-            mrownerconfig=td.mrownerconfig,
-        )
+    if spec.technology in (Technology.SEV_SNP, Technology.TDX):
+        return Expectations(measurement, **expectations(spec))
     raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")

@@ -30,6 +30,7 @@ from cvmlaunch.abi.snp import (
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
 from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.fields import HEX_KEYS
 from cvmlaunch.guest.spec import (
     DEFAULT_MEMORY_MIB,
     MAX_MEMORY_MIB,
@@ -398,15 +399,11 @@ def toml_text(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Bit fields and addresses read best in hex; counts in decimal.
-_HEX_KEYS = frozenset({"guest_features", "policy", "vmsa_gpa", "signature", "attributes", "xfam"})
-
-
 def _toml_value(key: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return f"{value:#x}" if key in _HEX_KEYS else str(value)
+        return f"{value:#x}" if key in HEX_KEYS else str(value)
     # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
     import json
 

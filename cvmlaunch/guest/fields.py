@@ -1,0 +1,170 @@
+"""The field table: one row per configuration field, read by every codec and analysis that
+names a field, so that none of them restates it.
+
+A row says how the field is written (profile key, flag, hex or decimal), where it lives in a
+`GuestSpec`, which technologies it applies to, whether it can enter a launch digest or is only
+reported, which kinds of measured step it shapes, how it is named in the `inputs` document of
+`measure --json`, and which audit expectation it yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from cvmlaunch.errors import FieldProblem
+from cvmlaunch.guest.spec import GuestSpec, Technology
+
+
+class Format(StrEnum):
+    """How a value is written in a profile, a flag and a document."""
+
+    DEC = "dec"  # counts
+    HEX = "hex"  # bit fields and addresses
+    BYTES = "bytes"  # digests and identifiers, as hex digits
+    TEXT = "text"
+    PATH = "path"
+    ENUM = "enum"
+
+
+SEV, SEV_ES, SEV_SNP, TDX = Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP, Technology.TDX
+_ALL = frozenset(Technology)
+_SEV_FAMILY = frozenset({SEV, SEV_ES, SEV_SNP})
+_WITH_VMSAS = frozenset({SEV_ES, SEV_SNP})
+
+# The kinds of measured step (the plan's operation kinds; "td" for a TDVF section's records).
+FIRMWARE, METADATA, KERNEL_HASHES, VMSA, TD = (
+    *("firmware", "sev-metadata", "kernel-hashes"),
+    *("vmsa", "td"),
+)
+
+
+class Field(NamedTuple):
+    key: str  # dotted profile key, the name every problem and cause uses
+    flag: str | None  # the command-line flag that sets it
+    format: Format
+    applies: frozenset[Technology]
+    attr: str | None  # where the value lives in a GuestSpec ("td.xfam"); None: spelling only
+    measured: bool = False  # can enter a launch digest (else only reported)
+    shapes: tuple[str, ...] = ()  # the kinds of step it shapes
+    # Among the fields that shape one step, the lower is named first as its cause: the
+    # likelier mistake.
+    cause: int = 99
+    document: str | None = None  # its key in the `inputs` of `measure --json`
+    expectation: str | None = None  # the audit expectation it yields (attest.Expectations)
+
+
+# In the order input differences are listed.
+FIELDS = (
+    Field("technology", "--technology", Format.ENUM, _ALL, "technology", True),
+    Field("firmware.sha256", "--firmware-sha256", Format.BYTES, _ALL, "firmware_sha256", True,
+          (FIRMWARE, METADATA, VMSA, TD), 7, "firmware_sha256"),
+    Field("firmware.path", "--firmware", Format.PATH, _ALL, "firmware", True,
+          (FIRMWARE, METADATA), 14, "firmware"),
+    Field("vcpus", "--vcpus", Format.DEC, _ALL, "vcpus", True, (VMSA,), 1, "vcpus"),
+    Field("cpu.name", "--vcpu-type", Format.TEXT, _SEV_FAMILY, "cpu", True, (VMSA,), 2),
+    Field("cpu.signature", "--vcpu-sig", Format.HEX, _SEV_FAMILY, "cpu", True, (VMSA,), 3),
+    Field("vmm", "--vmm", Format.ENUM, _ALL, "vmm", True, (METADATA, VMSA), 4, "vmm"),
+    Field("snp.guest_features", "--guest-features", Format.HEX, frozenset({SEV_SNP}),
+          "guest_features", True, (VMSA,), 5, "guest_features"),
+    Field("snp.vmsa_gpa", "--vmsa-gpa", Format.HEX, frozenset({SEV_SNP}), "vmsa_gpa", True,
+          (VMSA,), 6, "vmsa_gpa"),
+    Field("boot", None, Format.TEXT, _SEV_FAMILY, "boot", True, (METADATA, KERNEL_HASHES), 13),
+    Field("boot.kernel", "--kernel", Format.PATH, _SEV_FAMILY, "boot.kernel", True,
+          (KERNEL_HASHES,), 10, "kernel_sha256"),
+    Field("boot.initrd", "--initrd", Format.PATH, _SEV_FAMILY, "boot.initrd", True,
+          (KERNEL_HASHES,), 11, "initrd_sha256"),
+    Field("boot.cmdline", "--append", Format.TEXT, _SEV_FAMILY, "boot.cmdline", True,
+          (KERNEL_HASHES,), 12, "cmdline"),
+    # The guest's RAM: every VMM needs it; only a TD measures it (in its TD HOB).
+    Field("memory_mib", "--memory-mib", Format.DEC, _ALL, "memory_mib", True, (TD,), 9,
+          "memory_mib"),
+    Field("tdx.page_order", "--tdx-page-order", Format.ENUM, frozenset({TDX}), "td.page_order",
+          True, (TD,), 0, "page_order"),
+    Field("tdx.raw_data_tail", "--raw-data-tail", Format.ENUM, frozenset({TDX}),
+          "td.raw_data_tail", True, (TD,), 8, "raw_data_tail"),
+    Field("sev.policy", "--sev-policy", Format.HEX, frozenset({SEV, SEV_ES}), "sev_policy",
+          document="sev_policy"),
+    Field("snp.host_data", None, Format.BYTES, frozenset({SEV_SNP}), "host_data",
+          expectation="host_data"),
+    Field("snp.policy", None, Format.HEX, frozenset({SEV_SNP}), "snp_policy",
+          expectation="policy"),
+    Field("tdx.attributes", "--tdx-attributes", Format.HEX, frozenset({TDX}), "td.attributes",
+          expectation="td_attributes"),
+    Field("tdx.mrconfigid", "--mrconfigid", Format.BYTES, frozenset({TDX}), "td.mrconfigid",
+          expectation="mrconfigid"),
+    Field("tdx.mrowner", "--mrowner", Format.BYTES, frozenset({TDX}), "td.mrowner",
+          expectation="mrowner"),
+    Field("tdx.mrownerconfig", "--mrownerconfig", Format.BYTES, frozenset({TDX}),
+          "td.mrownerconfig", expectation="mrownerconfig"),
+    Field("tdx.xfam", "--xfam", Format.HEX, frozenset({TDX}), "td.xfam", expectation="xfam"),
+    Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
+          "firmware_digest", True),
+    Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None),
+    Field("cpu.model", "--vcpu-model", Format.DEC, _SEV_FAMILY, None),
+    Field("cpu.stepping", "--vcpu-stepping", Format.DEC, _SEV_FAMILY, None),
+    Field("boot.kernel_sha256", "--kernel-sha256", Format.BYTES, _SEV_FAMILY, None),
+    Field("boot.initrd_sha256", "--initrd-sha256", Format.BYTES, _SEV_FAMILY, None),
+    # LAUNCH_MEASURE: what the SEV firmware mixes into the HMAC it reports.
+    Field("sev.tik", "--tik", Format.PATH, frozenset({SEV, SEV_ES}), "launch_secret.tik"),
+    Field("sev.api", "--sev-api", Format.TEXT, frozenset({SEV, SEV_ES}), None),
+    Field("sev.build", "--sev-build", Format.DEC, frozenset({SEV, SEV_ES}), "launch_secret.build"),
+    Field("sev.mnonce", "--mnonce", Format.BYTES, frozenset({SEV, SEV_ES}),
+          "launch_secret.mnonce"),
+)  # fmt: skip
+
+BY_KEY = {f.key: f for f in FIELDS}
+BY_FLAG = {f.flag: f for f in FIELDS if f.flag is not None}
+# The profile keys whose values read best in hex.
+HEX_KEYS = frozenset(f.key.rpartition(".")[2] for f in FIELDS if f.format is Format.HEX)
+
+
+def step_fields(kind: str) -> tuple[str, ...]:
+    """The fields that shape a step of `kind`, likeliest cause first."""
+    return tuple(f.key for f in sorted(FIELDS, key=lambda f: f.cause) if kind in f.shapes)
+
+
+def document_fields(*technologies: Technology) -> dict[str, str]:
+    """`inputs` document key -> profile key, for guests of any of `technologies`."""
+    return {
+        f.document: f.key
+        for f in FIELDS
+        if f.document is not None and not f.applies.isdisjoint(technologies)
+    }
+
+
+def listing_rank(key: str) -> int:
+    """Where a field is listed among differences (fields of no row follow, by name)."""
+    return next((n for n, f in enumerate(FIELDS) if f.key == key), len(FIELDS))
+
+
+def inapplicable(technology: Technology, given: Iterable[tuple[str, str]]) -> list[FieldProblem]:
+    """The fields among `given` ((name as written, profile key) pairs) that do not apply to
+    a `technology` guest: the one rule behind the profile's tables and the flags."""
+    out = []
+    for name, key in given:
+        field = BY_KEY[key]
+        if technology not in field.applies:
+            techs = ", ".join(t.value for t in Technology if t in field.applies)
+            out.append(FieldProblem(name, f"applies to {techs} guests, not {technology}"))
+    return out
+
+
+def value(spec: GuestSpec, field: Field) -> Any:
+    """The value of `field` in `spec` (None where the spec leaves it out)."""
+    obj: Any = spec
+    for part in (field.attr or "").split("."):
+        if obj is None:
+            return None
+        obj = spec.td_config if obj is spec and part == "td" else getattr(obj, part)
+    return obj
+
+
+def expectations(spec: GuestSpec) -> dict[str, Any]:
+    """The audit expectations `spec` fixes: Expectations field -> value."""
+    return {
+        f.expectation: value(spec, f)
+        for f in FIELDS
+        if f.expectation is not None and spec.technology in f.applies
+    }
