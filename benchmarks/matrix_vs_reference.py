@@ -27,8 +27,9 @@ from sevsnpmeasure import vcpu_types as ref_vcpu_types  # noqa: E402
 from sevsnpmeasure import vmm_types as ref_vmm_types  # noqa: E402
 from sevsnpmeasure.sev_mode import SevMode as RefSevMode  # noqa: E402
 
-from cvmlaunch.analysis.space import Axes, Config, Row, matrix  # noqa: E402
+from cvmlaunch.analysis.space import matrix  # noqa: E402
 from cvmlaunch.guest.spec import CpuSpec, GuestSpec, Technology, Vmm  # noqa: E402
+from cvmlaunch.measure.sweep import Axes, Config, Row  # noqa: E402
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MODELS = ("EPYC-v4", "EPYC-Rome", "EPYC-Milan", "EPYC-Genoa", "EPYC-Turin")

@@ -1,18 +1,19 @@
-"""The configuration-space engine (cvmlaunch.analysis.space): matrix and solve.
+"""The configuration-space analysis (cvmlaunch.analysis.space): matrix, solve, search_axes
+and fold.
 
 The contract is that every row of `matrix` equals building and measuring that one
-configuration, however the engine shares work between rows; `solve` must find the
-configuration behind digests computed independently, by the reference tool sev-snp-measure.
+configuration, however the sweep shares work between rows (tests/test_measure_sweep.py tests
+the sharing itself); `solve` must find the configuration behind digests computed
+independently, by the reference tool sev-snp-measure.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
 from itertools import product
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
 from sevsnpmeasure import guest as ref_guest
@@ -20,21 +21,16 @@ from sevsnpmeasure import vcpu_types as ref_vcpu_types
 from sevsnpmeasure import vmm_types as ref_vmm_types
 from sevsnpmeasure.sev_mode import SevMode as RefSevMode
 
-from cvmlaunch.guest import files
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, models_with_signature
 from cvmlaunch.analysis import space
 from cvmlaunch.analysis.space import (
     SNP_GUEST_FEATURES,
     TDX_MEMORY_MIBS,
-    Axes,
-    Config,
-    Row,
     matrix,
     search_axes,
     solve,
 )
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.guest.files import read_firmware
 from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
@@ -46,7 +42,8 @@ from cvmlaunch.guest.spec import (
     Vmm,
 )
 from cvmlaunch.measure import measure
-from cvmlaunch.plan import build_plan, build_sev_plan
+from cvmlaunch.measure.sweep import Axes, Config, Row
+from cvmlaunch.plan import build_plan
 from tests.conftest import SNP_VECTORS
 from tests.tdvf_images import FOUR_GIB, build_image
 
@@ -197,29 +194,7 @@ def test_tdx_matrix_synthetic_every_axis(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The engine shares work
-
-
-def test_matrix_reads_firmware_once_and_plans_once_per_vmm(
-    debian_ovmf: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: dict[str, int] = {"read": 0, "plan": 0}
-
-    def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls[name] += 1
-            return real(*args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(files, "read_firmware", counting("read", read_firmware))
-    monkeypatch.setattr(f"{space.__name__}.read_firmware", counting("read", read_firmware))
-    monkeypatch.setattr(f"{space.__name__}.build_sev_plan", counting("plan", build_sev_plan))
-    base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
-    cpus = tuple(CpuSpec.from_name(name) for name in CPU_MODELS)
-    rows = matrix(base, Axes(tuple(range(1, 65)), cpus, ALL_VMMS, SNP_GUEST_FEATURES))
-    assert len(rows) == 64 * len(CPU_MODELS) * 3 * 2
-    assert calls == {"read": 1, "plan": 3}
+# Empty and unusable spaces
 
 
 def test_matrix_of_an_empty_axis_is_empty(debian_ovmf: Path) -> None:
@@ -482,14 +457,14 @@ def test_config_spec_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
 
 
 def test_fold_collapses_only_complete_axes() -> None:
-    axes = space.Axes(
+    axes = Axes(
         vcpus=(1,), cpus=(None,), vmms=(Vmm.QEMU,), guest_features=(0,),
         page_orders=(PageOrder.PAGE, PageOrder.SECTION),
         raw_data_tails=(RawDataTail.IMAGE, RawDataTail.ZERO), memory_mibs=(1024, 2048),
     )  # fmt: skip
 
-    def td(order: PageOrder, tail: RawDataTail | None, mib: int | None) -> space.Config:
-        return space.Config(1, None, Vmm.QEMU, 0, order, tail, mib)
+    def td(order: PageOrder, tail: RawDataTail | None, mib: int | None) -> Config:
+        return Config(1, None, Vmm.QEMU, 0, order, tail, mib)
 
     # Section order: every tail and memory size; page order: one tail, both sizes.
     configs = [td(PageOrder.SECTION, t, m) for t in RawDataTail for m in (1024, 2048)]

@@ -38,7 +38,8 @@ _MATRIX_AXES = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from cvmlaunch.analysis.space import Axes, matrix
+    from cvmlaunch.analysis.space import matrix
+    from cvmlaunch.measure.sweep import Axes
 
     refuse_launch_secret(args, "matrix")
     lists = {name: getattr(args, name) for name in _MATRIX_AXES}

@@ -4,6 +4,8 @@ SEV API 55766, LAUNCH_UPDATE_DATA / LAUNCH_UPDATE_VMSA: the firmware hashes the 
 every update into one running SHA-256 (GCTX.LD), with no GPA or page structure.
 LAUNCH_MEASURE (section 6.5) reports HMAC-SHA256(TIK, 0x04 || API_MAJOR || API_MINOR ||
 BUILD || POLICY || LD || MNONCE) followed by MNONCE.
+`sev_stream` leaves that SHA-256 open, so that the sweep (measure/sweep.py) can copy it
+after a prefix many configurations share instead of hashing the prefix again.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import TYPE_CHECKING
 
 from cvmlaunch.guest.spec import SevLaunchSecretInputs
 from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 _MEASURE_CONTEXT = 0x04
 _MEASURE_HEADER = struct.Struct("<BBBBI")
@@ -22,6 +28,12 @@ _MEASURE_HEADER = struct.Struct("<BBBBI")
 
 def sev_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> bytes:
     """SHA-256 over the data of every operation of `plan`, in order."""
+    return sev_stream(plan, trace).digest()
+
+
+def sev_stream(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> _Hash:
+    """The running SHA-256 after every operation of `plan`, still open: the sweep copies
+    the state after a shared prefix and extends it per configuration."""
     ld = hashlib.sha256()
     for op in plan.ops:
         if op.data is None:
@@ -40,7 +52,7 @@ def sev_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> bytes:
                     ld.copy().digest(),
                 )
             )
-    return ld.digest()
+    return ld
 
 
 def launch_measure(ld: bytes, policy: int, secret: SevLaunchSecretInputs) -> bytes:

@@ -2,6 +2,8 @@
 
 SNP ABI 56860, SNP_LAUNCH_UPDATE: LD' = SHA-384(PAGE_INFO(LD, CONTENTS, TYPE, GPA)), where
 CONTENTS is SHA-384 of the page for NORMAL and VMSA pages and 48 zero bytes otherwise.
+`extend` is that one step; the per-plan engine here and the sweep over many configurations
+(measure/sweep.py) both chain through it, so the rule is written once.
 """
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ from __future__ import annotations
 from hashlib import sha384
 from typing import NamedTuple
 
-from cvmlaunch.abi.snp import LD_SIZE, PAGE_INFO, PAGE_INFO_SIZE, PAGE_SIZE, ZERO_CONTENTS
+from cvmlaunch.abi.snp import (
+    LD_SIZE,
+    PAGE_INFO,
+    PAGE_INFO_SIZE,
+    PAGE_SIZE,
+    ZERO_CONTENTS,
+    PageType,
+)
 from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp
 
@@ -44,7 +53,6 @@ def snp_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> SnpDig
 def update(ld: bytes, op: PageOp, trace: list[TraceStep] | None) -> bytes:
     """Extend `ld` with every 4 KiB page of `op`, in ascending GPA order."""
     # The hot loop of every SNP measurement: 512 iterations for a 2 MiB image.
-    pack = PAGE_INFO.pack
     page_type = op.page_type
     data = memoryview(op.data) if op.data is not None else None
     measured = page_type.measures_contents and data is not None
@@ -53,9 +61,17 @@ def update(ld: bytes, op: PageOp, trace: list[TraceStep] | None) -> bytes:
         if measured:
             contents = sha384(data[offset : offset + PAGE_SIZE]).digest()  # type: ignore[index]
         gpa = op.gpa + offset
-        ld = sha384(pack(ld, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)).digest()
+        ld = extend(ld, contents, page_type, gpa)
         if trace is not None:
             trace.append(
                 TraceStep(len(trace), op.kind, op.label, gpa, PAGE_SIZE, page_type, contents, ld)
             )
     return ld
+
+
+_pack = PAGE_INFO.pack  # bound once: `extend` runs once per page of every measurement
+
+
+def extend(ld: bytes, contents: bytes, page_type: PageType, gpa: int) -> bytes:
+    """LD after measuring one 4 KiB page at `gpa` whose CONTENTS field is `contents`."""
+    return sha384(_pack(ld, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)).digest()
