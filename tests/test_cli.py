@@ -108,7 +108,7 @@ def test_human_trace(cli: CliRunner) -> None:
                 "--firmware-digest",
                 "00" * 48,
             ),
-            "applies to sev-snp only",
+            "--firmware-digest: applies to sev-snp guests, not sev",
         ),
         (("firmware", "inspect", "/nonexistent"), "No such file"),
         (("frobnicate",), "invalid choice"),
@@ -178,4 +178,4 @@ def test_cpu_model_ignored_by_cloud_vmm_is_warned(cli: CliRunner) -> None:
 def test_stepping_with_a_named_model_is_refused(cli: CliRunner) -> None:
     default = Path(__file__).parent.parent / "cvmlaunch" / "data" / "default.toml"
     r = cli("measure", default, "--vcpu-type", "EPYC-v4", "--vcpu-stepping", "9")
-    assert r.code == 2 and "--vcpu-stepping: goes with --vcpu-family" in r.err
+    assert r.code == 2 and "--vcpu-stepping: give exactly one of --vcpu-type" in r.err

@@ -72,7 +72,9 @@ def test_trace_lists_every_record(cli: CliRunner) -> None:
         (("--tdx-attributes", "TURBO"), "--tdx-attributes: expected a number or attribute names"),
         (("--mrowner", "ab"), "--mrowner: expected 48 bytes as 96 hex digits"),
         (("--tdx-page-order", "pages"), "--tdx-page-order: expected one of page, section"),
-        (("--kernel-sha256", "00" * 32), "boot: TDX direct boot is measured into RTMR1/RTMR2"),
+        (("--kernel-sha256", "00" * 32), "--kernel-sha256: applies to sev, sev-es, sev-snp"),
+        (("--vcpu-type", "EPYC"), "--vcpu-type: applies to sev, sev-es, sev-snp guests, not tdx"),
+        (("--sev-policy", "1"), "--sev-policy: applies to sev, sev-es guests, not tdx"),
         (("--vmm", "ec2"), "vmm: tdx guests are launched by qemu, not ec2"),
         (("--memory-mib", "0"), "memory_mib: expected 1.."),
         (("--guest-features", "1", "--mrowner", "00"), "--mrowner"),
@@ -146,7 +148,7 @@ def test_profiles_and_flags(cli: CliRunner, tmp_path: Path) -> None:
         'schema_version = 1\ntechnology = "sev-snp"\n[firmware]\npath = "x"\n'
         '[tdx]\nxfam = 3\n[cpu]\nname = "EPYC"\n'
     )
-    assert "[tdx] applies to tdx profiles, not sev-snp" in _bad(cli, "profile", "check", bad)
+    assert "tdx.xfam: applies to tdx guests, not sev-snp" in _bad(cli, "profile", "check", bad)
     names = tmp_path / "names.toml"
     names.write_text(
         f'schema_version = 1\ntechnology = "tdx"\n[firmware]\npath = "{BASE}"\n'

@@ -86,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
 def _cpu_named(name: str) -> CpuSpec:
     try:
         return CpuSpec.from_name(name)
-    except ValueError as e:
-        raise ProfileError([FieldProblem("--vcpu-type", str(e))]) from None
+    except ProfileError as e:
+        raise ProfileError([FieldProblem("--vcpu-type", p.reason) for p in e.problems]) from None

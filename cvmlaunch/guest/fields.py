@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvmlaunch.errors import FieldProblem
-from cvmlaunch.guest.spec import GuestSpec, Technology
+from cvmlaunch.guest.technology import Technology
+
+if TYPE_CHECKING:
+    from cvmlaunch.guest.spec import GuestSpec
 
 
 class Format(StrEnum):

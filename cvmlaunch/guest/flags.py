@@ -20,6 +20,7 @@ from cvmlaunch.guest.argtypes import (
     td_attributes,
     vmm,
 )
+from cvmlaunch.guest.fields import BY_FLAG, inapplicable
 from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
@@ -30,6 +31,7 @@ from cvmlaunch.guest.spec import (
     SevLaunchSecretInputs,
     TdConfig,
     Technology,
+    cpu_from_forms,
 )
 
 _log = log.get_logger("cvmlaunch.guest")
@@ -147,9 +149,16 @@ def spec_from_args(args: argparse.Namespace) -> GuestSpec:
         fields = {}
     problems: list[FieldProblem] = []
     fields.update(_overrides(args, fields, problems))
+    # A flag of another technology is refused, as the profile refuses its key.
+    flags = [(f, BY_FLAG[f].key) for f in BY_FLAG if getattr(args, _dest(f), None) is not None]
+    problems += inapplicable(fields["technology"], flags)
     if problems:
         raise ProfileError(problems)
     return GuestSpec(**fields).check()
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _require_flags_only_inputs(args: argparse.Namespace) -> None:
@@ -210,28 +219,16 @@ def _td(args: argparse.Namespace, base: TdConfig | None, technology: object) -> 
     return (base or TdConfig())._replace(**given)
 
 
+_CPU_FLAGS = ("--vcpu-type", "--vcpu-sig", "--vcpu-family", "--vcpu-model", "--vcpu-stepping")
+
+
 def _cpu(args: argparse.Namespace, problems: list[FieldProblem]) -> CpuSpec | None:
     fms = (args.vcpu_family, args.vcpu_model, args.vcpu_stepping)
-    named = args.vcpu_type is not None or args.vcpu_sig is not None
-    if named and (args.vcpu_model is not None or args.vcpu_stepping is not None):
-        flag = "--vcpu-model" if args.vcpu_model is not None else "--vcpu-stepping"
-        problems.append(FieldProblem(flag, "goes with --vcpu-family, not a model or signature"))
-        return None
     try:
-        if args.vcpu_type is not None:
-            return CpuSpec.from_name(args.vcpu_type)
-        if args.vcpu_sig is not None:
-            return CpuSpec(args.vcpu_sig)
-        if all(v is not None for v in fms):
-            return CpuSpec.from_family_model_stepping(*fms)
-    except ValueError as e:
-        problems.append(FieldProblem("--vcpu-type" if args.vcpu_type else "--vcpu-family", str(e)))
+        return cpu_from_forms(args.vcpu_type, args.vcpu_sig, fms, _CPU_FLAGS)
+    except ProfileError as e:
+        problems += e.problems
         return None
-    if any(v is not None for v in fms):
-        problems.append(
-            FieldProblem("--vcpu-family", "goes together with --vcpu-model and --vcpu-stepping")
-        )
-    return None
 
 
 def _boot(

@@ -7,30 +7,29 @@ once, each under its dotted key. Paths are resolved relative to the profile file
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from cvmlaunch.abi.snp import (
-    GUEST_POLICY_MBO,
-    GUEST_POLICY_MBZ,
     GUEST_POLICY_QEMU_DEFAULT,
     HOST_DATA_SIZE,
     KVM_VMSA_GPA,
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.guest.fields import HEX_KEYS
+from cvmlaunch.guest.fields import BY_KEY, HEX_KEYS, inapplicable
 from cvmlaunch.guest.spec import (
     DEFAULT_MEMORY_MIB,
     MAX_MEMORY_MIB,
@@ -44,16 +43,15 @@ from cvmlaunch.guest.spec import (
     TdConfig,
     Technology,
     Vmm,
-    td_attribute_problems,
-    xfam_problems,
+    cpu_from_forms,
 )
 
 SCHEMA_VERSION = 1
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="32 bytes as hex")]
 Hex48 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{96}$", description="48 bytes as hex")]
-U32 = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
-U64 = Annotated[int, Field(ge=0, le=(1 << 64) - 1)]
+U32 = Annotated[int, Strict(), Field(ge=0, le=0xFFFFFFFF)]
+U64 = Annotated[int, Strict(), Field(ge=0, le=(1 << 64) - 1)]
 
 
 class _Model(BaseModel):
@@ -78,34 +76,13 @@ class Cpu(_Model):
 
     name: str | None = Field(None, description="QEMU CPU model, e.g. EPYC-v4, EPYC-Milan.")
     signature: U32 | None = Field(None, description="CPUID Fn0000_0001_EAX, e.g. 0x00A00F11.")
-    family: Annotated[int, Field(ge=0, le=0x10E)] | None = None
-    model: Annotated[int, Field(ge=0, le=0xFF)] | None = None
-    stepping: Annotated[int, Field(ge=0, le=0xF)] | None = None
+    family: Annotated[int, Strict(), Field(ge=0, le=0x10E)] | None = None
+    model: Annotated[int, Strict(), Field(ge=0, le=0xFF)] | None = None
+    stepping: Annotated[int, Strict(), Field(ge=0, le=0xF)] | None = None
 
-    @model_validator(mode="after")
-    def _one_form(self) -> Self:
+    def to_spec(self) -> CpuSpec | None:
         fms = (self.family, self.model, self.stepping)
-        forms = (
-            (self.name is not None)
-            + (self.signature is not None)
-            + any(v is not None for v in fms)
-        )
-        if forms != 1:
-            raise ValueError("give exactly one of name, signature, or family/model/stepping")
-        if any(v is not None for v in fms) and any(v is None for v in fms):
-            raise ValueError("family, model and stepping go together")
-        if self.name is not None:
-            CpuSpec.from_name(self.name)  # raises ValueError naming the known models
-        return self
-
-    def to_spec(self) -> CpuSpec:
-        if self.name is not None:
-            return CpuSpec.from_name(self.name)
-        if self.signature is not None:
-            return CpuSpec(self.signature)
-        return CpuSpec.from_family_model_stepping(
-            self.family or 0, self.model or 0, self.stepping or 0
-        )
+        return cpu_from_forms(self.name, self.signature, fms)
 
 
 class Boot(_Model):
@@ -116,14 +93,6 @@ class Boot(_Model):
     initrd: Path | None = None
     initrd_sha256: Hex32 | None = Field(None, description="Instead of initrd: its SHA-256.")
     cmdline: str = Field("", description="Kernel command line (hashed with a trailing NUL).")
-
-    @model_validator(mode="after")
-    def _sources(self) -> Self:
-        if (self.kernel is None) == (self.kernel_sha256 is None):
-            raise ValueError("give exactly one of kernel or kernel_sha256")
-        if self.initrd is not None and self.initrd_sha256 is not None:
-            raise ValueError("give at most one of initrd or initrd_sha256")
-        return self
 
 
 class Snp(_Model):
@@ -137,14 +106,6 @@ class Snp(_Model):
     )
     host_data: Hex32 | None = Field(None, description="HOST_DATA given to SNP_LAUNCH_FINISH.")
     vmsa_gpa: U64 = Field(KVM_VMSA_GPA, description="GPA the VMSAs are measured at.")
-
-    @model_validator(mode="after")
-    def _policy(self) -> Self:
-        if self.policy & GUEST_POLICY_MBZ:
-            raise ValueError(f"policy {self.policy:#x}: bits 63:26 are reserved and must be 0")
-        if not self.policy & GUEST_POLICY_MBO:
-            raise ValueError(f"policy {self.policy:#x}: bit 17 is reserved and must be 1")
-        return self
 
 
 class Sev(_Model):
@@ -183,20 +144,7 @@ class Tdx(_Model):
     @field_validator("attributes")
     @classmethod
     def _attributes(cls, value: int | list[str]) -> int:
-        if not isinstance(value, int):
-            value = td_attributes_from_names(value)
-        problems = td_attribute_problems(value)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
-
-    @field_validator("xfam")
-    @classmethod
-    def _xfam(cls, value: int | None) -> int | None:
-        problems = [] if value is None else xfam_problems(value)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return value
+        return value if isinstance(value, int) else td_attributes_from_names(value)
 
     def to_config(self) -> TdConfig:
         return TdConfig(
@@ -217,8 +165,8 @@ class Profile(_Model):
     technology: Technology
     description: str = ""
     firmware: Firmware
-    vcpus: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
-    memory_mib: Annotated[int, Field(ge=1, le=MAX_MEMORY_MIB)] = Field(
+    vcpus: Annotated[int, Strict(), Field(ge=1, le=MAX_VCPUS)] = 1
+    memory_mib: Annotated[int, Strict(), Field(ge=1, le=MAX_MEMORY_MIB)] = Field(
         DEFAULT_MEMORY_MIB, description="Guest RAM in MiB (tdx: shapes the TD HOB)."
     )
     cpu: Cpu | None = None
@@ -228,29 +176,46 @@ class Profile(_Model):
     sev: Sev | None = None
     tdx: Tdx | None = None
 
-    @model_validator(mode="after")
-    def _tables_match_technology(self) -> Self:
-        tech = self.technology
-        if self.snp is not None and tech is not Technology.SEV_SNP:
-            raise ValueError(f"[snp] applies to sev-snp profiles, not {tech}")
-        if self.sev is not None and tech not in (Technology.SEV, Technology.SEV_ES):
-            raise ValueError(f"[sev] applies to sev and sev-es profiles, not {tech}")
-        if self.tdx is not None and tech is not Technology.TDX:
-            raise ValueError(f"[tdx] applies to tdx profiles, not {tech}")
-        if self.cpu is not None and tech is Technology.TDX:
-            raise ValueError(
-                "[cpu] applies to SEV-family profiles (the VMSA); a TD's CPU shows in "
-                "[tdx] xfam and attributes"
-            )
-        return self
-
     def to_spec(self) -> GuestSpec:
-        """The measurement inputs this profile describes (validated again semantically)."""
-        return GuestSpec(**self.spec_fields()).check()
+        """The measurement inputs this profile describes; ProfileError lists every problem."""
+        fields, problems = self._spec_fields()
+        try:
+            spec = GuestSpec(**fields).check()
+        except ProfileError as e:
+            problems += e.problems
+        if problems:
+            raise ProfileError(_unique(problems))
+        return spec
 
     def spec_fields(self) -> dict[str, Any]:
         """The GuestSpec fields this profile gives, before semantic validation, so that
         callers (the CLI's flags) can override some of them first."""
+        fields, problems = self._spec_fields()
+        if problems:
+            raise ProfileError(problems)
+        return fields
+
+    def given(self) -> list[tuple[str, str]]:
+        """The keys this profile writes (not defaulted), as (key, key) pairs."""
+        tables = ("firmware", "cpu", "boot", "snp", "sev", "tdx")
+        out = [(k, k) for k in sorted(self.model_fields_set - set(tables)) if k in BY_KEY]
+        for table in tables:
+            model = getattr(self, table)
+            if model is not None:
+                keys = [f"{table}.{k}" for k in sorted(model.model_fields_set)]
+                # An empty table is given too: it names its technology.
+                first = next(k for k in BY_KEY if k.startswith(f"{table}.") or k == table)
+                out += [(k, k) for k in keys if k in BY_KEY] or [(table, first)]
+        return out
+
+    def _spec_fields(self) -> tuple[dict[str, Any], list[FieldProblem]]:
+        problems = inapplicable(self.technology, self.given())
+        cpu = None
+        if self.cpu is not None:
+            try:
+                cpu = self.cpu.to_spec()
+            except ProfileError as e:
+                problems += e.problems
         snp = self.snp or Snp()
         boot = None
         if self.boot is not None:
@@ -259,13 +224,14 @@ class Profile(_Model):
             if b.initrd is not None or b.initrd_sha256 is not None:
                 initrd = BootFile(b.initrd, _hex(b.initrd_sha256))
             boot = DirectBoot(BootFile(b.kernel, _hex(b.kernel_sha256)), initrd, b.cmdline)
-        return dict(
+        tdx = self.technology is Technology.TDX
+        fields = dict(
             technology=self.technology,
             firmware=self.firmware.path,
             firmware_sha256=_hex(self.firmware.sha256),
             firmware_digest=_hex(self.firmware.digest),
             vcpus=self.vcpus,
-            cpu=self.cpu.to_spec() if self.cpu is not None else None,
+            cpu=None if tdx else cpu,
             vmm=self.vmm,
             guest_features=snp.guest_features,
             boot=boot,
@@ -274,8 +240,9 @@ class Profile(_Model):
             snp_policy=snp.policy,
             host_data=_hex(snp.host_data) or bytes(HOST_DATA_SIZE),
             memory_mib=self.memory_mib,
-            td=None if self.technology is not Technology.TDX else (self.tdx or Tdx()).to_config(),
+            td=(self.tdx or Tdx()).to_config() if tdx else None,
         )
+        return fields, problems
 
     def resolve_paths(self, base: Path) -> Profile:
         """A copy with relative paths made relative to `base` (the profile's folder)."""
@@ -296,15 +263,55 @@ def _hex(value: str | None) -> bytes | None:
 
 
 def parse_profile(data: Mapping[str, Any], source: str | None = None) -> Profile:
-    """Validate a profile mapping; every problem is reported in one ProfileError."""
+    """Validate a profile mapping; every problem is reported in one ProfileError, those of
+    its syntax together with those its well-formed part has as a guest."""
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise ProfileError([_problem(err) for err in e.errors()], source) from None
+        problems = [_problem(err) for err in e.errors()]
+        semantic = _semantic_problems(data, e)
+    raise ProfileError(_unique(problems + semantic), source)
 
 
-def load_profile(path: Path) -> Profile:
+def _semantic_problems(data: Mapping[str, Any], error: ValidationError) -> list[FieldProblem]:
+    """The problems of `data` as a guest once the keys that failed validation are dropped
+    (none if what is left cannot be validated either, e.g. a required key is missing)."""
+    pruned: Any = copy.deepcopy(dict(data))
+    for err in error.errors():
+        loc = err["loc"]
+        parent = pruned
+        for part in loc[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and loc and err["type"] != "missing":
+            parent.pop(loc[-1], None)
+    try:
+        profile = Profile.model_validate(pruned)
+    except ValidationError:
+        return []
+    try:
+        profile.to_spec()
+    except ProfileError as e:
+        return list(e.problems)
+    return []
+
+
+def _unique(problems: list[FieldProblem]) -> list[FieldProblem]:
+    """`problems`, each field reported once, and a table not again once a key of it is
+    (`cpu.signature: give exactly one ...` makes `cpu: required` noise)."""
+    out: list[FieldProblem] = []
+    for p in problems:
+        if not any(p.field == q.field or q.field.startswith(p.field + ".") for q in out):
+            out.append(p)
+    return out
+
+
+def load_profile(path: Path | str) -> Profile:
     """Read and validate a TOML profile; relative paths resolve against its folder."""
+    if isinstance(path, str) and "\0" not in path:
+        path = Path(path)
+    if not isinstance(path, Path):
+        reason = f"expected a path, got {type(path).__name__} {path!r}"
+        raise ProfileError([FieldProblem("profile", reason)])
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

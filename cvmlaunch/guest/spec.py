@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
 from cvmlaunch.abi.snp import (
@@ -34,20 +34,13 @@ from cvmlaunch.abi.tdx import (
     flag_names,
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.fields import inapplicable
+from cvmlaunch.guest.technology import Technology
 
 MAX_VCPUS = 4096
 SHA256_SIZE = 32
 DEFAULT_MEMORY_MIB = 2048
 MAX_MEMORY_MIB = 1 << 24  # 16 TiB
-
-
-class Technology(StrEnum):
-    """The confidential-computing technology a guest is launched with."""
-
-    SEV = "sev"
-    SEV_ES = "sev-es"
-    SEV_SNP = "sev-snp"
-    TDX = "tdx"
 
 
 class Vmm(StrEnum):
@@ -66,19 +59,64 @@ class CpuSpec(NamedTuple):
 
     @classmethod
     def from_name(cls, name: str) -> CpuSpec:
-        canonical = lookup_model(name)
+        """The named QEMU model; ProfileError (field `cpu.name`) if there is none."""
+        canonical = lookup_model(name) if isinstance(name, str) else None
         if canonical is None:
-            raise ValueError(f"unknown CPU model {name!r} (known: {', '.join(CPU_MODELS)})")
+            known = ", ".join(CPU_MODELS)
+            raise ProfileError(
+                [FieldProblem("cpu.name", f"unknown CPU model {name!r} (known: {known})")]
+            )
         return cls(cpu_signature(*CPU_MODELS[canonical]), canonical)
 
     @classmethod
     def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> CpuSpec:
-        if not (0 <= family <= 0xFF + 0xF and 0 <= model <= 0xFF and 0 <= stepping <= 0xF):
-            raise ValueError(
+        """ProfileError (field `cpu`) for values no CPUID signature can hold."""
+        parts = (family, model, stepping)
+        if not all(_is_int(v) for v in parts) or not (
+            0 <= family <= 0xFF + 0xF and 0 <= model <= 0xFF and 0 <= stepping <= 0xF
+        ):
+            reason = (
                 f"family/model/stepping {family}/{model}/{stepping} out of range "
                 "(family 0..270, model 0..255, stepping 0..15)"
             )
+            raise ProfileError([FieldProblem("cpu", reason)])
         return cls(cpu_signature(family, model, stepping))
+
+
+CPU_KEYS = ("cpu.name", "cpu.signature", "cpu.family", "cpu.model", "cpu.stepping")
+
+
+def cpu_from_forms(
+    name: str | None,
+    signature: int | None,
+    fms: tuple[int | None, int | None, int | None],
+    keys: tuple[str, ...] = CPU_KEYS,
+) -> CpuSpec | None:
+    """The CPU given as a model name, a signature, or family/model/stepping: at most one
+    form, the last whole. ProfileError names the parts as `keys` (profile keys or flags)."""
+    given = [k for k, v in zip(keys, (name, signature, *fms), strict=True) if v is not None]
+    forms = (name is not None) + (signature is not None) + any(v is not None for v in fms)
+    if forms > 1:
+        one_of = f"{keys[0]}, {keys[1]} or {keys[2]}/{keys[3]}/{keys[4]}"
+        raise ProfileError([FieldProblem(given[1], f"give exactly one of {one_of}")])
+    if name is not None:
+        try:
+            return CpuSpec.from_name(name)
+        except ProfileError as e:
+            raise ProfileError([FieldProblem(keys[0], p.reason) for p in e.problems]) from None
+    if signature is not None:
+        return CpuSpec(signature)
+    if any(v is None for v in fms):
+        if given:
+            others = [k for k in keys[2:] if k != given[0]]
+            reason = f"goes together with {others[0]} and {others[1]}"
+            raise ProfileError([FieldProblem(given[0], reason)])
+        return None
+    family, model, stepping = cast(tuple[int, int, int], fms)
+    try:
+        return CpuSpec.from_family_model_stepping(family, model, stepping)
+    except ProfileError as e:
+        raise ProfileError([FieldProblem(keys[2], p.reason) for p in e.problems]) from None
 
 
 class BootFile(NamedTuple):
@@ -170,14 +208,38 @@ class GuestSpec(NamedTuple):
         return self.td if self.td is not None else TdConfig()
 
     def check(self) -> GuestSpec:
-        """This spec, if usable; otherwise ProfileError listing every problem."""
-        problems = self.problems()
+        """This spec with every value in its own type (an enum's value string becomes the
+        enum, a path string a Path), if usable; otherwise ProfileError listing every
+        problem. Measure only what `check` returns."""
+        spec, problems = self._normalized()
+        problems += [p for p in spec.problems() if p.field not in {q.field for q in problems}]
         if problems:
             raise ProfileError(problems)
-        return self
+        return spec
+
+    def _normalized(self) -> tuple[GuestSpec, list[FieldProblem]]:
+        """This spec with convertible values converted; a value of a wrong type is a problem
+        and is replaced by the default, so that the semantic checks can still run."""
+        problems: list[FieldProblem] = []
+        fields = self._asdict()
+        defaults = GuestSpec._field_defaults
+        for name, field, kind in _TYPES:
+            fields[name], problem = _typed(fields[name], kind)
+            if problem is not None:
+                problems.append(FieldProblem(field, problem))
+                fields[name] = defaults.get(name, _FALLBACK.get(name))
+        td, td_problems = _normalized_td(fields["td"])
+        boot, boot_problems = _normalized_boot(fields["boot"])
+        fields.update(td=td, boot=boot)
+        for name, kind in (("cpu", CpuSpec), ("launch_secret", SevLaunchSecretInputs)):
+            value = fields[name]
+            if value is not None and not isinstance(value, kind):
+                problems.append(FieldProblem(name, f"expected a {kind.__name__} or None"))
+                fields[name] = None
+        return GuestSpec(**fields), problems + td_problems + boot_problems
 
     def problems(self) -> list[FieldProblem]:
-        """Every semantic problem of this spec; empty when it is usable."""
+        """Every semantic problem of this (normalized) spec; empty when it is usable."""
         out: list[FieldProblem] = []
 
         def bad(name: str, reason: str) -> None:
@@ -185,11 +247,20 @@ class GuestSpec(NamedTuple):
 
         if self.firmware_sha256 is not None and len(self.firmware_sha256) != SHA256_SIZE:
             bad("firmware.sha256", "expected 32 bytes (64 hex digits)")
-        if self.firmware_digest is not None:
-            if self.technology is not Technology.SEV_SNP:
-                bad("firmware.digest", "a precomputed firmware digest applies to sev-snp only")
-            elif len(self.firmware_digest) != LD_SIZE:
-                bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
+        # Parts given that do not apply to the technology (the field table's rule).
+        given = (
+            ("firmware.digest", self.firmware_digest),
+            ("cpu", self.cpu),
+            ("boot", self.boot),
+            ("sev.tik", self.launch_secret),
+            ("tdx", self.td),
+        )
+        out += inapplicable(
+            self.technology,
+            [(name, _GIVEN_AS.get(name, name)) for name, v in given if v is not None],
+        )
+        if self.firmware_digest is not None and len(self.firmware_digest) != LD_SIZE:
+            bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
         tdx = self.technology is Technology.TDX
         needs_vcpus = self.technology is not Technology.SEV
         if needs_vcpus and not 1 <= self.vcpus <= MAX_VCPUS:
@@ -198,8 +269,6 @@ class GuestSpec(NamedTuple):
             bad("memory_mib", f"expected 1..{MAX_MEMORY_MIB}, got {self.memory_mib}")
         if tdx:
             out += _tdx_problems(self)
-        elif self.td is not None:
-            bad("tdx", f"applies to tdx guests, not {self.technology}")
         if needs_vcpus and not tdx and self.vmm is Vmm.QEMU and self.cpu is None:
             bad(
                 "cpu",
@@ -230,20 +299,125 @@ class GuestSpec(NamedTuple):
         return out
 
 
+# The structured parts of a spec, by the field-table row that says where they apply.
+_GIVEN_AS = {"cpu": "cpu.name", "tdx": "tdx.attributes"}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_OPTIONAL = object()  # marks a kind that also takes None
+
+
+def _typed(value: object, kind: object) -> tuple[object, str | None]:
+    """`value` in `kind` (int, bytes, Path or a StrEnum; in a tuple with _OPTIONAL, None
+    too), converted where the conversion cannot change what is measured; or why not."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is None and _OPTIONAL in kinds:
+        return None, None
+    base = kinds[0]
+    if base is int:
+        if _is_int(value):
+            return value, None
+        return value, f"expected an integer, got {type(value).__name__} {value!r}"
+    if base is bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value), None
+        return value, f"expected bytes, got {type(value).__name__}"
+    if base is Path:
+        if isinstance(value, str | Path):
+            return Path(value), None
+        return value, f"expected a path, got {type(value).__name__}"
+    enum = cast(type[StrEnum], base)
+    try:
+        return enum(cast(str, value)), None
+    except ValueError:
+        values = ", ".join(repr(v.value) for v in enum)
+        return value, f"expected one of {values}, got {value!r}"
+
+
+# GuestSpec attribute, its profile key, and its type.
+_TYPES: tuple[tuple[str, str, object], ...] = (
+    ("technology", "technology", Technology),
+    ("firmware", "firmware.path", Path),
+    ("firmware_sha256", "firmware.sha256", (bytes, _OPTIONAL)),
+    ("firmware_digest", "firmware.digest", (bytes, _OPTIONAL)),
+    ("vcpus", "vcpus", int),
+    ("vmm", "vmm", Vmm),
+    ("guest_features", "snp.guest_features", int),
+    ("vmsa_gpa", "snp.vmsa_gpa", int),
+    ("sev_policy", "sev.policy", int),
+    ("snp_policy", "snp.policy", int),
+    ("host_data", "snp.host_data", bytes),
+    ("memory_mib", "memory_mib", int),
+)
+# What a wrongly typed field without a default is replaced by while the rest is checked.
+_FALLBACK: dict[str, object] = {"technology": Technology.SEV_SNP, "firmware": Path()}
+
+_TD_TYPES: tuple[tuple[str, object], ...] = (
+    ("attributes", int),
+    ("xfam", (int, _OPTIONAL)),
+    ("mrconfigid", bytes),
+    ("mrowner", bytes),
+    ("mrownerconfig", bytes),
+    ("page_order", PageOrder),
+    ("raw_data_tail", RawDataTail),
+)
+
+
+def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
+    if td is None:
+        return None, []
+    if not isinstance(td, TdConfig):
+        return None, [FieldProblem("tdx", "expected a TdConfig or None")]
+    fields, problems = td._asdict(), []
+    for name, kind in _TD_TYPES:
+        fields[name], problem = _typed(fields[name], kind)
+        if problem is not None:
+            problems.append(FieldProblem(f"tdx.{name}", problem))
+            fields[name] = TdConfig._field_defaults[name]
+    return TdConfig(**fields), problems
+
+
+def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem]]:
+    if boot is None:
+        return None, []
+    if not isinstance(boot, DirectBoot):
+        return None, [FieldProblem("boot", "expected a DirectBoot or None")]
+    problems: list[FieldProblem] = []
+    files: list[BootFile | None] = []
+    for name, item in (("boot.kernel", boot.kernel), ("boot.initrd", boot.initrd)):
+        if item is None and name == "boot.initrd":
+            files.append(None)
+            continue
+        if not isinstance(item, BootFile):
+            problems.append(FieldProblem(name, "expected a BootFile"))
+            files.append(BootFile(sha256=bytes(SHA256_SIZE)))
+            continue
+        path, bad_path = _typed(item.path, (Path, _OPTIONAL))
+        sha, bad_sha = _typed(item.sha256, (bytes, _OPTIONAL))
+        problems += [FieldProblem(name, p) for p in (bad_path, bad_sha) if p is not None]
+        files.append(
+            BootFile(
+                cast(Path | None, path) if bad_path is None else None,
+                cast(bytes | None, sha) if bad_sha is None else None,
+            )
+        )
+    cmdline: object = boot.cmdline
+    if not isinstance(cmdline, str):
+        problems.append(
+            FieldProblem("boot.cmdline", f"expected a string, got {type(cmdline).__name__}")
+        )
+        cmdline = ""
+    kernel = files[0] if files[0] is not None else BootFile(sha256=bytes(SHA256_SIZE))
+    return DirectBoot(kernel, files[1], cmdline), problems
+
+
 def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
     out = []
     if spec.vmm is not Vmm.QEMU:
         out.append(FieldProblem("vmm", f"tdx guests are launched by qemu, not {spec.vmm}"))
-    if spec.boot is not None:
-        out.append(
-            FieldProblem(
-                "boot",
-                "TDX direct boot is measured into RTMR1/RTMR2 by the firmware, not into MRTD; "
-                "remove [boot] (MRTD depends on the firmware alone)",
-            )
-        )
-    if spec.launch_secret is not None:
-        out.append(FieldProblem("sev.tik", "LAUNCH_MEASURE exists for sev and sev-es only"))
     return out + td_config_problems(spec.td_config)
 
 
@@ -314,8 +488,6 @@ def _launch_secret_problems(
     secret: SevLaunchSecretInputs, technology: Technology
 ) -> list[FieldProblem]:
     out = []
-    if technology is Technology.SEV_SNP:
-        out.append(FieldProblem("sev.tik", "LAUNCH_MEASURE exists for sev and sev-es only"))
     if len(secret.tik) != 16:
         out.append(FieldProblem("sev.tik", f"expected 16 bytes, got {len(secret.tik)}"))
     if len(secret.mnonce) != 16:
@@ -328,3 +500,27 @@ def _launch_secret_problems(
         if not 0 <= value <= 0xFF:
             out.append(FieldProblem(name, f"expected 0..255, got {value}"))
     return out
+
+
+__all__ = [
+    "CPU_KEYS",
+    "DEFAULT_MEMORY_MIB",
+    "MAX_MEMORY_MIB",
+    "MAX_VCPUS",
+    "SHA256_SIZE",
+    "ZERO_MR",
+    "BootFile",
+    "CpuSpec",
+    "DirectBoot",
+    "GuestSpec",
+    "PageOrder",
+    "RawDataTail",
+    "SevLaunchSecretInputs",
+    "TdConfig",
+    "Technology",
+    "Vmm",
+    "cpu_from_forms",
+    "td_attribute_problems",
+    "td_config_problems",
+    "xfam_problems",
+]

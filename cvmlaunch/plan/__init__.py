@@ -10,6 +10,7 @@ from cvmlaunch.plan.sev import build_sev_plan
 def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
     """The plan for `spec` (a LaunchPlan, or a TdPlan for tdx); `firmware` gives the image
     bytes instead of reading the file."""
+    spec = spec.check()  # a plain string where an enum belongs is converted, not mismeasured
     if spec.technology is Technology.TDX:
         # Imported here: the TDVF parser and TD HOB writer stay out of every other start-up.
         from cvmlaunch.plan.tdx import build_td_plan

@@ -32,7 +32,7 @@ _NO_HASH_AREA = (
 
 def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
-    spec.check()
+    spec = spec.check()
     data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     image = parse_ovmf(data)
     hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None

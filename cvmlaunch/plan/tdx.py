@@ -34,7 +34,7 @@ _ACCEPTED = frozenset({TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM})
 
 def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
     """The plan for the TDX guest `spec`; `firmware` gives the image instead of the file."""
-    spec.check()
+    spec = spec.check()
     data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     tdvf = parse_tdvf(data)
     _warn_if_qemu_refuses(tdvf.sections)

@@ -19,7 +19,7 @@ from cvmlaunch.guest.profile import (
 )
 from cvmlaunch.guest.spec import BootFile, CpuSpec, Technology, Vmm
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PROFILES = [*sorted((ROOT / "profiles").glob("*.toml")), ROOT / "cvmlaunch/data/default.toml"]
 
 BASE: dict[str, Any] = {
@@ -68,8 +68,8 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_policy_reserved_bits() -> None:
-    assert "bit 17" in problems({**BASE, "snp": {"policy": 0x10000}})["snp"]
-    assert "63:26" in problems({**BASE, "snp": {"policy": 0x30000 | 1 << 40}})["snp"]
+    assert "bit 17" in problems({**BASE, "snp": {"policy": 0x10000}})["snp.policy"]
+    assert "63:26" in problems({**BASE, "snp": {"policy": 0x30000 | 1 << 40}})["snp.policy"]
 
 
 def test_cpu_forms() -> None:
@@ -77,9 +77,10 @@ def test_cpu_forms() -> None:
     assert spec.cpu == CpuSpec(0xA00F11)
     spec = parse_profile({**BASE, "cpu": {"name": "epyc-milan-v2"}}).to_spec()
     assert spec.cpu == CpuSpec(0xA00F11, "EPYC-Milan-v2")
-    assert "exactly one" in problems({**BASE, "cpu": {"name": "EPYC", "signature": 1}})["cpu"]
-    assert "go together" in problems({**BASE, "cpu": {"family": 25}})["cpu"]
-    assert "known:" in problems({**BASE, "cpu": {"name": "Pentium"}})["cpu"]
+    both = problems({**BASE, "cpu": {"name": "EPYC", "signature": 1}})
+    assert "exactly one" in both["cpu.signature"] and "cpu" not in both
+    assert "goes together" in problems({**BASE, "cpu": {"family": 25}})["cpu.family"]
+    assert "known:" in problems({**BASE, "cpu": {"name": "Pentium"}})["cpu.name"]
 
 
 def test_semantic_problems_name_fields() -> None:
@@ -90,12 +91,12 @@ def test_semantic_problems_name_fields() -> None:
     found = problems({**BASE, "snp": {"guest_features": 0x20}})
     assert "SNPActive" in found["snp.guest_features"]
     found = problems({**BASE, "technology": "sev", "snp": {}})
-    assert "[snp] applies to sev-snp" in found["profile"]
+    assert found["snp"] == "applies to sev-snp guests, not sev"
 
 
 def test_boot_sources() -> None:
     found = problems({**BASE, "boot": {"kernel": "k", "kernel_sha256": "00" * 32}})
-    assert "exactly one of kernel or kernel_sha256" in found["boot"]
+    assert "exactly one of a file path or its sha256" in found["boot.kernel"]
     spec = parse_profile({**BASE, "boot": {"kernel_sha256": "ab" * 32}}).to_spec()
     assert spec.boot is not None
     assert spec.boot.kernel == BootFile(None, bytes.fromhex("ab" * 32))
@@ -144,3 +145,55 @@ def test_profile_document_round_trips(path: Path) -> None:
     spec = load_profile(path).to_spec()
     text = toml_text(profile_document(spec, 'a "quoted" description\twith a tab'))
     assert parse_profile(tomllib.loads(text)).to_spec() == spec
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("vcpus", True),  # measured as 1 before
+        ("vcpus", "4"),
+        ("memory_mib", 2.0),
+    ],
+)
+def test_lax_types_are_refused(key: str, value: object) -> None:
+    assert key in problems({**BASE, key: value})
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value"),
+    [
+        ("snp", "guest_features", "33"),
+        ("snp", "policy", True),
+        ("cpu", "signature", "0xa00f11"),
+        ("sev", "policy", 1.0),
+    ],
+)
+def test_lax_table_types_are_refused(table: str, key: str, value: object) -> None:
+    data = {**BASE, "cpu": {"name": "EPYC-v4"}} if table != "cpu" else dict(BASE)
+    if table == "sev":
+        data["technology"] = "sev-es"
+    data[table] = {key: value}
+    assert f"{table}.{key}" in problems(data)
+
+
+def test_syntax_and_semantic_problems_in_one_run() -> None:
+    data = {
+        **BASE,
+        "technology": "tdx",
+        "vcpus": True,  # syntax
+        "memory_mib": "4",  # syntax
+        "snp": {"policy": 0x30000},  # another technology's table
+        "tdx": {"page_order": "sideways", "xfam": 0x4},  # syntax, then semantics
+    }
+    found = problems(data)
+    assert {"vcpus", "memory_mib", "tdx.page_order", "snp.policy", "cpu.name"} <= set(found)
+    assert "tdx.xfam" in found  # a semantic problem found next to the syntax ones
+    assert found["snp.policy"] == "applies to sev-snp guests, not tdx"
+
+
+def test_load_profile_takes_a_string_and_refuses_other_types(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('schema_version = 1\ntechnology = "sev"\n[firmware]\npath = "/fw.fd"\n')
+    assert load_profile(str(path)).technology is Technology.SEV
+    with pytest.raises(ProfileError, match="expected a path"):
+        load_profile(5)  # type: ignore[arg-type]
