@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from cvmlaunch.errors import AttestationError
-from cvmlaunch.guest.fields import expectations
 from cvmlaunch.guest.spec import GuestSpec, Technology
 
 REPORT_DATA_SIZE = 64
@@ -120,5 +119,5 @@ def for_spec(spec: GuestSpec, measurement: bytes) -> Expectations:
     """What a guest launched from `spec` must report: its launch `measurement` (from
     `measure/`), and the launch parameters the platform puts in the report."""
     if spec.technology in (Technology.SEV_SNP, Technology.TDX):
-        return Expectations(measurement, **expectations(spec))
+        return Expectations(measurement, **spec.expectations())
     raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")

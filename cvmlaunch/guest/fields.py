@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import NamedTuple
 
 from cvmlaunch.errors import FieldProblem
 from cvmlaunch.guest.technology import Technology
-
-if TYPE_CHECKING:
-    from cvmlaunch.guest.spec import GuestSpec
 
 
 class Format(StrEnum):
@@ -152,22 +149,3 @@ def inapplicable(technology: Technology, given: Iterable[tuple[str, str]]) -> li
             techs = ", ".join(t.value for t in Technology if t in field.applies)
             out.append(FieldProblem(name, f"applies to {techs} guests, not {technology}"))
     return out
-
-
-def value(spec: GuestSpec, field: Field) -> Any:
-    """The value of `field` in `spec` (None where the spec leaves it out)."""
-    obj: Any = spec
-    for part in (field.attr or "").split("."):
-        if obj is None:
-            return None
-        obj = spec.td_config if obj is spec and part == "td" else getattr(obj, part)
-    return obj
-
-
-def expectations(spec: GuestSpec) -> dict[str, Any]:
-    """The audit expectations `spec` fixes: Expectations field -> value."""
-    return {
-        f.expectation: value(spec, f)
-        for f in FIELDS
-        if f.expectation is not None and spec.technology in f.applies
-    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
 from cvmlaunch.abi.snp import (
@@ -34,7 +34,7 @@ from cvmlaunch.abi.tdx import (
     flag_names,
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.guest.fields import inapplicable
+from cvmlaunch.guest.fields import FIELDS, Field, inapplicable
 from cvmlaunch.guest.technology import Technology
 
 MAX_VCPUS = 4096
@@ -206,6 +206,23 @@ class GuestSpec(NamedTuple):
     def td_config(self) -> TdConfig:
         """The TD configuration, defaults filled in."""
         return self.td if self.td is not None else TdConfig()
+
+    def value(self, field: Field) -> Any:
+        """The value of the field-table row `field` here (None where this spec has none)."""
+        obj: Any = self
+        for part in (field.attr or "").split("."):
+            if obj is None:
+                return None
+            obj = self.td_config if obj is self and part == "td" else getattr(obj, part)
+        return obj
+
+    def expectations(self) -> dict[str, Any]:
+        """The audit expectations this spec fixes: Expectations field -> value."""
+        return {
+            f.expectation: self.value(f)
+            for f in FIELDS
+            if f.expectation is not None and self.technology in f.applies
+        }
 
     def check(self) -> GuestSpec:
         """This spec with every value in its own type (an enum's value string becomes the
