@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cvmlaunch.abi.kvm import Cap, GuestMemfdFlag, VmType, ffi
 from cvmlaunch.errors import KvmError
-from cvmlaunch.kvm.objects import Kvm, Vcpu, Vm
+
+if TYPE_CHECKING:  # objects.py imports this module: a Vm keeps its Capabilities
+    from cvmlaunch.kvm.objects import Kvm, Vcpu, Vm
 
 
 class Capabilities(NamedTuple):

@@ -27,7 +27,8 @@ from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, MapFlag, SevCmd, TdxCmd, Vm
 from cvmlaunch.abi.kvm import TDX_MEASURE_MEMORY_REGION as MEASURE
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.errors import KvmError
-from cvmlaunch.kvm.objects import Vcpu, Vm, struct_fields, tdx_command
+from cvmlaunch.kvm.fd import struct_fields
+from cvmlaunch.kvm.objects import Vcpu, Vm
 from cvmlaunch.kvm.sys import address
 
 # Consecutive calls that report success without progress before the loop gives up.
@@ -208,7 +209,7 @@ def _tdx(vcpu: Vcpu, gpa: int, nr_pages: int, view: memoryview | None, measure: 
     flags = MEASURE if measure else 0
     while region.nr_pages:
         before = region.nr_pages
-        loop.issue(lambda: tdx_command(vcpu, TdxCmd.INIT_MEM_REGION, region, flags))
+        loop.issue(lambda: vcpu.tdx_command(TdxCmd.INIT_MEM_REGION, region, flags))
         done = before - region.nr_pages
         consistent = region.gpa + (region.nr_pages << PAGE_SHIFT) == end and done >= 0
         _check_advance(

@@ -1,133 +1,46 @@
 """`Kvm`, `Vm`, `Vcpu` and `GuestMemfd`: objects that own their fds and close them on any path.
 
-Each object is a context manager; a parent closes its children first (a VM its vCPUs and
-guest_memfds, /dev/kvm its VMs), so a failure anywhere in a launch leaves no fd open.
-Every ioctl goes through the injected `Kernel`, and every failure becomes a `KvmError`
-naming the ioctl, the errno and the values that were sent.
+Each object is a context manager; a parent closes its children first (a VM its vCPUs,
+guest_memfds and /dev/sev, /dev/kvm its VMs), so a failure anywhere in a launch leaves no fd
+open. Every ioctl goes through the injected `Kernel`, and every failure becomes a `KvmError`
+naming the ioctl, the errno and the values that were sent (fd.py). The vendor launch
+commands come from the `SevVm` (sev.py) and `TdxVm`/`TdxVcpu` (tdx.py) mixins.
 """
 
 from __future__ import annotations
 
 import errno
-from contextlib import ExitStack
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from cvmlaunch.abi.kvm import (
-    IOCTLS,
     KVM_API_VERSION,
     MEMORY_ATTRIBUTE_PRIVATE,
     MSR_IA32_CR_PAT,
     Cap,
     MemFlag,
-    SevCmd,
-    TdxCmd,
     VmType,
     ffi,
 )
+from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import KvmError
+from cvmlaunch.kvm.caps import Capabilities, probe
+from cvmlaunch.kvm.fd import Device, OwnedFd, open_file
+from cvmlaunch.kvm.sev import SevVm
 from cvmlaunch.kvm.sys import Kernel, LinuxKernel, Mapping, address
+from cvmlaunch.kvm.tdx import TdxVcpu, TdxVm
 
-if TYPE_CHECKING:
-    from cvmlaunch.kvm.caps import Capabilities
+# Device lived here before fd.py and is still importable from here.
+__all__ = ["Device", "GuestMemfd", "Kvm", "Slot", "Vcpu", "Vm"]
 
-# A signal arriving mid-ioctl is not a failure: the kernel did nothing (or recorded its
-# progress in the in/out struct), so the same call is made again. Bounded so a signal storm
-# still ends.
-_EINTR_RETRIES = 1000
+_EFER_SVME = 0x1000  # KVM sets it in every SEV-ES VMSA itself; userspace may not
 
 
-def struct_fields(data: Any) -> dict[str, int]:
-    """The integer fields of a cffi struct (for error messages and records)."""
-    if not isinstance(data, ffi.CData):
-        return {}
-    ctype = ffi.typeof(data)
-    if ctype.kind == "pointer":
-        ctype = ctype.item
-    if ctype.kind != "struct":
-        return {}
-    fields = {}
-    for name, field in ctype.fields:
-        if not name.startswith("pad") and field.type.kind == "primitive":
-            fields[name] = int(getattr(data, name))
-    return fields
-
-
-def _open(kernel: Kernel, path: str) -> int:
-    for _ in range(_EINTR_RETRIES):
-        try:
-            return kernel.open(path)
-        except OSError as e:
-            if e.errno != errno.EINTR:
-                raise KvmError(f"open {path}", e.errno or 0) from None
-    raise KvmError(f"open {path}", errno.EINTR)
-
-
-class _Fd:
-    """An fd owned by this object, closed exactly once."""
-
-    def __init__(self, kernel: Kernel, fd: int) -> None:
-        self.kernel = kernel
-        self.fd = fd
-        self._children: list[_Fd] = []
-        self._mappings: list[Mapping] = []
-        self.closed = False
-
-    def ioctl(
-        self, name: str, arg: Any = None, immediate: int = 0, call: str | None = None
-    ) -> int:
-        """Issue ioctl `name` with a struct pointer `arg` (or an immediate argument)."""
-        value = address(arg) if arg is not None else immediate
-        for _ in range(_EINTR_RETRIES):
-            try:
-                return self.kernel.ioctl(self.fd, IOCTLS[name].number, value)
-            except OSError as e:
-                if e.errno != errno.EINTR:
-                    raise KvmError(call or name, e.errno or 0, struct_fields(arg)) from None
-        raise KvmError(call or name, errno.EINTR, struct_fields(arg))
-
-    def map(self, length: int, offset: int = 0) -> Mapping:
-        try:
-            mapping = self.kernel.mmap(self.fd, length, offset)
-        except OSError as e:
-            raise KvmError("mmap", e.errno or 0, {"length": length, "offset": offset}) from None
-        self._mappings.append(mapping)
-        return mapping
-
-    def adopt(self, child: _Fd) -> None:
-        self._children.append(child)
-
-    def close(self) -> None:
-        """Close children, then mappings, then this fd; every step runs even if one fails."""
-        if self.closed:
-            return
-        self.closed = True
-        with ExitStack() as stack:
-            stack.callback(self.kernel.close, self.fd)
-            for mapping in self._mappings:
-                stack.callback(mapping.close)
-            for child in self._children:
-                stack.callback(child.close)
-            self._release()
-
-    def _release(self) -> None:
-        """Drop what keeps mappings exported before they are unmapped."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class Kvm(_Fd):
+class Kvm(OwnedFd):
     """/dev/kvm."""
 
     def __init__(self, kernel: Kernel | None = None, path: str = "/dev/kvm") -> None:
         kernel = kernel if kernel is not None else LinuxKernel()
-        super().__init__(kernel, _open(kernel, path))
+        super().__init__(kernel, open_file(kernel, path))
         try:
             version = self.ioctl("KVM_GET_API_VERSION")
             if version != KVM_API_VERSION:
@@ -151,7 +64,7 @@ class Kvm(_Fd):
         return self.ioctl("KVM_GET_VCPU_MMAP_SIZE")
 
 
-class GuestMemfd(_Fd):
+class GuestMemfd(OwnedFd):
     """A guest_memfd file of one VM."""
 
     def __init__(self, vm: Vm, fd: int, size: int, flags: int) -> None:
@@ -185,8 +98,9 @@ class Slot(NamedTuple):
         }
 
 
-class Vm(_Fd):
-    """One VM fd and what it owns; `capabilities` and `sev_fd` are set by the launch."""
+class Vm(SevVm, TdxVm):
+    """One VM fd and what it owns: vCPUs, guest_memfds, memslots, /dev/sev (SEV family),
+    and the capabilities its type has on this kernel once probed."""
 
     def __init__(self, kvm: Kvm, fd: int, vm_type: VmType) -> None:
         super().__init__(kvm.kernel, fd)
@@ -195,7 +109,6 @@ class Vm(_Fd):
         self.vcpus: list[Vcpu] = []
         self.slots: list[Slot] = []
         self.capabilities: Capabilities | None = None
-        self.sev_fd = 0
 
     def check_extension(self, cap: int) -> int:
         """KVM_CHECK_EXTENSION at VM scope (authoritative for this VM's type)."""
@@ -278,17 +191,6 @@ class Vm(_Fd):
         self.vcpus.append(vcpu)
         return vcpu
 
-    def sev_command(self, cmd: SevCmd, data: Any = None, sev_fd: int = 0) -> None:
-        """KVM_MEMORY_ENCRYPT_OP with a kvm_sev_cmd; the firmware status goes in the error."""
-        command: Any = ffi.new(
-            "struct kvm_sev_cmd *",
-            {"id": cmd, "data": address(data) if data is not None else 0, "sev_fd": sev_fd},
-        )
-        encrypt_op(self, command, data, f"KVM_MEMORY_ENCRYPT_OP({cmd.name})")
-
-    def tdx_command(self, cmd: TdxCmd, data: Any = None, flags: int = 0) -> None:
-        tdx_command(self, cmd, data, flags)
-
     def probe(self, cap: Cap) -> int:
         """A capability at VM scope; 0 when the kernel does not know the question."""
         try:
@@ -296,8 +198,14 @@ class Vm(_Fd):
         except KvmError:
             return 0
 
+    def probe_capabilities(self, vcpu: Vcpu) -> Capabilities:
+        """Probe what this VM's type has on this kernel (`vcpu` answers the RFC
+        KVM_MAP_MEMORY question) and keep it as `capabilities`, which map_memory reads."""
+        self.capabilities = probe(self, vcpu)
+        return self.capabilities
 
-class Vcpu(_Fd):
+
+class Vcpu(TdxVcpu):
     """One vCPU fd, its register state, and its kvm_run area (mapped on first run)."""
 
     def __init__(self, vm: Vm, fd: int, vcpu_id: int) -> None:
@@ -333,10 +241,32 @@ class Vcpu(_Fd):
         if self.ioctl("KVM_SET_MSRS", msrs) != 1:
             raise KvmError("KVM_SET_MSRS", errno.EINVAL, {"index": MSR_IA32_CR_PAT})
 
-    def tdx_command(
-        self, cmd: TdxCmd, data: Any = None, flags: int = 0, immediate: int = 0
-    ) -> None:
-        tdx_command(self, cmd, data, flags, immediate)
+    def load_save_area(self, state: SaveArea) -> None:
+        """Give KVM the register state an SEV-ES/SNP VMSA must hold: KVM builds the VMSA from
+        the segments, descriptor tables, CR0/CR4/EFER, RIP/RFLAGS/RDX, FCW/MXCSR and PAT.
+
+        KVM_GET_SREGS, KVM_SET_SREGS, KVM_SET_REGS (every other register zero),
+        KVM_GET_FPU, KVM_SET_FPU, then KVM_SET_MSRS(IA32_PAT), in that order.
+        """
+        sregs = self.get_sregs()
+        for ours, kvms in (
+            ("es", "es"), ("cs", "cs"), ("ss", "ss"), ("ds", "ds"), ("fs", "fs"), ("gs", "gs"),
+            ("ldtr", "ldt"), ("tr", "tr"),
+        ):  # fmt: skip
+            seg, k = getattr(state, ours), getattr(sregs, kvms)
+            k.selector, k.base, k.limit = seg.selector, seg.base, seg.limit
+            a = seg.attrib
+            k.type, k.s, k.dpl, k.present = a & 0xF, a >> 4 & 1, a >> 5 & 3, a >> 7 & 1
+            k.avl, k.l, k.db, k.g = a >> 8 & 1, a >> 9 & 1, a >> 10 & 1, a >> 11 & 1
+        sregs.gdt.base, sregs.gdt.limit = state.gdtr.base, state.gdtr.limit
+        sregs.idt.base, sregs.idt.limit = state.idtr.base, state.idtr.limit
+        sregs.cr0, sregs.cr4, sregs.efer = state.cr0, state.cr4, state.efer & ~_EFER_SVME
+        self.set_sregs(sregs)
+        self.set_regs(rip=state.rip, rflags=state.rflags, rdx=state.rdx)
+        fpu = self.get_fpu()
+        fpu.fcw, fpu.mxcsr = state.x87_fcw, state.mxcsr
+        self.set_fpu(fpu)
+        self.set_pat(state.g_pat)
 
     def run(self) -> Any:
         """KVM_RUN once; returns the kvm_run struct describing the exit."""
@@ -351,25 +281,3 @@ class Vcpu(_Fd):
         if self._run is None:
             raise KvmError("KVM_RUN", errno.ENXIO)
         return self._run.view
-
-
-def encrypt_op(owner: _Fd, command: Any, data: Any, call: str) -> None:
-    """KVM_MEMORY_ENCRYPT_OP; a failure carries the command's and its data's fields."""
-    try:
-        owner.ioctl("KVM_MEMORY_ENCRYPT_OP", command, call=call)
-    except KvmError as e:
-        raise KvmError(call, e.errno, struct_fields(command) | struct_fields(data)) from None
-
-
-def tdx_command(owner: _Fd, cmd: TdxCmd, data: Any, flags: int, immediate: int = 0) -> None:
-    value = address(data) if data is not None else immediate
-    command: Any = ffi.new("struct kvm_tdx_cmd *", {"id": cmd, "flags": flags, "data": value})
-    encrypt_op(owner, command, data, f"KVM_MEMORY_ENCRYPT_OP({cmd.name})")
-
-
-class Device(_Fd):
-    """Another device node a launch needs (/dev/sev), closed together with its owner."""
-
-    def __init__(self, owner: _Fd, path: str) -> None:
-        super().__init__(owner.kernel, _open(owner.kernel, path))
-        owner.adopt(self)

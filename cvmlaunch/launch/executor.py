@@ -9,30 +9,18 @@ one) does, and `launch` compares.
 from __future__ import annotations
 
 import mmap
-import struct
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
 
-from cvmlaunch.abi.kvm import (
-    GHCB_VERSION_DEFAULT,
-    PAGE_SHIFT,
-    SEV_LAUNCH_MEASURE_SIZE,
-    GuestMemfdFlag,
-    MapFlag,
-    SevCmd,
-    TdxCmd,
-    VmType,
-    ffi,
-)
+from cvmlaunch.abi.kvm import GHCB_VERSION_DEFAULT, PAGE_SHIFT, GuestMemfdFlag, MapFlag, VmType
 from cvmlaunch.abi.snp import PageType, SevFeature
 from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.firmware.ovmf import GpaRange
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.kvm import Device, Kvm, MapCall, Vcpu, Vm, map_memory, probe
+from cvmlaunch.kvm import Kvm, MapCall, Vcpu, Vm, map_memory
 from cvmlaunch.launch.layout import free_page, regions
 from cvmlaunch.launch.rehearsal import (
     CHECKER_CODE,
@@ -46,8 +34,6 @@ from cvmlaunch.log import get_logger
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdPlan
 
 _log = get_logger("cvmlaunch.launch")
-
-_EFER_SVME = 0x1000  # KVM sets it in every SEV-ES VMSA itself; userspace may not
 
 
 class Transcript:
@@ -144,20 +130,15 @@ def _launch_sev(
     spec = plan.spec
     snp = spec.technology is Technology.SEV_SNP
     with t.phase("init"):
-        vm.sev_fd = Device(vm, "/dev/sev").fd
+        # KVM sets SNPActive itself; INIT2 takes the other SEV_FEATURES.
         features = spec.guest_features & ~(1 << SevFeature.SNP_ACTIVE) if snp else 0
         ghcb = GHCB_VERSION_DEFAULT if spec.technology is not Technology.SEV else 0
-        init: Any = ffi.new(
-            "struct kvm_sev_init *", {"vmsa_features": features, "ghcb_version": ghcb}
-        )
-        vm.sev_command(SevCmd.INIT2, init, vm.sev_fd)
+        vm.sev_init2(features, ghcb)
         if snp:
             t.snp_policy = spec.snp_policy
-            start: Any = ffi.new("struct kvm_sev_snp_launch_start *", {"policy": t.snp_policy})
-            vm.sev_command(SevCmd.SNP_LAUNCH_START, start, vm.sev_fd)
+            vm.snp_launch_start(t.snp_policy)
         else:
-            start = ffi.new("struct kvm_sev_launch_start *", {"policy": spec.sev_policy})
-            vm.sev_command(SevCmd.LAUNCH_START, start, vm.sev_fd)
+            vm.sev_launch_start(spec.sev_policy)
     with t.phase("memslots"):
         _memslots(vm, steps, t, mem, gmem=snp)
     states = [op.state for op in plan.ops if op.kind is OpKind.VMSA]
@@ -166,73 +147,48 @@ def _launch_sev(
         for vcpu, state in zip(vcpus, states, strict=False):
             if state is not None:
                 load_save_area(vcpu, state)
-        vm.capabilities = probe(vm, vcpus[0])
-        t.capabilities = vm.capabilities.to_json()
+        t.capabilities = vm.probe_capabilities(vcpus[0]).to_json()
     with t.phase("populate"):
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
     with t.phase("finalize"):
         if snp:
-            finish = ffi.new("struct kvm_sev_snp_launch_finish *", {"host_data": spec.host_data})
-            vm.sev_command(SevCmd.SNP_LAUNCH_FINISH, finish, vm.sev_fd)
+            vm.snp_launch_finish(spec.host_data)
             return
         if spec.technology is Technology.SEV_ES:
-            vm.sev_command(SevCmd.LAUNCH_UPDATE_VMSA, None, vm.sev_fd)
-        blob = bytearray(SEV_LAUNCH_MEASURE_SIZE)
-        request: Any = ffi.new(
-            "struct kvm_sev_launch_measure *",
-            {"uaddr": int(ffi.cast("uintptr_t", ffi.from_buffer(blob))), "len": len(blob)},
-        )
-        vm.sev_command(SevCmd.LAUNCH_MEASURE, request, vm.sev_fd)
-        t.launch_measure = bytes(blob)
-        vm.sev_command(SevCmd.LAUNCH_FINISH, None, vm.sev_fd)
+            vm.sev_launch_update_vmsa()
+        t.launch_measure = vm.sev_launch_measure()
+        vm.sev_launch_finish()
 
 
 def load_save_area(vcpu: Vcpu, state: SaveArea) -> None:
-    """Give KVM the vCPU state the VMSA must hold (KVM builds the VMSA from it)."""
-    sregs = vcpu.get_sregs()
-    for ours, kvms in (
-        ("es", "es"), ("cs", "cs"), ("ss", "ss"), ("ds", "ds"), ("fs", "fs"), ("gs", "gs"),
-        ("ldtr", "ldt"), ("tr", "tr"),
-    ):  # fmt: skip
-        seg, k = getattr(state, ours), getattr(sregs, kvms)
-        k.selector, k.base, k.limit = seg.selector, seg.base, seg.limit
-        a = seg.attrib
-        k.type, k.s, k.dpl, k.present = a & 0xF, a >> 4 & 1, a >> 5 & 3, a >> 7 & 1
-        k.avl, k.l, k.db, k.g = a >> 8 & 1, a >> 9 & 1, a >> 10 & 1, a >> 11 & 1
-    sregs.gdt.base, sregs.gdt.limit = state.gdtr.base, state.gdtr.limit
-    sregs.idt.base, sregs.idt.limit = state.idtr.base, state.idtr.limit
-    sregs.cr0, sregs.cr4, sregs.efer = state.cr0, state.cr4, state.efer & ~_EFER_SVME
-    vcpu.set_sregs(sregs)
-    vcpu.set_regs(rip=state.rip, rflags=state.rflags, rdx=state.rdx)
-    fpu = vcpu.get_fpu()
-    fpu.fcw, fpu.mxcsr = state.x87_fcw, state.mxcsr
-    vcpu.set_fpu(fpu)
-    vcpu.set_pat(state.g_pat)
+    """Give `vcpu` the state its VMSA must hold; every vCPU's state in a launch passes here."""
+    vcpu.load_save_area(state)
 
 
 def _launch_td(vm: Vm, plan: TdPlan, steps: list[Step], t: Transcript, mem: ExitStack) -> None:
     td = plan.spec.td_config
     with t.phase("init"):
-        init: Any = ffi.new("struct kvm_tdx_init_vm *")
-        init.attributes = td.attributes
-        init.xfam = td.xfam if td.xfam is not None else XFAM_FIXED1
-        for name in ("mrconfigid", "mrowner", "mrownerconfig"):
-            getattr(init, name)[0:6] = struct.unpack("<6Q", getattr(td, name))
-        vm.tdx_command(TdxCmd.INIT_VM, init)
+        xfam = td.xfam if td.xfam is not None else XFAM_FIXED1
+        vm.tdx_init_vm(
+            td.attributes,
+            xfam,
+            mrconfigid=td.mrconfigid,
+            mrowner=td.mrowner,
+            mrownerconfig=td.mrownerconfig,
+        )
     with t.phase("vcpus"):
         hobs = plan.tdvf.of_type(TdvfSectionType.TD_HOB)
         hob_gpa = hobs[0].gpa if hobs else 0
         vcpus = [vm.create_vcpu(i) for i in range(plan.spec.vcpus)]
         for vcpu in vcpus:
-            vcpu.tdx_command(TdxCmd.INIT_VCPU, immediate=hob_gpa)
-        vm.capabilities = probe(vm, vcpus[0])
-        t.capabilities = vm.capabilities.to_json()
+            vcpu.tdx_init_vcpu(hob_gpa)
+        t.capabilities = vm.probe_capabilities(vcpus[0]).to_json()
     with t.phase("memslots"):
         _memslots(vm, steps, t, mem, gmem=True)
     with t.phase("populate"):
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE)
     with t.phase("finalize"):
-        vm.tdx_command(TdxCmd.FINALIZE_VM)
+        vm.tdx_finalize_vm()
 
 
 def run_rehearsal(kvm: Kvm, steps: list[Step], t: Transcript) -> Vm:
@@ -255,8 +211,7 @@ def run_rehearsal(kvm: Kvm, steps: list[Step], t: Transcript) -> Vm:
             code[:] = CHECKER_CODE
     with t.phase("vcpus"):
         vcpu = vm.create_vcpu(0)
-        vm.capabilities = probe(vm, vcpu)
-        t.capabilities = vm.capabilities.to_json()
+        t.capabilities = vm.probe_capabilities(vcpu).to_json()
     with t.phase("populate"):
         _populate(vcpu, steps, t, 0)
     with t.phase("readback"):
