@@ -11,7 +11,7 @@ import copy
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -45,6 +45,9 @@ from cvmlaunch.guest.spec import (
     Vmm,
     cpu_from_forms,
 )
+
+if TYPE_CHECKING:
+    from tomlkit.items import Item
 
 SCHEMA_VERSION = 1
 
@@ -398,23 +401,30 @@ def _boot_table(boot: DirectBoot) -> dict[str, Any]:
 
 
 def toml_text(doc: Mapping[str, Any]) -> str:
-    """`doc` (top-level keys, then one level of tables) as TOML."""
-    lines = [f"{k} = {_toml_value(k, v)}" for k, v in doc.items() if not isinstance(v, Mapping)]
+    """`doc` (top-level keys, then one level of tables) as TOML: the integers of the field
+    table's hex fields in hex, other integers in decimal, strings as basic strings."""
+    import tomlkit  # only `solve` writes profiles; every other command only reads them
+
+    out = tomlkit.document()
+    for key, value in doc.items():
+        if not isinstance(value, Mapping):
+            out.add(key, _toml_item(key, value))
     for name, table in doc.items():
         if isinstance(table, Mapping):
-            lines += ["", f"[{name}]", *(f"{k} = {_toml_value(k, v)}" for k, v in table.items())]
-    return "\n".join(lines) + "\n"
+            items = tomlkit.table()
+            for key, value in table.items():
+                items.add(key, _toml_item(key, value))
+            out.add(name, items)
+    return tomlkit.dumps(out)
 
 
-def _toml_value(key: str, value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value:#x}" if key in HEX_KEYS else str(value)
-    # A JSON string is a TOML basic string, except that TOML also forbids a raw DEL.
-    import json
+def _toml_item(key: str, value: object) -> Item:
+    import tomlkit
 
-    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, int) and not isinstance(value, bool) and key in HEX_KEYS:
+        # An item parsed from its TOML text keeps that text: the number stays in hex.
+        return tomlkit.value(f"{value:#x}")
+    return tomlkit.item(value)
 
 
 __all__ = [
