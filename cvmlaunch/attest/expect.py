@@ -1,17 +1,18 @@
 """What a report or quote must say: the expectations an audit validates against.
 
 They come from a profile (the measurement computed by `measure/`, the launch parameters it
-fixes) and/or from flags. A field left as None is not checked; `allow_debug` is the only
-claim checked by default, because a debuggable guest's memory is open to the host.
+fixes) and/or from flags, which `merged` lays over them. A field left as None is not checked;
+`allow_debug` is the only claim checked by default, because a debuggable guest's memory is
+open to the host.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from cvmlaunch.errors import AttestationError
+from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
 from cvmlaunch.guest.spec import GuestSpec, Technology
 
 REPORT_DATA_SIZE = 64
@@ -121,3 +122,84 @@ def for_spec(spec: GuestSpec, measurement: bytes) -> Expectations:
     if spec.technology in (Technology.SEV_SNP, Technology.TDX):
         return Expectations(measurement, **spec.expectations())
     raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")
+
+
+# The evidence kinds ("sev-snp", "tdx", as `read_evidence` names them) by their names above.
+_EVIDENCE = {Technology.SEV_SNP: "SEV-SNP", Technology.TDX: "TDX"}
+_EVIDENCE_PLURAL = {Technology.SEV_SNP: "SEV-SNP reports", Technology.TDX: "TDX quotes"}
+_EVIDENCE_ONE = {Technology.SEV_SNP: "an SEV-SNP report", Technology.TDX: "a TDX quote"}
+
+# The flags that set one expectation each, in the order they are checked, and its field.
+_FLAG_FIELDS = {
+    "--expect-measurement": "measurement",
+    "--expect-report-data": "report_data",
+    "--allow-debug": "allow_debug",
+    "--expect-host-data": "host_data",
+    "--expect-policy": "policy",
+    "--expect-vmpl": "vmpl",
+    "--expect-family-id": "family_id",
+    "--expect-image-id": "image_id",
+    "--expect-id-key-digest": "id_key_digest",
+    "--expect-author-key-digest": "author_key_digest",
+    "--min-guest-svn": "min_guest_svn",
+    "--expect-rtmr": "rtmrs",
+    "--expect-mrseam": "mrseam",
+}
+# The flags `merged` takes; `--min-tcb` sets min_tcb (SEV-SNP) or min_tee_tcb_svn (TDX).
+OVERRIDE_FLAGS = (*_FLAG_FIELDS, "--min-tcb")
+
+
+def merged(base: Expectations, kind: str, overrides: Mapping[str, Any]) -> Expectations:
+    """`base` (e.g. a profile's expectations) with the flags of `overrides` laid over it,
+    for evidence of `kind` ("sev-snp" or "tdx").
+
+    `overrides` maps flags (OVERRIDE_FLAGS) to their parsed values, None for a flag not
+    given: bytes or ints as the field takes them, except `--expect-report-data` (1..64
+    bytes, zero-padded here), `--expect-rtmr` ((index, value) pairs) and `--min-tcb` (its
+    text). ProfileError names the flag for one the evidence has no claim for, empty report
+    data or an RTMR index given twice; AttestationError for a `--min-tcb` that does not parse.
+    """
+    evidence = _evidence(kind)
+    given = {flag: value for flag, value in overrides.items() if value is not None}
+    unknown = [flag for flag in given if flag not in OVERRIDE_FLAGS]
+    if unknown:
+        raise ProfileError([FieldProblem(unknown[0], "not an expectation flag")])
+    other = next(e for e in _EVIDENCE if e is not evidence)
+    unclaimed = _ONLY_FOR[_EVIDENCE[other]]
+    wrong = [f for f, field in _FLAG_FIELDS.items() if f in given and field in unclaimed]
+    if wrong:
+        raise ProfileError([FieldProblem(wrong[0], f"applies to {_EVIDENCE_PLURAL[other]} only")])
+    changes = {_FLAG_FIELDS[flag]: value for flag, value in given.items() if flag in _FLAG_FIELDS}
+    if "report_data" in changes:
+        if not changes["report_data"]:  # an unset $NONCE must not expect all zeros
+            raise ProfileError([FieldProblem("--expect-report-data", "empty; give 1..64 bytes")])
+        changes["report_data"] = report_data(changes["report_data"])
+    if "rtmrs" in changes:
+        indexes = [index for index, _ in changes["rtmrs"]]
+        repeated = next((i for i in indexes if indexes.count(i) > 1), None)
+        if repeated is not None:
+            reason = f"RTMR{repeated} given twice; give each index once"
+            raise ProfileError([FieldProblem("--expect-rtmr", reason)])
+        changes["rtmrs"] = dict(changes["rtmrs"])
+    if "--min-tcb" in given:
+        if evidence is Technology.SEV_SNP:
+            changes["min_tcb"] = parse_snp_min_tcb(given["--min-tcb"])
+        else:
+            changes["min_tee_tcb_svn"] = parse_tee_tcb_svn(given["--min-tcb"])
+    expect: Expectations = base._replace(**changes)
+    return expect
+
+
+def refuse_other_guest(spec: GuestSpec, kind: str) -> None:
+    """ProfileError (naming `--profile`) unless `spec` is a guest whose evidence is of
+    `kind` ("sev-snp" or "tdx"): checked before the profile is measured."""
+    evidence = _evidence(kind)
+    if spec.technology is not evidence:
+        reason = f"a {spec.technology} profile, but --report is {_EVIDENCE_ONE[evidence]}"
+        raise ProfileError([FieldProblem("--profile", reason)])
+
+
+def _evidence(kind: str) -> Technology:
+    if kind not in _EVIDENCE:
+        raise AttestationError(f"unknown kind of evidence {kind!r} (known: sev-snp, tdx)")
+    return Technology(kind)

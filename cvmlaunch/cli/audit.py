@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cvmlaunch import log
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.argtypes import hex_bytes, hex_bytes_any, integer
-from cvmlaunch.guest.spec import Technology
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -119,71 +118,21 @@ def _now(text: str | None) -> datetime | None:
 
 
 def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
-    from cvmlaunch.attest import SEV_SNP
-    from cvmlaunch.attest.expect import (
-        Expectations,
-        parse_snp_min_tcb,
-        parse_tee_tcb_svn,
-        report_data,
-    )
+    from cvmlaunch.attest.expect import OVERRIDE_FLAGS, Expectations, merged
 
-    expect = Expectations()
-    if args.profile is not None:
-        expect = _profile_expectations(args.profile, kind)
-    snp_fields = (
-        *("host_data", "policy", "vmpl"),
-        *("family_id", "image_id", "id_key_digest", "author_key_digest"),
-    )
-    snp_only = {
-        f"--expect-{f.replace('_', '-')}": getattr(args, f"expect_{f}") for f in snp_fields
-    }
-    snp_only["--min-guest-svn"] = args.min_guest_svn
-    tdx_only = {"--expect-rtmr": args.expect_rtmr, "--expect-mrseam": args.expect_mrseam}
-    wrong = [f for f, v in (tdx_only if kind == SEV_SNP else snp_only).items() if v is not None]
-    if wrong:
-        other = "TDX quotes" if kind == SEV_SNP else "SEV-SNP reports"
-        raise ProfileError([FieldProblem(wrong[0], f"applies to {other} only")])
-    changes: dict[str, Any] = {"allow_debug": args.allow_debug}
-    if args.expect_measurement is not None:
-        changes["measurement"] = args.expect_measurement
-    if args.expect_report_data is not None:
-        if not args.expect_report_data:  # an unset $NONCE must not expect all zeros
-            raise ProfileError([FieldProblem("--expect-report-data", "empty; give 1..64 bytes")])
-        changes["report_data"] = report_data(args.expect_report_data)
-    for field in (*snp_fields, "mrseam"):
-        if getattr(args, f"expect_{field}") is not None:
-            changes[field] = getattr(args, f"expect_{field}")
-    if args.min_guest_svn is not None:
-        changes["min_guest_svn"] = args.min_guest_svn
-    if args.expect_rtmr:
-        indexes = [index for index, _ in args.expect_rtmr]
-        repeated = next((i for i in indexes if indexes.count(i) > 1), None)
-        if repeated is not None:
-            reason = f"RTMR{repeated} given twice; give each index once"
-            raise ProfileError([FieldProblem("--expect-rtmr", reason)])
-        changes["rtmrs"] = dict(args.expect_rtmr)
-    if args.min_tcb is not None:
-        if kind == SEV_SNP:
-            changes["min_tcb"] = parse_snp_min_tcb(args.min_tcb)
-        else:
-            changes["min_tee_tcb_svn"] = parse_tee_tcb_svn(args.min_tcb)
-    return expect._replace(**changes)
+    base = Expectations() if args.profile is None else _profile_expectations(args.profile, kind)
+    flags = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in OVERRIDE_FLAGS}
+    return merged(base, kind, flags)
 
 
 def _profile_expectations(path: Path, kind: str) -> Expectations:
-    from cvmlaunch.attest import SEV_SNP
-    from cvmlaunch.attest.expect import for_spec
+    from cvmlaunch.attest.expect import for_spec, refuse_other_guest
     from cvmlaunch.guest.profile import load_profile
     from cvmlaunch.measure import measure
     from cvmlaunch.plan import build_plan
 
     spec = load_profile(path).to_spec()
-    wanted = Technology.SEV_SNP if kind == SEV_SNP else Technology.TDX
-    if spec.technology is not wanted:
-        evidence = "an SEV-SNP report" if kind == SEV_SNP else "a TDX quote"
-        raise ProfileError(
-            [FieldProblem("--profile", f"a {spec.technology} profile, but --report is {evidence}")]
-        )
+    refuse_other_guest(spec, kind)
     digest = measure(build_plan(spec)).digest
     _log.info("audit.expected_measurement", profile=str(path), measurement=digest.hex())
     return for_spec(spec, digest)
