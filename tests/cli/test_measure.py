@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import SNP_VECTORS, CliRunner
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 AMDSEV = SNP_VECTORS / "ovmf_AmdSev_suffix.bin"
 D01 = "11570979c77a0adb515761a702527c8b9e11554e730552621d950988613a3a75c6ff1703f540bd22a9beede8fe7a97e3"  # noqa: E501
 D02 = "32ac9d7a17d28f7cd4404a4516d2f00519668c40ada2062351c36767e908eb3f090d66c33ab10f80150e00a4385b6d0f"  # noqa: E501
@@ -176,6 +176,6 @@ def test_cpu_model_ignored_by_cloud_vmm_is_warned(cli: CliRunner) -> None:
 
 
 def test_stepping_with_a_named_model_is_refused(cli: CliRunner) -> None:
-    default = Path(__file__).parent.parent / "cvmlaunch" / "data" / "default.toml"
+    default = Path(__file__).parents[2] / "cvmlaunch" / "data" / "default.toml"
     r = cli("measure", default, "--vcpu-type", "EPYC-v4", "--vcpu-stepping", "9")
     assert r.code == 2 and "--vcpu-stepping: give exactly one of --vcpu-type" in r.err

@@ -51,9 +51,11 @@ from cvmlaunch.measure import TdTraceStep, measure
 from cvmlaunch.plan.ops import TdAction, TdPlan
 from cvmlaunch.plan.tdx import build_td_plan
 
+pytestmark = pytest.mark.fuzz
+
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TDX_VECTORS = REPO / "tests" / "vectors" / "tdx"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 VECTORS: dict[str, Any] = json.loads((TDX_VECTORS / "tdx-vectors.json").read_text())

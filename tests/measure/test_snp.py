@@ -42,13 +42,13 @@ from cvmlaunch.plan import build_plan
 # What the reference tool measures (TDX has its own differential test).
 SEV_FAMILY = (Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)
 
-pytestmark = pytest.mark.reference
+pytestmark = [pytest.mark.reference, pytest.mark.differential]
 
 REFERENCE_VERSION = "0.0.13"
 SEED = 0x5EF_2024
 CONFIG_COUNT = 300
 
-VECTORS = Path(__file__).parent / "vectors" / "snp"
+VECTORS = Path(__file__).parents[1] / "vectors" / "snp"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 FAKE_KERNEL = VECTORS / "fake-kernel.bin"
 TEST_INITRD = VECTORS / "test-initrd.cpio"
@@ -479,8 +479,8 @@ def test_drawn_configs_cover_the_space() -> None:
 SHIPPED_PROFILES = [
     path
     for path in (
-        *sorted((Path(__file__).parent.parent / "profiles").glob("*.toml")),
-        Path(__file__).parent.parent / "cvmlaunch" / "data" / "default.toml",
+        *sorted((Path(__file__).parents[2] / "profiles").glob("*.toml")),
+        Path(__file__).parents[2] / "cvmlaunch" / "data" / "default.toml",
     )
     # The reference measures the SEV family; TDX profiles are checked in test_tdx_vectors.
     if tomllib.loads(path.read_text())["technology"] in SEV_FAMILY

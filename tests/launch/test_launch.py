@@ -36,7 +36,7 @@ from cvmlaunch.sim.vm import Vm as SimVm
 from cvmlaunch.sim.vmsa import vmsa_page
 from tests.conftest import CliRunner
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PROFILES = [*sorted((ROOT / "profiles").glob("*.toml")), ROOT / "cvmlaunch/data/default.toml"]
 DEBIAN = {"snp": "debian-ovmf-qemu-snp.toml", "tdx": "debian-ovmf-qemu-tdx.toml",
           "sev-es": "debian-ovmf-qemu-sev-es.toml"}  # fmt: skip

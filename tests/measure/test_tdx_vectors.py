@@ -147,7 +147,7 @@ def test_short_raw_data_differs_by_fill(cli: CliRunner) -> None:
 
 
 def test_shipped_tdx_profile(cli: CliRunner, debian_ovmf: Path) -> None:
-    profile = Path(__file__).parent.parent / "profiles" / "debian-ovmf-qemu-tdx.toml"
+    profile = Path(__file__).parents[2] / "profiles" / "debian-ovmf-qemu-tdx.toml"
     r = cli("measure", profile, "--json")
     assert r.code == 0, r.err
     doc = json.loads(r.out)

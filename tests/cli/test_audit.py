@@ -19,7 +19,7 @@ from tests.conftest import VECTORS, CliRunner
 
 SNP = VECTORS / "attestation" / "snp"
 TDX = VECTORS / "attestation" / "tdx"
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 NOW = "2025-09-01T00:00:00Z"
 GENOA = ("--report", SNP / "oak_genoa_report_v5.bin", "--vcek", SNP / "oak_genoa_vcek.der")
 DEBUG_REPORT = ("--report", SNP / "gosevguest_milan_report_v2.bin")

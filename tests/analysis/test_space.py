@@ -2,8 +2,8 @@
 and fold.
 
 The contract is that every row of `matrix` equals building and measuring that one
-configuration, however the sweep shares work between rows (tests/test_measure_sweep.py tests
-the sharing itself); `solve` must find the configuration behind digests computed
+configuration, however the sweep shares work between rows (tests/measure/test_sweep.py
+tests the sharing itself); `solve` must find the configuration behind digests computed
 independently, by the reference tool sev-snp-measure.
 """
 
@@ -483,7 +483,7 @@ def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) ->
     from cvmlaunch.guest.profile import load_profile
 
     base = load_profile(
-        Path(__file__).parent.parent / "profiles" / "debian-ovmf-qemu-tdx.toml"
+        Path(__file__).parents[2] / "profiles" / "debian-ovmf-qemu-tdx.toml"
     ).to_spec()
     section = base.td_config._replace(page_order=PageOrder.SECTION)
     target = measure(build_plan(base._replace(td=section))).digest

@@ -54,10 +54,12 @@ from cvmlaunch.measure import measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind
 from cvmlaunch.plan.sev import build_sev_plan as build_plan
 
+pytestmark = pytest.mark.fuzz
+
 # The technologies this file fuzzes (TDVF has its own fuzz test).
 SEV_FAMILY = (Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VECTORS = REPO / "tests" / "vectors" / "snp"
 DEBIAN_OVMF = Path("/usr/share/ovmf/OVMF.fd")
 

@@ -18,7 +18,7 @@ from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.plan import Plan, build_plan
 from tests.conftest import CliRunner
 
-PROFILES = Path(__file__).parent.parent / "profiles"
+PROFILES = Path(__file__).parents[2] / "profiles"
 
 
 def _kvm_or_skip() -> None:

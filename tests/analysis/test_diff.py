@@ -22,7 +22,7 @@ from cvmlaunch.measure.document import measurement_json
 from cvmlaunch.plan import build_plan
 from tests.conftest import DEBIAN_OVMF_SHA256, CliRunner
 
-PROFILES = Path(__file__).parent.parent / "profiles"
+PROFILES = Path(__file__).parents[2] / "profiles"
 SNP = PROFILES / "debian-ovmf-qemu-snp.toml"
 TDX = PROFILES / "debian-ovmf-qemu-tdx.toml"
 DIRECT_BOOT = PROFILES / "direct-boot-snp.toml"

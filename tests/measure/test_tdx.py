@@ -25,6 +25,8 @@ from cvmlaunch.plan.tdx import build_td_plan
 from tests.conftest import TDX_VECTORS
 from tests.tdvf_images import build_image
 
+pytestmark = pytest.mark.differential
+
 _CASES: list[dict[str, Any]] = json.loads((TDX_VECTORS / "peer-mrtd.json").read_text())["cases"]
 
 # Peer result -> the page order it was computed in.

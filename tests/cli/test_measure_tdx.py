@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import SNP_VECTORS, TDX_VECTORS, CliRunner
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 BASE = TDX_VECTORS / "synth-tdvf-base.bin"
 TDX = ("measure", "--technology", "tdx", "--firmware", BASE)
 

@@ -58,9 +58,9 @@ from tests.attest_fakes import (
     vek_extensions,
 )
 
-VECTORS = Path(__file__).parent / "vectors" / "attestation"
+VECTORS = Path(__file__).parents[1] / "vectors" / "attestation"
 SNP = VECTORS / "snp"
-ROOTS = Path(__file__).resolve().parents[1] / "cvmlaunch" / "data"
+ROOTS = Path(__file__).resolve().parents[2] / "cvmlaunch" / "data"
 EXPECTED_ALL: dict[str, Any] = json.loads((VECTORS / "expected_fields.json").read_text())
 EXPECTED: dict[str, dict[str, Any]] = EXPECTED_ALL["snp"]
 REPORTS = sorted(EXPECTED)

@@ -14,7 +14,7 @@ from cvmlaunch.measure import measure
 from cvmlaunch.plan import LaunchPlan, build_plan
 from tests.conftest import CliRunner
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PROFILES = [*sorted((ROOT / "profiles").glob("*.toml")), ROOT / "cvmlaunch/data/default.toml"]
 
 

@@ -1,0 +1,120 @@
+"""`solve` on the command line: ready profiles that reproduce the digest, constraints, exit
+codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cvmlaunch.guest.profile import load_profile, parse_profile
+from cvmlaunch.measure import measure
+from cvmlaunch.plan import build_plan
+from tests.conftest import CliRunner
+
+ROOT = Path(__file__).parents[2]
+SNP_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
+TDX_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml"
+
+
+def _measurement(path: Path, **changes: Any) -> str:
+    spec = load_profile(path).to_spec()._replace(**changes)
+    return measure(build_plan(spec)).digest.hex()
+
+
+def test_solve_prints_ready_profiles_that_reproduce_the_digest(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    from cvmlaunch.guest.spec import CpuSpec, Vmm
+
+    target = _measurement(SNP_PROFILE, vcpus=13, cpu=CpuSpec.from_name("EPYC-Genoa"),
+                          vmm=Vmm.QEMU, guest_features=0x21)  # fmt: skip
+    r = cli("solve", "--measurement", target, SNP_PROFILE, "--json")
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["config"]["vcpus"] == 13 and solution["config"]["guest_features"] == "0x21"
+    assert "EPYC-Genoa" in solution["cpu_models"]
+    # The printed profile is ready to use: it loads and measures to the target.
+    spec = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert measure(build_plan(spec)).digest.hex() == target
+
+
+def test_solve_constraints_and_no_solution(cli: CliRunner, debian_ovmf: Path) -> None:
+    target = _measurement(SNP_PROFILE, vcpus=2)
+    assert cli("solve", "--measurement", target, SNP_PROFILE, "--vcpus", "2").code == 0
+    r = cli("solve", "--measurement", target, SNP_PROFILE, "--vcpus", "3")
+    assert r.code == 1 and r.out.startswith("0 configuration(s)")
+    r = cli("solve", "--measurement", "00" * 48, SNP_PROFILE, "--max-vcpus", "4", "--json")
+    assert r.code == 1 and json.loads(r.out)["solutions"] == []
+
+
+def test_solve_flags_only(cli: CliRunner, debian_ovmf: Path) -> None:
+    from cvmlaunch.guest.spec import Vmm
+
+    target = _measurement(SNP_PROFILE, vcpus=5, vmm=Vmm.EC2, cpu=None)
+    r = cli("solve", "--measurement", target, "--technology", "sev-snp",
+            "--firmware", debian_ovmf, "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["config"] | {"cpu": None} == {
+        "vcpus": 5, "cpu": None, "cpu_signature": None, "vmm": "ec2", "guest_features": "0x1",
+    }  # fmt: skip
+
+
+def test_solve_profiles_load_from_anywhere(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("fw.fd").write_bytes(debian_ovmf.read_bytes())
+    target = _measurement(TDX_PROFILE)
+    r = cli("solve", "--measurement", target, "--technology", "tdx", "--firmware", "fw.fd",
+            "--append", "x", "--json")  # fmt: skip
+    assert r.code == 2 and "--append" in r.err  # TDX has no measured direct boot
+    r = cli("solve", "--measurement", target, "--technology", "tdx", "--firmware", "fw.fd",
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["any"] == ["memory_mib", "raw_data_tail"]
+    monkeypatch.chdir(ROOT)  # elsewhere: the printed firmware path is absolute
+    spec = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert measure(build_plan(spec)).digest.hex() == target
+
+
+def test_solve_cmdline_with_control_characters(cli: CliRunner, debian_ovmf: Path) -> None:
+    profile = ROOT / "profiles" / "direct-boot-snp.toml"
+    cmdline = 'console=ttyS0 a\x7fb "quoted"\ttab'
+    spec = load_profile(profile).to_spec()
+    assert spec.boot is not None
+    target = _measurement(profile, boot=spec.boot._replace(cmdline=cmdline))
+    r = cli("solve", "--measurement", target, profile, "--append", cmdline, "--vcpus", "1",
+            "--max-vcpus", "4", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    again = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert again.boot is not None and again.boot.cmdline == cmdline
+
+
+def test_solve_and_matrix_unusable_input(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
+    tik = tmp_path / "tik.bin"
+    tik.write_bytes(bytes(16))
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"schema_version = 1 # \xff\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    for args, words in (
+        (("solve", "--measurement", "00", SNP_PROFILE), "48 bytes"),
+        (("solve", "--measurement", "00" * 48, SNP_PROFILE, "--tik", tik), "--tik"),
+        (("matrix", SNP_PROFILE, "--tik", tik), "--tik"),
+        (("matrix", SNP_PROFILE, "--vcpus", "1-99999"), "more than"),
+        (("explain", bad), "not valid TOML"),
+        (("diff", deep, SNP_PROFILE), "nested too deeply"),
+        (("measure", SNP_PROFILE, "--append", "\udcff"), "--append"),
+    ):
+        r = cli(*args)
+        assert r.code == 2 and words in r.err, (args, r)
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
