@@ -5,17 +5,21 @@ which of them give a digest.
 and SNP guest features (TDX: page orders, raw-data tails and memory sizes); `solve` searches
 such a product for the configurations that give a reported digest, `search_axes` is the
 product it searches by default, and `fold` reads a field that takes every value of its axis
-as "any". The digests come from the measure layer's sweep (measure/sweep.py), which shares
-the work the configurations have in common; this module decides only what to ask it.
+as "any". `fixed_fields`, `placeholders` and `axes_from_lists` read the guest flags of
+`solve` and `matrix` as a search space. The digests come from the measure layer's sweep
+(measure/sweep.py), which shares the work the configurations have in common; this module
+decides only what to ask it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import SevFeature
 from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.fields import BY_KEY
 from cvmlaunch.guest.spec import (
     MAX_VCPUS,
     CpuSpec,
@@ -154,3 +158,87 @@ def distinct_cpus() -> tuple[CpuSpec, ...]:
     for name, fms in CPU_MODELS.items():
         first.setdefault(cpu_signature(*fms), name)
     return tuple(CpuSpec(signature, name) for signature, name in first.items())
+
+
+# The profile keys (field-table rows) each field of the search is written with: the flag of
+# any of them fixes the field in `solve` (cpu.model and cpu.stepping go with cpu.family).
+_KEYS = {
+    "vcpus": ("vcpus",),
+    "cpu": ("cpu.name", "cpu.signature", "cpu.family"),
+    "vmm": ("vmm",),
+    "guest_features": ("snp.guest_features",),
+    "page_order": ("tdx.page_order",),
+    "raw_data_tail": ("tdx.raw_data_tail",),
+    "memory_mib": ("memory_mib",),
+}
+# field -> the guest flags that fix it.
+_FIXED_BY = {field: tuple(BY_KEY[k].flag for k in keys) for field, keys in _KEYS.items()}
+
+
+def fixed_fields(given: Collection[str]) -> frozenset[str]:
+    """The fields (names: FIELDS) that `solve` keeps at the base's value, given the guest
+    flags in `given` (e.g. `--vcpus`, `--vcpu-sig`); every other field is searched."""
+    return frozenset(f for f, flags in _FIXED_BY.items() if any(g in flags for g in given))
+
+
+# What a guest given by flags alone holds for the fields the search varies anyway.
+PLACEHOLDER_VCPUS = 1
+PLACEHOLDER_CPU = "EPYC-v4"
+
+
+def placeholders(technology: str | None, fixed: frozenset[str]) -> dict[str, object]:
+    """Guest flag -> value for the fields `solve` searches that a guest given by flags alone
+    (no profile) still needs to be a usable base: a vCPU count, and a CPU where the VMSAs
+    hold one (sev-es, sev-snp). Fields in `fixed` are the user's."""
+    out: dict[str, object] = {}
+    if "vcpus" not in fixed:
+        out["--vcpus"] = PLACEHOLDER_VCPUS
+    if "cpu" not in fixed and technology in (Technology.SEV_ES, Technology.SEV_SNP):
+        out["--vcpu-type"] = PLACEHOLDER_CPU
+    return out
+
+
+# The guest flags `matrix` takes as lists (its base spec takes each list's first value).
+MATRIX_FLAGS = (
+    *("--vcpus", "--vcpu-type", "--vcpu-sig", "--vmm", "--guest-features"),
+    *("--tdx-page-order", "--raw-data-tail", "--memory-mib"),
+)
+
+
+def axes_from_lists(base: GuestSpec, lists: Mapping[str, Sequence[Any] | None]) -> Axes:
+    """The axes of `matrix` from the value lists given with guest flags (MATRIX_FLAGS ->
+    values; None or absent: not given). Each list is an axis; an axis without one holds the
+    base's value (guest_features: 0 for all but sev-snp, whose VMSAs alone hold it; the TDX
+    axes stay empty, which the sweep reads as the base's value and refuses for other
+    guests). ProfileError names `--vcpu-type` for an unknown CPU model."""
+    unknown = sorted(set(lists) - set(MATRIX_FLAGS))
+    if unknown:
+        raise ProfileError([FieldProblem(flag, "not a matrix axis") for flag in unknown])
+
+    def given(flag: str) -> Sequence[Any]:
+        return lists.get(flag) or ()
+
+    cpus: tuple[CpuSpec | None, ...] = (base.cpu,)
+    if given("--vcpu-type"):
+        cpus = tuple(_cpu_named(name) for name in given("--vcpu-type"))
+    elif given("--vcpu-sig"):
+        cpus = tuple(CpuSpec(signature) for signature in given("--vcpu-sig"))
+    snp = base.technology is Technology.SEV_SNP
+    return Axes(
+        vcpus=tuple(given("--vcpus") or (base.vcpus,)),
+        cpus=cpus,
+        vmms=tuple(given("--vmm") or (base.vmm,)),
+        guest_features=tuple(
+            given("--guest-features") or ((base.guest_features,) if snp else (0,))
+        ),
+        page_orders=tuple(PageOrder(o) for o in given("--tdx-page-order")),
+        raw_data_tails=tuple(RawDataTail(t) for t in given("--raw-data-tail")),
+        memory_mibs=tuple(given("--memory-mib")),
+    )
+
+
+def _cpu_named(name: str) -> CpuSpec:
+    try:
+        return CpuSpec.from_name(name)
+    except ProfileError as e:
+        raise ProfileError([FieldProblem("--vcpu-type", p.reason) for p in e.problems]) from None

@@ -35,35 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
 
 
-# `solve` flags that fix a field of the search (any other field is searched).
-_SOLVE_FIXES = {
-    "vcpus": ("vcpus",),
-    "cpu": ("vcpu_type", "vcpu_sig", "vcpu_family"),
-    "vmm": ("vmm",),
-    "guest_features": ("guest_features",),
-    "page_order": ("tdx_page_order",),
-    "raw_data_tail": ("raw_data_tail",),
-    "memory_mib": ("memory_mib",),
-}
-
-
 def run(args: argparse.Namespace) -> int:
     from cvmlaunch.abi.cpu import models_with_signature
-    from cvmlaunch.analysis.space import fold, search_axes, solve
+    from cvmlaunch.analysis.space import fixed_fields, fold, placeholders, search_axes, solve
+    from cvmlaunch.guest.fields import BY_FLAG
     from cvmlaunch.guest.profile import profile_document, toml_text
 
-    fixed = frozenset(
-        field
-        for field, flags in _SOLVE_FIXES.items()
-        if any(getattr(args, flag) is not None for flag in flags)
-    )
+    fixed = fixed_fields([f for f in BY_FLAG if getattr(args, _dest(f)) is not None])
     refuse_launch_secret(args, "solve")
     default_base(args)
     if args.profile is None:
         # Flags alone: placeholders for what the search varies anyway.
-        args.vcpus = args.vcpus if args.vcpus is not None else 1
-        if "cpu" not in fixed and args.technology in (Technology.SEV_ES, Technology.SEV_SNP):
-            args.vcpu_type = "EPYC-v4"
+        for flag, value in placeholders(args.technology, fixed).items():
+            setattr(args, _dest(flag), value)
     base = spec_from_args(args)
     size = 32 if base.technology in (Technology.SEV, Technology.SEV_ES) else 48
     if len(args.measurement) != size:
@@ -104,3 +88,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n# {config.text()}{also}{anything}")
             print(text, end="")
     return EXIT_OK if solutions else EXIT_MISMATCH
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
