@@ -4,7 +4,8 @@ names a field, so that none of them restates it.
 A row says how the field is written (profile key, flag, hex or decimal), where it lives in a
 `GuestSpec`, which technologies it applies to, whether it can enter a launch digest or is only
 reported, which kinds of measured step it shapes, how it is named in the `inputs` document of
-`measure --json`, and which audit expectation it yields.
+`measure --json`, which audit expectation it yields, and the range a number must lie in (the
+profile's constraints and JSON Schema, and the spec's range checks, both read it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ _ALL = frozenset(Technology)
 _SEV_FAMILY = frozenset({SEV, SEV_ES, SEV_SNP})
 _WITH_VMSAS = frozenset({SEV_ES, SEV_SNP})
 
+MAX_VCPUS = 4096
+MAX_MEMORY_MIB = 1 << 24  # 16 TiB
+U32 = (0, 0xFFFF_FFFF)
+U64 = (0, (1 << 64) - 1)
+# CPUID(1).EAX: the family is 0xF plus an 8-bit extended family.
+CPU_FAMILY, CPU_MODEL, CPU_STEPPING = (0, 0xF + 0xFF), (0, 0xFF), (0, 0xF)
+
 # The kinds of measured step (the plan's operation kinds; "td" for a TDVF section's records).
 FIRMWARE, METADATA, KERNEL_HASHES, VMSA, TD = (
     *("firmware", "sev-metadata", "kernel-hashes"),
@@ -53,6 +61,7 @@ class Field(NamedTuple):
     cause: int = 99
     document: str | None = None  # its key in the `inputs` of `measure --json`
     expectation: str | None = None  # the audit expectation it yields (attest.Expectations)
+    bounds: tuple[int, int] | None = None  # a number's least and greatest value
 
 
 # In the order input differences are listed.
@@ -62,14 +71,16 @@ FIELDS = (
           (FIRMWARE, METADATA, VMSA, TD), 7, "firmware_sha256"),
     Field("firmware.path", "--firmware", Format.PATH, _ALL, "firmware", True,
           (FIRMWARE, METADATA), 14, "firmware"),
-    Field("vcpus", "--vcpus", Format.DEC, _ALL, "vcpus", True, (VMSA,), 1, "vcpus"),
+    Field("vcpus", "--vcpus", Format.DEC, _ALL, "vcpus", True, (VMSA,), 1, "vcpus",
+          bounds=(1, MAX_VCPUS)),
     Field("cpu.name", "--vcpu-type", Format.TEXT, _SEV_FAMILY, "cpu", True, (VMSA,), 2),
-    Field("cpu.signature", "--vcpu-sig", Format.HEX, _SEV_FAMILY, "cpu", True, (VMSA,), 3),
+    Field("cpu.signature", "--vcpu-sig", Format.HEX, _SEV_FAMILY, "cpu", True, (VMSA,), 3,
+          bounds=U32),
     Field("vmm", "--vmm", Format.ENUM, _ALL, "vmm", True, (METADATA, VMSA), 4, "vmm"),
     Field("snp.guest_features", "--guest-features", Format.HEX, frozenset({SEV_SNP}),
-          "guest_features", True, (VMSA,), 5, "guest_features"),
+          "guest_features", True, (VMSA,), 5, "guest_features", bounds=U64),
     Field("snp.vmsa_gpa", "--vmsa-gpa", Format.HEX, frozenset({SEV_SNP}), "vmsa_gpa", True,
-          (VMSA,), 6, "vmsa_gpa"),
+          (VMSA,), 6, "vmsa_gpa", bounds=U64),
     Field("boot", None, Format.TEXT, _SEV_FAMILY, "boot", True, (METADATA, KERNEL_HASHES), 13),
     Field("boot.kernel", "--kernel", Format.PATH, _SEV_FAMILY, "boot.kernel", True,
           (KERNEL_HASHES,), 10, "kernel_sha256"),
@@ -79,31 +90,32 @@ FIELDS = (
           (KERNEL_HASHES,), 12, "cmdline"),
     # The guest's RAM: every VMM needs it; only a TD measures it (in its TD HOB).
     Field("memory_mib", "--memory-mib", Format.DEC, _ALL, "memory_mib", True, (TD,), 9,
-          "memory_mib"),
+          "memory_mib", bounds=(1, MAX_MEMORY_MIB)),
     Field("tdx.page_order", "--tdx-page-order", Format.ENUM, frozenset({TDX}), "td.page_order",
           True, (TD,), 0, "page_order"),
     Field("tdx.raw_data_tail", "--raw-data-tail", Format.ENUM, frozenset({TDX}),
           "td.raw_data_tail", True, (TD,), 8, "raw_data_tail"),
     Field("sev.policy", "--sev-policy", Format.HEX, frozenset({SEV, SEV_ES}), "sev_policy",
-          document="sev_policy"),
+          document="sev_policy", bounds=U32),
     Field("snp.host_data", None, Format.BYTES, frozenset({SEV_SNP}), "host_data",
           expectation="host_data"),
     Field("snp.policy", None, Format.HEX, frozenset({SEV_SNP}), "snp_policy",
-          expectation="policy"),
+          expectation="policy", bounds=U64),
     Field("tdx.attributes", "--tdx-attributes", Format.HEX, frozenset({TDX}), "td.attributes",
-          expectation="td_attributes"),
+          expectation="td_attributes", bounds=U64),
     Field("tdx.mrconfigid", "--mrconfigid", Format.BYTES, frozenset({TDX}), "td.mrconfigid",
           expectation="mrconfigid"),
     Field("tdx.mrowner", "--mrowner", Format.BYTES, frozenset({TDX}), "td.mrowner",
           expectation="mrowner"),
     Field("tdx.mrownerconfig", "--mrownerconfig", Format.BYTES, frozenset({TDX}),
           "td.mrownerconfig", expectation="mrownerconfig"),
-    Field("tdx.xfam", "--xfam", Format.HEX, frozenset({TDX}), "td.xfam", expectation="xfam"),
+    Field("tdx.xfam", "--xfam", Format.HEX, frozenset({TDX}), "td.xfam", expectation="xfam",
+          bounds=U64),
     Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
           "firmware_digest", True),
-    Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None),
-    Field("cpu.model", "--vcpu-model", Format.DEC, _SEV_FAMILY, None),
-    Field("cpu.stepping", "--vcpu-stepping", Format.DEC, _SEV_FAMILY, None),
+    Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None, bounds=CPU_FAMILY),
+    Field("cpu.model", "--vcpu-model", Format.DEC, _SEV_FAMILY, None, bounds=CPU_MODEL),
+    Field("cpu.stepping", "--vcpu-stepping", Format.DEC, _SEV_FAMILY, None, bounds=CPU_STEPPING),
     Field("boot.kernel_sha256", "--kernel-sha256", Format.BYTES, _SEV_FAMILY, None),
     Field("boot.initrd_sha256", "--initrd-sha256", Format.BYTES, _SEV_FAMILY, None),
     # LAUNCH_MEASURE: what the SEV firmware mixes into the HMAC it reports.
@@ -118,6 +130,20 @@ BY_KEY = {f.key: f for f in FIELDS}
 BY_FLAG = {f.flag: f for f in FIELDS if f.flag is not None}
 # The profile keys whose values read best in hex.
 HEX_KEYS = frozenset(f.key.rpartition(".")[2] for f in FIELDS if f.format is Format.HEX)
+
+
+def bounds(key: str) -> tuple[int, int]:
+    """The least and greatest value of the number field `key`."""
+    limits = BY_KEY[key].bounds
+    if limits is None:
+        raise KeyError(f"{key} has no bounds")
+    return limits
+
+
+def within(key: str, value: int) -> bool:
+    """Whether `value` lies in the bounds of the number field `key`."""
+    low, high = bounds(key)
+    return low <= value <= high
 
 
 def step_fields(kind: str) -> tuple[str, ...]:

@@ -29,11 +29,9 @@ from cvmlaunch.abi.snp import (
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.guest.fields import BY_KEY, HEX_KEYS, inapplicable
+from cvmlaunch.guest.fields import BY_KEY, HEX_KEYS, bounds, inapplicable
 from cvmlaunch.guest.spec import (
     DEFAULT_MEMORY_MIB,
-    MAX_MEMORY_MIB,
-    MAX_VCPUS,
     BootFile,
     CpuSpec,
     DirectBoot,
@@ -53,8 +51,13 @@ SCHEMA_VERSION = 1
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="32 bytes as hex")]
 Hex48 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{96}$", description="48 bytes as hex")]
-U32 = Annotated[int, Strict(), Field(ge=0, le=0xFFFFFFFF)]
-U64 = Annotated[int, Strict(), Field(ge=0, le=(1 << 64) - 1)]
+
+
+def _range(key: str) -> Any:
+    """The constraint of the field-table row `key`'s bounds (its JSON Schema minimum and
+    maximum): the spec checks the same bounds."""
+    low, high = bounds(key)
+    return Field(ge=low, le=high)
 
 
 class _Model(BaseModel):
@@ -78,10 +81,12 @@ class Cpu(_Model):
     family/model/stepping. Exactly one form."""
 
     name: str | None = Field(None, description="QEMU CPU model, e.g. EPYC-v4, EPYC-Milan.")
-    signature: U32 | None = Field(None, description="CPUID Fn0000_0001_EAX, e.g. 0x00A00F11.")
-    family: Annotated[int, Strict(), Field(ge=0, le=0x10E)] | None = None
-    model: Annotated[int, Strict(), Field(ge=0, le=0xFF)] | None = None
-    stepping: Annotated[int, Strict(), Field(ge=0, le=0xF)] | None = None
+    signature: Annotated[int, Strict(), _range("cpu.signature")] | None = Field(
+        None, description="CPUID Fn0000_0001_EAX, e.g. 0x00A00F11."
+    )
+    family: Annotated[int, Strict(), _range("cpu.family")] | None = None
+    model: Annotated[int, Strict(), _range("cpu.model")] | None = None
+    stepping: Annotated[int, Strict(), _range("cpu.stepping")] | None = None
 
     def to_spec(self) -> CpuSpec | None:
         fms = (self.family, self.model, self.stepping)
@@ -101,31 +106,35 @@ class Boot(_Model):
 class Snp(_Model):
     """SEV-SNP launch parameters."""
 
-    guest_features: U64 = Field(
+    guest_features: Annotated[int, Strict(), _range("snp.guest_features")] = Field(
         0x1, description="VMSA SEV_FEATURES (bit 0 SNPActive, bit 5 DebugSwap, ...)."
     )
-    policy: U64 = Field(
+    policy: Annotated[int, Strict(), _range("snp.policy")] = Field(
         GUEST_POLICY_QEMU_DEFAULT, description="Guest POLICY given to SNP_LAUNCH_START."
     )
     host_data: Hex32 | None = Field(None, description="HOST_DATA given to SNP_LAUNCH_FINISH.")
-    vmsa_gpa: U64 = Field(KVM_VMSA_GPA, description="GPA the VMSAs are measured at.")
+    vmsa_gpa: Annotated[int, Strict(), _range("snp.vmsa_gpa")] = Field(
+        KVM_VMSA_GPA, description="GPA the VMSAs are measured at."
+    )
 
 
 class Sev(_Model):
     """SEV / SEV-ES launch parameters."""
 
-    policy: U32 = Field(0, description="Guest policy given to LAUNCH_START.")
+    policy: Annotated[int, Strict(), _range("sev.policy")] = Field(
+        0, description="Guest policy given to LAUNCH_START."
+    )
 
 
 class Tdx(_Model):
     """Intel TDX: the TD_PARAMS the VMM passes to KVM_TDX_INIT_VM, and how it measures TDVF."""
 
-    attributes: U64 | list[str] = Field(
+    attributes: Annotated[int, Strict(), _range("tdx.attributes")] | list[str] = Field(
         TD_ATTRIBUTES_QEMU_DEFAULT,
         description='TD ATTRIBUTES: a number, or bit names, e.g. ["SEPT_VE_DISABLE", '
         '"PKS"] (QEMU\'s default is SEPT_VE_DISABLE).',
     )
-    xfam: U64 | None = Field(
+    xfam: Annotated[int, Strict(), _range("tdx.xfam")] | None = Field(
         None, description="XFAM (e.g. 0x602E7); absent = not part of the expectations."
     )
     mrconfigid: Hex48 | None = Field(None, description="MRCONFIGID, 48 bytes hex (default 0).")
@@ -168,8 +177,8 @@ class Profile(_Model):
     technology: Technology
     description: str = ""
     firmware: Firmware
-    vcpus: Annotated[int, Strict(), Field(ge=1, le=MAX_VCPUS)] = 1
-    memory_mib: Annotated[int, Strict(), Field(ge=1, le=MAX_MEMORY_MIB)] = Field(
+    vcpus: Annotated[int, Strict(), _range("vcpus")] = 1
+    memory_mib: Annotated[int, Strict(), _range("memory_mib")] = Field(
         DEFAULT_MEMORY_MIB, description="Guest RAM in MiB (tdx: shapes the TD HOB)."
     )
     cpu: Cpu | None = None

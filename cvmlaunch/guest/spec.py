@@ -34,13 +34,19 @@ from cvmlaunch.abi.tdx import (
     flag_names,
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.guest.fields import FIELDS, Field, inapplicable
+from cvmlaunch.guest.fields import (
+    FIELDS,
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    Field,
+    bounds,
+    inapplicable,
+    within,
+)
 from cvmlaunch.guest.technology import Technology
 
-MAX_VCPUS = 4096
 SHA256_SIZE = 32
 DEFAULT_MEMORY_MIB = 2048
-MAX_MEMORY_MIB = 1 << 24  # 16 TiB
 
 
 class Vmm(StrEnum):
@@ -71,14 +77,10 @@ class CpuSpec(NamedTuple):
     @classmethod
     def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> CpuSpec:
         """ProfileError (field `cpu`) for values no CPUID signature can hold."""
-        parts = (family, model, stepping)
-        if not all(_is_int(v) for v in parts) or not (
-            0 <= family <= 0xFF + 0xF and 0 <= model <= 0xFF and 0 <= stepping <= 0xF
-        ):
-            reason = (
-                f"family/model/stepping {family}/{model}/{stepping} out of range "
-                "(family 0..270, model 0..255, stepping 0..15)"
-            )
+        parts = {"family": family, "model": model, "stepping": stepping}
+        if not all(_is_int(v) and within(f"cpu.{k}", v) for k, v in parts.items()):
+            ranges = ", ".join(f"{k} {_range_text(f'cpu.{k}')}" for k in parts)
+            reason = f"family/model/stepping {family}/{model}/{stepping} out of range ({ranges})"
             raise ProfileError([FieldProblem("cpu", reason)])
         return cls(cpu_signature(family, model, stepping))
 
@@ -280,10 +282,10 @@ class GuestSpec(NamedTuple):
             bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
         tdx = self.technology is Technology.TDX
         needs_vcpus = self.technology is not Technology.SEV
-        if needs_vcpus and not 1 <= self.vcpus <= MAX_VCPUS:
-            bad("vcpus", f"expected 1..{MAX_VCPUS}, got {self.vcpus}")
-        if not 1 <= self.memory_mib <= MAX_MEMORY_MIB:
-            bad("memory_mib", f"expected 1..{MAX_MEMORY_MIB}, got {self.memory_mib}")
+        if needs_vcpus and not within("vcpus", self.vcpus):
+            bad("vcpus", f"expected {_range_text('vcpus')}, got {self.vcpus}")
+        if not within("memory_mib", self.memory_mib):
+            bad("memory_mib", f"expected {_range_text('memory_mib')}, got {self.memory_mib}")
         if tdx:
             out += _tdx_problems(self)
         if needs_vcpus and not tdx and self.vmm is Vmm.QEMU and self.cpu is None:
@@ -292,18 +294,18 @@ class GuestSpec(NamedTuple):
                 "required with vmm 'qemu', which puts the CPUID signature in RDX of every VMSA "
                 "(profile [cpu], or --vcpu-type / --vcpu-sig / --vcpu-family)",
             )
-        if self.cpu is not None and not 0 <= self.cpu.signature <= 0xFFFFFFFF:
+        if self.cpu is not None and not within("cpu.signature", self.cpu.signature):
             bad("cpu.signature", f"expected a 32-bit value, got {self.cpu.signature:#x}")
-        if not 0 <= self.guest_features < 1 << 64:
+        if not within("snp.guest_features", self.guest_features):
             bad("snp.guest_features", "expected a 64-bit value")
         elif self.technology is Technology.SEV_SNP and not self.guest_features & 1:
             bad("snp.guest_features", "bit 0 (SNPActive) must be set for an SEV-SNP guest")
         if self.vmsa_gpa % PAGE_SIZE or not 0 <= self.vmsa_gpa < 1 << 52:
             bad("snp.vmsa_gpa", "expected a 4 KiB aligned GPA below 2^52")
-        if not 0 <= self.sev_policy <= 0xFFFFFFFF:
+        if not within("sev.policy", self.sev_policy):
             bad("sev.policy", "expected a 32-bit value")
         if self.technology is Technology.SEV_SNP:
-            if not 0 <= self.snp_policy < 1 << 64 or self.snp_policy & GUEST_POLICY_MBZ:
+            if not within("snp.policy", self.snp_policy) or self.snp_policy & GUEST_POLICY_MBZ:
                 bad("snp.policy", "bits 63:26 are reserved and must be 0")
             elif not self.snp_policy & GUEST_POLICY_MBO:
                 bad("snp.policy", "bit 17 is reserved and must be 1")
@@ -318,6 +320,11 @@ class GuestSpec(NamedTuple):
 
 # The structured parts of a spec, by the field-table row that says where they apply.
 _GIVEN_AS = {"cpu": "cpu.name", "tdx": "tdx.attributes"}
+
+
+def _range_text(key: str) -> str:
+    low, high = bounds(key)
+    return f"{low}..{high}"
 
 
 def _is_int(value: object) -> bool:
@@ -454,7 +461,7 @@ def td_config_problems(td: TdConfig) -> list[FieldProblem]:
 
 def td_attribute_problems(attributes: int) -> list[str]:
     """Why `attributes` cannot be a TD's ATTRIBUTES; empty when it can."""
-    if not 0 <= attributes < 1 << 64:
+    if not within("tdx.attributes", attributes):
         return ["expected a 64-bit value"]
     out = []
     reserved = attributes & ~TD_ATTRIBUTES_DEFINED
@@ -470,7 +477,7 @@ def td_attribute_problems(attributes: int) -> list[str]:
 
 def xfam_problems(xfam: int) -> list[str]:
     """Why `xfam` cannot be a TD's XFAM (TDX module check_xfam); empty when it can."""
-    if not 0 <= xfam < 1 << 64:
+    if not within("tdx.xfam", xfam):
         return ["expected a 64-bit value"]
     out = []
     not_allowed = xfam & ~XFAM_FIXED0

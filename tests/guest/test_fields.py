@@ -7,18 +7,32 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cvmlaunch.attest.expect import for_spec
+from cvmlaunch.errors import ProfileError
 from cvmlaunch.guest.fields import (
     BY_FLAG,
     BY_KEY,
     FIELDS,
     HEX_KEYS,
+    Field,
+    Format,
     document_fields,
     step_fields,
 )
 from cvmlaunch.guest.flags import add_guest_arguments
-from cvmlaunch.guest.profile import Profile
-from cvmlaunch.guest.spec import GuestSpec, TdConfig, Technology
+from cvmlaunch.guest.profile import Profile, profile_json_schema
+from cvmlaunch.guest.spec import (
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    CpuSpec,
+    GuestSpec,
+    TdConfig,
+    Technology,
+)
+
+CPU = CpuSpec.from_name("EPYC-v4")
 
 
 def test_every_guest_flag_has_a_row() -> None:
@@ -65,3 +79,75 @@ def test_expectations_from_the_table() -> None:
     td = GuestSpec(Technology.TDX, Path("/f"), td=TdConfig(attributes=1 << 28, xfam=3))
     e = for_spec(td, bytes(48))
     assert (e.td_attributes, e.xfam, e.policy, e.mrowner) == (1 << 28, 3, None, bytes(48))
+
+
+def test_numbers_have_bounds() -> None:
+    numbers = {f.key for f in FIELDS if f.format in (Format.DEC, Format.HEX)}
+    # sev.build is given by flag only and checked with the other LAUNCH_MEASURE inputs.
+    assert {f.key for f in FIELDS if f.bounds is not None} == numbers - {"sev.build"}
+    assert BY_KEY["vcpus"].bounds == (1, MAX_VCPUS)
+    assert BY_KEY["memory_mib"].bounds == (1, MAX_MEMORY_MIB)
+
+
+def _key(row: Field) -> str:
+    return row.key
+
+
+def _integer_schema(schema: dict[str, Any], key: str) -> dict[str, Any]:
+    table, _, name = key.rpartition(".")
+    model = schema["$defs"][table.capitalize()] if table else schema
+    prop = model["properties"][name]
+    return next(s for s in prop.get("anyOf", [prop]) if s.get("type") == "integer")
+
+
+@pytest.mark.parametrize("row", [f for f in FIELDS if f.bounds is not None], ids=_key)
+def test_bounds_are_the_profile_constraints(row: Field) -> None:
+    number = _integer_schema(profile_json_schema(), row.key)
+    assert (number["minimum"], number["maximum"]) == row.bounds
+
+
+def _spec_with(row: Field, value: int) -> GuestSpec:
+    technology = next(
+        t for t in (Technology.SEV_SNP, Technology.SEV_ES, Technology.TDX) if t in row.applies
+    )
+    spec = GuestSpec(technology, Path("/f"), cpu=None if technology is Technology.TDX else CPU)
+    if row.attr == "cpu":
+        return spec._replace(cpu=CpuSpec(value))
+    assert row.attr is not None
+    changes: dict[str, Any] = {row.attr.removeprefix("td."): value}
+    if row.attr.startswith("td."):
+        return spec._replace(td=TdConfig(**changes))
+    return spec._replace(**changes)
+
+
+SPEC_BOUNDED = [f for f in FIELDS if f.bounds is not None and f.attr is not None]
+
+
+@pytest.mark.parametrize("row", SPEC_BOUNDED, ids=_key)
+def test_bounds_are_the_spec_checks(row: Field) -> None:
+    assert row.bounds is not None
+    low, high = row.bounds
+    for value in (low - 1, high + 1):
+        assert row.key in {p.field for p in _spec_with(row, value).problems()}, value
+
+
+@pytest.mark.parametrize(
+    "key", ["vcpus", "memory_mib", "cpu.signature", "snp.guest_features", "sev.policy"]
+)
+def test_values_at_the_bounds_are_accepted(key: str) -> None:
+    row = BY_KEY[key]
+    assert row.bounds is not None
+    for value in row.bounds:
+        if key == "snp.guest_features" and not value & 1:
+            continue  # SNPActive must be set
+        assert key not in {p.field for p in _spec_with(row, value).problems()}, value
+
+
+@pytest.mark.parametrize("part", ["family", "model", "stepping"])
+def test_cpu_family_model_stepping_bounds(part: str) -> None:
+    low, high = BY_KEY[f"cpu.{part}"].bounds or (0, 0)
+    fms = {"family": 0x19, "model": 1, "stepping": 1}
+    assert CpuSpec.from_family_model_stepping(**(fms | {part: high}))
+    assert CpuSpec.from_family_model_stepping(**(fms | {part: low}))
+    with pytest.raises(ProfileError, match=rf"{part} {low}\.\.{high}"):
+        CpuSpec.from_family_model_stepping(**(fms | {part: high + 1}))
