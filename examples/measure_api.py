@@ -24,7 +24,6 @@ from cvmlaunch import (
     PageOrder,
     TdConfig,
     Technology,
-    TraceStep,
     Vmm,
     build_plan,
     load_profile,
@@ -39,7 +38,7 @@ def from_profile(path: Path) -> None:
     result = measure(plan, trace=True)
     trace = result.trace or ()
     # SEV-family steps are pages (by type); TDX steps are PAGE.ADD / MR.EXTEND records.
-    kinds = Counter(s.page_type.name if isinstance(s, TraceStep) else s.record for s in trace)
+    kinds = Counter(s.call_type for s in trace)
     print(f"{path.name}: {result.technology} measurement {result.digest.hex()}")
     print(f"  {len(trace)} measured steps: {dict(kinds)}")
 

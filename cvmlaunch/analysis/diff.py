@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
-from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
+from cvmlaunch.abi.snp import PAGE_SIZE, PageType, sev_feature_names
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
-from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, Step
+from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence
 from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.guest.fields import listing_rank
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdAction, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind
 from cvmlaunch.plan.vmsa import CLOUD_RDX
-
-_TD_RECORDS = frozenset({"MEM.PAGE.ADD", "MR.EXTEND"})
 
 
 class Cause(NamedTuple):
@@ -139,7 +138,13 @@ def diff(a: Evidence, b: Evidence) -> DiffResult:
 
 
 def _differs(x: Step, y: Step) -> bool:
-    if (x.kind, x.gpa, x.page_type, x.pages) != (y.kind, y.gpa, y.page_type, y.pages):
+    if (x.kind, x.gpa, x.page_type, x.action, x.pages) != (
+        y.kind,
+        y.gpa,
+        y.page_type,
+        y.action,
+        y.pages,
+    ):
         return True
     if x.contents is not None and y.contents is not None and x.contents != y.contents:
         return True
@@ -164,15 +169,15 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
     y = ys[n] if n < len(ys) else None
     if x is None or y is None:
         where, causes = _extra_step(a, b, _present(x, y), "A" if x is not None else "B", inputs)
-    elif x.kind in _TD_RECORDS:
+    elif x.kind in TD_RECORDS:
         where, causes = _td_step(a, b, x, y, inputs)
     elif x.kind != y.kind:
         where, causes = _different_kinds(x, y, inputs)
-    elif x.kind == OpKind.FIRMWARE:
+    elif x.kind is StepKind.FIRMWARE:
         where, causes = _firmware_step(a, b, x, y, inputs)
-    elif x.kind == OpKind.SEV_METADATA:
+    elif x.kind is StepKind.SEV_METADATA:
         where, causes = _metadata_step(x, y, inputs)
-    elif x.kind == OpKind.KERNEL_HASHES:
+    elif x.kind is StepKind.KERNEL_HASHES:
         where, causes = _kernel_hashes_step(x, y, inputs)
     else:
         where, causes = x.label, _vmsa_causes(x, y, inputs)
@@ -180,17 +185,17 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
 
 
 def _precomputed(steps: Sequence[Step]) -> bool:
-    return bool(steps) and steps[0].kind == OpKind.FIRMWARE and "precomputed" in steps[0].label
+    return bool(steps) and steps[0].kind is StepKind.FIRMWARE and "precomputed" in steps[0].label
 
 
 def _firmware_as_one(steps: Sequence[Step]) -> tuple[Step, ...]:
     """`steps` with the firmware pages as one step: the digest after them is all that a
     precomputed firmware digest can be compared with."""
-    count = next((n for n, s in enumerate(steps) if s.kind != OpKind.FIRMWARE), len(steps))
+    count = next((n for n, s in enumerate(steps) if s.kind is not StepKind.FIRMWARE), len(steps))
     if count == 0:
         return tuple(steps)
     last = steps[count - 1]
-    whole = last._replace(label="firmware", gpa=steps[0].gpa, contents=None, pages=1)
+    whole = last._replace(label="firmware", gpa=steps[0].gpa, contents=None, size=PAGE_SIZE)
     return (whole, *steps[count:])
 
 
@@ -203,12 +208,12 @@ def _extra_step(
     a: Evidence, b: Evidence, step: Step, side: str, inputs: dict[str, Cause]
 ) -> tuple[str, list[Cause]]:
     where = f"{step.label} (only in {side})"
-    if step.kind == OpKind.VMSA:
-        counts = [sum(s.kind == OpKind.VMSA for s in e.steps) for e in (a, b)]
+    if step.kind is StepKind.VMSA:
+        counts = [sum(s.kind is StepKind.VMSA for s in e.steps) for e in (a, b)]
         vcpus = inputs.get("vcpus") or Cause("vcpus", str(counts[0]), str(counts[1]), "")
         meaning = f"vcpus {vcpus.a} vs {vcpus.b}: one VMSA per vCPU"
         return where, [vcpus._replace(meaning=meaning)]
-    if step.kind == OpKind.KERNEL_HASHES:
+    if step.kind is StepKind.KERNEL_HASHES:
         return where, [_boot_cause(inputs, side)]
     return where, _relevant(inputs, _fields_of(step))
 
@@ -216,13 +221,13 @@ def _extra_step(
 def _different_kinds(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, list[Cause]]:
     kinds = {x.kind, y.kind}
     if x.gpa == y.gpa:
-        label = y.label if y.kind == OpKind.SEV_METADATA else x.label
-        found = f"{x.kind} {x.page_type} in A, {y.kind} {y.page_type} in B"
+        label = y.label if y.kind is StepKind.SEV_METADATA else x.label
+        found = f"{x.kind} {_name(x)} in A, {y.kind} {_name(y)} in B"
         where = f"page {x.gpa:#x} ({label}): {found}"
     else:
         where = f"{x.label} at {x.gpa:#x} vs {y.label} at {y.gpa:#x}"
-    if OpKind.KERNEL_HASHES in kinds:
-        side = "A" if x.kind == OpKind.KERNEL_HASHES else "B"
+    if StepKind.KERNEL_HASHES in kinds:
+        side = "A" if x.kind is StepKind.KERNEL_HASHES else "B"
         return where, [_boot_cause(inputs, side)]
     return where, _relevant(inputs, (*_fields_of(x), *_fields_of(y)))
 
@@ -250,7 +255,9 @@ def _firmware_step(
         where = f"firmware page {x.gpa:#x} (file offset {offset:#x})"
     if "precomputed" in x.label or "precomputed" in y.label:
         return where, [
-            Cause("firmware.digest", x.digest or "", y.digest or "", "precomputed digests differ")
+            Cause(
+                "firmware.digest", _text(x.digest), _text(y.digest), "precomputed digests differ"
+            )
         ]
     if (x.gpa, x.pages) != (y.gpa, y.pages):
         detail = f"images of different sizes (mapped from {x.gpa:#x} vs {y.gpa:#x})"
@@ -266,7 +273,7 @@ def _firmware_step(
 def _firmware_causes(inputs: dict[str, Cause], x: Step, y: Step, detail: str) -> list[Cause]:
     sha = inputs.get("firmware.sha256")
     if sha is None:
-        first = Cause("firmware", x.contents or "", y.contents or "", f"firmware {detail}")
+        first = Cause("firmware", _text(x.contents), _text(y.contents), f"firmware {detail}")
     else:
         first = sha._replace(meaning=f"different firmware images: {detail}")
     path = inputs.get("firmware.path")
@@ -294,7 +301,7 @@ def _first_byte(
 
 def _metadata_step(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, list[Cause]]:
     where = f"SEV metadata {_section_name(x)} page {x.gpa:#x}"
-    found = f"{x.label}: {x.page_type} at {x.gpa:#x} vs {y.label}: {y.page_type} at {y.gpa:#x}"
+    found = f"{x.label}: {_name(x)} at {x.gpa:#x} vs {y.label}: {_name(y)} at {y.gpa:#x}"
     causes = []
     vmm = inputs.get("vmm")
     if vmm is not None:
@@ -312,8 +319,8 @@ def _metadata_step(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, lis
     causes.append(
         Cause(
             "sev_metadata",
-            f"{x.page_type} at {x.gpa:#x}",
-            f"{y.page_type} at {y.gpa:#x}",
+            f"{_name(x)} at {x.gpa:#x}",
+            f"{_name(y)} at {y.gpa:#x}",
             f"measured differently: {found}",
         )
     )
@@ -353,7 +360,7 @@ def _vmsa_causes(x: Step, y: Step, inputs: dict[str, Cause]) -> list[Cause]:
         )
     if x.vmsa is None or y.vmsa is None:
         unnamed = "the VMSA pages differ; this trace does not name their registers"
-        registers = [Cause("vmsa", x.contents or "", y.contents or "", unnamed)]
+        registers = [Cause("vmsa", _text(x.contents), _text(y.contents), unnamed)]
         return causes + _relevant(inputs, STEP_FIELDS["vmsa"]) + registers
     names = dict.fromkeys([*x.vmsa, *y.vmsa])
     changed = {
@@ -515,8 +522,8 @@ def _populate_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> 
         where += f" (only in {'A' if x is not None else 'B'})"
         causes = _relevant(inputs, (*STEP_FIELDS["sev-metadata"], *STEP_FIELDS["td"]))
     else:
-        if (x.kind, x.pages) != (y.kind, y.pages):
-            where += f" ({x.kind} x{x.pages} vs {y.kind} x{y.pages})"
+        if (x.call_type, x.pages) != (y.call_type, y.pages):
+            where += f" ({x.call_type} x{x.pages} vs {y.call_type} x{y.pages})"
         causes = _populate_causes(a, b, x, y, inputs)
     return Divergence(n, x, y, where, _nonempty(causes, x, y, inputs))
 
@@ -530,8 +537,8 @@ def _populate_causes(
         return known or [
             Cause(
                 "boot",
-                x.contents or x.kind,
-                y.contents or y.kind,
+                _text(x.contents) or x.call_type,
+                _text(y.contents) or y.call_type,
                 "the kernel hashes page differs: boot.kernel, boot.initrd or boot.cmdline "
                 "(a launch record does not name which)",
             )
@@ -543,7 +550,7 @@ def _populate_causes(
         )
         return [Cause("memory_mib", *_pair(a, b, "memory_mib", inputs.get("memory_mib")), meaning)]
     firmware = label == "firmware" or "(BFV)" in label or "(CFV)" in label
-    if firmware or (x.kind == "NORMAL" and x.gpa + x.pages * PAGE_SIZE == FOUR_GIB):
+    if firmware or (x.page_type is PageType.NORMAL and x.gpa + x.size == FOUR_GIB):
         return _firmware_causes(inputs, x, y, "the firmware's map_memory source differs")
     return _relevant(inputs, (*STEP_FIELDS["sev-metadata"], *STEP_FIELDS["td"]))
 
@@ -584,7 +591,7 @@ def _pair(a: Evidence, b: Evidence, field: str, known: Cause | None) -> tuple[st
 def _vcpu_state(e: Evidence) -> str:
     if e.form == "record":
         return "not recorded"
-    vmsas = [s for s in e.steps if s.kind == OpKind.VMSA]
+    vmsas = [s for s in e.steps if s.kind is StepKind.VMSA]
     parts = [f"{len(vmsas)} VMSAs"]
     if vmsas and vmsas[0].vmsa is not None:
         regs = vmsas[0].vmsa
@@ -606,26 +613,13 @@ def _populate(e: Evidence) -> tuple[Step, ...]:
 def _planned_calls(plan: Plan) -> tuple[Step, ...]:
     from cvmlaunch.launch.steps import plan_steps
 
-    if isinstance(plan, TdPlan):
-        sections: list[int | None] = [
-            op.section for op in plan.ops if op.action is not TdAction.PAGE_AUG
-        ]
-    else:
-        sections = [op.section for op in plan.ops if op.kind is not OpKind.VMSA]
-    td = isinstance(plan, TdPlan)
     return tuple(
-        Step(
-            number=n,
-            kind=s.page_type,
-            label=s.label,
-            gpa=s.gpa,
-            page_type=None if td else s.page_type,
-            contents=None if s.source is None else hashlib.sha256(s.source).hexdigest(),
-            digest=None,
-            section=section,
-            pages=s.pages,
+        s._replace(
+            kind=StepKind.MAP_MEMORY,
+            contents=None if s.source is None else hashlib.sha256(s.source).digest(),
+            source=None,
         )
-        for n, (s, section) in enumerate(zip(plan_steps(plan), sections, strict=True))
+        for s in plan_steps(plan)
     )
 
 
@@ -637,7 +631,7 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
     """
     groups: list[list[Step]] = []
     for s in e.steps:
-        if s.kind == OpKind.VMSA:
+        if s.kind is StepKind.VMSA:
             continue
         key = (s.section, s.label)
         if groups and (groups[-1][0].section, groups[-1][0].label) == key:
@@ -647,20 +641,21 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
     calls = []
     for n, group in enumerate(groups):
         first = group[0]
+        page_type, action = first.page_type, None
         if e.technology == "tdx":
-            extend = any(s.kind == "MR.EXTEND" for s in group)
-            kind = "page-add+extend" if extend else "page-add"
-            pages = sum(s.kind == "MEM.PAGE.ADD" for s in group)
+            extend = any(s.kind is StepKind.MR_EXTEND for s in group)
+            action = TdAction.PAGE_ADD_EXTEND if extend else TdAction.PAGE_ADD
+            pages = sum(s.kind is StepKind.PAGE_ADD for s in group)
             contents = None
         else:
-            kind = first.page_type or first.kind
             pages = sum(s.pages for s in group)
             contents = first.contents if e.technology != "sev-snp" else None
             if first.label == "firmware":
-                contents = e.inputs.get("firmware.sha256")
+                sha = e.inputs.get("firmware.sha256")
+                contents = None if sha is None else bytes.fromhex(sha)
         calls.append(
-            Step(n, kind, first.label, first.gpa, None if e.technology == "tdx" else kind,
-                 contents, None, first.section, pages=pages)
+            Step(n, StepKind.MAP_MEMORY, first.label, first.gpa, pages * PAGE_SIZE, page_type,
+                 action, contents, section=first.section)
         )  # fmt: skip
     return tuple(calls)
 
@@ -716,7 +711,7 @@ def _relevant(inputs: dict[str, Cause], fields: Sequence[str]) -> list[Cause]:
 
 
 def _fields_of(step: Step) -> tuple[str, ...]:
-    return STEP_FIELDS.get("td" if step.kind in _TD_RECORDS else step.kind, ())
+    return STEP_FIELDS.get("td" if step.kind in TD_RECORDS else step.kind, ())
 
 
 def _nonempty(
@@ -740,6 +735,16 @@ def _unexplained(a: Evidence, b: Evidence, inputs: tuple[Cause, ...]) -> Diverge
 # ---- rendering ---------------------------------------------------------------------------
 
 
+def _text(value: bytes | None) -> str:
+    """A digest as hex ("" when there is none)."""
+    return "" if value is None else value.hex()
+
+
+def _name(step: Step) -> str:
+    """A step's page type as a trace names it."""
+    return str(None) if step.page_type is None else step.page_type.name
+
+
 def _hex(value: bytes | None) -> str:
     return value.hex() if value is not None else "unknown"
 
@@ -761,13 +766,13 @@ def _cause_text(c: Cause) -> str:
 def _step_text(s: Step | None) -> str:
     if s is None:
         return "(none)"
-    parts = [f"#{s.number} {s.label}", f"gpa {s.gpa:#x}", s.page_type or s.kind]
+    parts = [f"#{s.number} {s.label}", f"gpa {s.gpa:#x}", s.call_type]
     if s.pages > 1:
         parts.append(f"x{s.pages}")
     if s.contents is not None:
-        parts.append(f"contents {_short(s.contents)}")
+        parts.append(f"contents {_short(s.contents.hex())}")
     if s.digest is not None:
-        parts.append(f"digest {_short(s.digest)}")
+        parts.append(f"digest {_short(s.digest.hex())}")
     return ", ".join(parts)
 
 
@@ -776,13 +781,13 @@ def _step_doc(s: Step | None) -> dict[str, Any] | None:
         return None
     doc: dict[str, Any] = {
         "index": s.number,
-        "kind": s.kind,
+        "kind": s.call_type if s.kind is StepKind.MAP_MEMORY else str(s.kind),
         "label": s.label,
         "gpa": f"{s.gpa:#x}",
         "pages": s.pages,
-        "page_type": s.page_type,
-        "contents": s.contents,
-        "digest": s.digest,
+        "page_type": None if s.page_type is None else s.page_type.name,
+        "contents": _text(s.contents) or None,
+        "digest": _text(s.digest) or None,
     }
     for key in ("section", "vcpu"):
         if getattr(s, key) is not None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple, NoReturn
+from enum import StrEnum
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
-from cvmlaunch.abi.snp import PAGE_SIZE
+from cvmlaunch.abi.snp import PAGE_SIZE, PageType
+from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
 from cvmlaunch.errors import InputError
 from cvmlaunch.guest.fields import (
     FIELDS,
@@ -26,31 +28,8 @@ from cvmlaunch.guest.fields import (
     step_fields,
 )
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.plan.ops import Plan
-
-
-class Step(NamedTuple):
-    """One measured step (plan, trace) or one map_memory call (launch record).
-
-    `kind` is the operation kind of a plan or trace ("firmware", "sev-metadata",
-    "kernel-hashes", "vmsa"), the MRTD record of a TDX trace ("MEM.PAGE.ADD", "MR.EXTEND"),
-    or the map_memory type of a record ("NORMAL", "ZERO", "page-add+extend", ...).
-    `contents` is hex: the SNP PAGE_INFO.CONTENTS, the SEV buffer's SHA-256, or a record's
-    source SHA-256; `digest` the running launch digest after the step, when known.
-    """
-
-    number: int  # the step's position (not "index": tuple has an index method)
-    kind: str
-    label: str
-    gpa: int
-    page_type: str | None
-    contents: str | None
-    digest: str | None
-    section: int | None = None
-    vcpu: int | None = None
-    vmsa: dict[str, int] | None = None
-    file_offset: int | None = None
-    pages: int = 1
+from cvmlaunch.plan.ops import Plan, TdAction, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind
 
 
 class Evidence(NamedTuple):
@@ -66,13 +45,20 @@ class Evidence(NamedTuple):
 
 
 def evidence_from_plan(plan: Plan, source: str) -> Evidence:
-    """The evidence of `plan`: measured with a trace, read back as `measure --trace --json`
-    would print it (so a profile and its saved trace give the same steps)."""
+    """The evidence of `plan`: its measured steps, and its inputs by profile field (as a
+    saved `measure --trace --json` of it gives them)."""
     from cvmlaunch.measure import measure
-    from cvmlaunch.measure.document import measurement_json
+    from cvmlaunch.measure.document import inputs_json, td_identity
 
-    doc = measurement_json(plan, measure(plan, trace=True))
-    return evidence_from_json(doc, source)._replace(form="profile", plan=plan)
+    result = measure(plan, trace=True)
+    read = _Reader(source)
+    technology = str(plan.spec.technology)
+    if isinstance(plan, TdPlan):
+        inputs = _td_inputs(read, inputs_json(plan), td_identity(plan))
+    else:
+        inputs = _sev_inputs(read, inputs_json(plan))
+    steps = result.trace or ()
+    return Evidence(source, "profile", technology, result.digest, inputs, steps, plan)
 
 
 def evidence_from_json(doc: object, source: str) -> Evidence:
@@ -101,6 +87,7 @@ def evidence_from_json(doc: object, source: str) -> Evidence:
 
 
 _Kind = type[Any] | tuple[type[Any], ...]
+_E = TypeVar("_E", bound=StrEnum)
 
 
 class _Reader:
@@ -137,12 +124,30 @@ class _Reader:
         except ValueError:
             self.fail(f"{where}{key!r}: {value!r} is not a number")
 
-    def digest(self, obj: Mapping[str, Any], key: str) -> bytes:
-        value = self.get(obj, key, str)
+    def digest(self, obj: Mapping[str, Any], key: str, where: str = "") -> bytes:
+        value = self.get(obj, key, str, where)
         try:
             return bytes.fromhex(value)
         except ValueError:
-            self.fail(f"{key!r}: {value!r} is not hex")
+            self.fail(f"{where}{key!r}: {value!r} is not hex")
+
+    def optional_digest(self, obj: Mapping[str, Any], key: str, where: str = "") -> bytes | None:
+        return None if obj.get(key) is None else self.digest(obj, key, where)
+
+    def choice(self, obj: Mapping[str, Any], key: str, kind: type[_E], where: str = "") -> _E:
+        """An enum member by its value."""
+        value = self.get(obj, key, str, where)
+        try:
+            return kind(value)
+        except ValueError:
+            self.fail(f"{where}{key!r}: {value!r} is not one of {', '.join(kind)}")
+
+    def page_type(self, obj: Mapping[str, Any], key: str, where: str = "") -> PageType:
+        """An SNP page type by name."""
+        value = self.get(obj, key, str, where)
+        if value not in PageType.__members__:
+            self.fail(f"{where}{key!r}: {value!r} is not one of {', '.join(PageType.__members__)}")
+        return PageType[value]
 
 
 def _from_trace(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
@@ -166,29 +171,31 @@ def _sev_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
     offset = read.number(entry, "file_offset", where) if "file_offset" in entry else None
     return Step(
         number=read.get(entry, "index", int, where),
-        kind=read.get(entry, "kind", str, where),
+        kind=read.choice(entry, "kind", StepKind, where),
         label=read.get(entry, "label", str, where),
         gpa=read.number(entry, "gpa", where),
-        page_type=read.get(entry, "page_type", str, where),
-        contents=read.get(entry, "contents", str, where),
-        digest=read.get(entry, "digest", str, where),
+        size=read.get(entry, "size", int, where),
+        page_type=read.page_type(entry, "page_type", where),
+        contents=read.digest(entry, "contents", where),
+        digest=read.digest(entry, "digest", where),
         section=read.optional(entry, "section", int, where),
         vcpu=read.optional(entry, "vcpu", int, where),
         vmsa=None if vmsa is None else {k: read.number(vmsa, k, f"{where}vmsa.") for k in vmsa},
         file_offset=offset,
-        pages=max(1, read.get(entry, "size", int, where) // PAGE_SIZE),
     )
 
 
 def _td_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
+    kind = read.choice(entry, "record", StepKind, where)
+    if kind not in TD_RECORDS:
+        read.fail(f"{where}record: {kind!r} is not an MRTD record")
     return Step(
         number=read.get(entry, "index", int, where),
-        kind=read.get(entry, "record", str, where),
+        kind=kind,
         label=read.get(entry, "label", str, where),
         gpa=read.number(entry, "gpa", where),
-        page_type=None,
-        contents=None,
-        digest=read.get(entry, "digest", str, where),
+        size=MR_EXTEND_CHUNK if kind is StepKind.MR_EXTEND else PAGE_SIZE,
+        digest=read.digest(entry, "digest", where),
         section=read.get(entry, "section", int, where),
     )
 
@@ -206,16 +213,21 @@ def _from_record(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
             read.fail(f"map_memory[{n}]: expected an object, got {type(call).__name__}")
         kind = read.get(call, "type", str, where)
         pages = read.get(call, "pages", int, where)
+        page_type = action = None
+        if technology == "tdx":
+            action = read.choice(call, "type", TdAction, where)
+        else:
+            page_type = read.page_type(call, "type", where)
         steps.append(
             Step(
                 number=n,
-                kind=kind,
+                kind=StepKind.MAP_MEMORY,
                 label=f"map_memory call {n} ({kind} x{pages})",
                 gpa=read.number(call, "gpa", where),
-                page_type=None if technology == "tdx" else kind,
-                contents=read.optional(call, "source_sha256", str, where),
-                digest=None,
-                pages=pages,
+                size=pages * PAGE_SIZE,
+                page_type=page_type,
+                action=action,
+                contents=read.optional_digest(call, "source_sha256", where),
             )
         )
     recorded = read.get(doc, "inputs", Mapping)
@@ -275,4 +287,4 @@ def _td_inputs(read: _Reader, inputs: Mapping[str, Any], identity: object) -> di
     return out
 
 
-__all__ = ["STEP_FIELDS", "Evidence", "Step", "evidence_from_json", "evidence_from_plan"]
+__all__ = ["STEP_FIELDS", "Evidence", "evidence_from_json", "evidence_from_plan"]

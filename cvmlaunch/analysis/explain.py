@@ -6,28 +6,42 @@ digest at its end.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
 from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.analysis.evidence import STEP_FIELDS
 from cvmlaunch.guest.spec import Technology, Vmm
-from cvmlaunch.measure import Measurement, TdTraceStep, TraceStep, measure
+from cvmlaunch.measure import Measurement, measure
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdAction, TdPageOp, TdPlan
+from cvmlaunch.plan.step import Step, StepKind
 
 
 class Run(NamedTuple):
-    """Consecutive measured steps with one cause: `first`..`last` index the trace."""
+    """A slice of the trace with one cause: its steps, told with their inputs and the
+    profile fields behind them."""
 
-    first: int
-    last: int
+    steps: tuple[Step, ...]
     title: str
     gpa: int
     pages: int
     inputs: dict[str, str]
     fields: tuple[str, ...]
-    digest: bytes
+
+    @property
+    def first(self) -> int:
+        return self.steps[0].number
+
+    @property
+    def last(self) -> int:
+        return self.steps[-1].number
+
+    @property
+    def digest(self) -> bytes:
+        """The digest after the run's last step (every traced step has one)."""
+        digest = self.steps[-1].digest
+        return digest if digest is not None else b""
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -77,10 +91,10 @@ def explain(plan: Plan) -> Explanation:
 
 
 def _sev_runs(plan: LaunchPlan, result: Measurement) -> list[Run]:
-    trace = cast(tuple[TraceStep, ...], result.trace or ())
+    trace = result.trace or ()
     snp = plan.spec.technology is Technology.SEV_SNP
     # (ops, their trace steps); consecutive AP VMSAs form one group: they are one cause.
-    groups: list[tuple[list[PageOp], list[TraceStep]]] = []
+    groups: list[tuple[list[PageOp], list[Step]]] = []
     pos = 0
     for op in plan.ops:
         if snp:
@@ -104,7 +118,7 @@ def _is_ap(op: PageOp) -> bool:
     return op.kind is OpKind.VMSA and op.vcpu not in (None, 0)
 
 
-def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run:
+def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
     spec = plan.spec
     op = ops[0]
     pages = -(-sum(o.size for o in ops) // PAGE_SIZE)  # SEV's kernel hashes: part of a page
@@ -130,7 +144,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run
             "initrd_sha256": hashes.initrd.hex(),
             "cmdline_sha256": hashes.cmdline.hex(),
             "cmdline": spec.boot.cmdline if spec.boot is not None else "",
-            "contents": steps[-1].contents.hex(),
+            "contents": _hex(steps[-1].contents),
         }
     elif op.kind is OpKind.VMSA and op.state is not None:
         state = op.state
@@ -147,18 +161,9 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[TraceStep]) -> Run
             "sev_features": f"{state.sev_features:#x} "
             f"[{', '.join(sev_feature_names(state.sev_features))}]",
             "start": f"CS base {state.cs.base:#x} RIP {state.rip:#x}",
-            "page_contents": steps[-1].contents.hex(),
+            "page_contents": _hex(steps[-1].contents),
         }
-    return Run(
-        first=steps[0].step,
-        last=steps[-1].step,
-        title=title,
-        gpa=op.gpa,
-        pages=pages,
-        inputs=inputs,
-        fields=fields,
-        digest=steps[-1].digest,
-    )
+    return Run(tuple(steps), title, op.gpa, pages, inputs, fields)
 
 
 def _cpu_text(rdx: int, vmm: Vmm) -> str:
@@ -172,8 +177,8 @@ def _cpu_text(rdx: int, vmm: Vmm) -> str:
 
 
 def _td_runs(plan: TdPlan, result: Measurement) -> list[Run]:
-    trace = cast(tuple[TdTraceStep, ...], result.trace or ())
-    by_section: dict[int, list[TdTraceStep]] = {}
+    trace = result.trace or ()
+    by_section: dict[int | None, list[Step]] = {}
     for step in trace:
         by_section.setdefault(step.section, []).append(step)
     runs = []
@@ -185,10 +190,10 @@ def _td_runs(plan: TdPlan, result: Measurement) -> list[Run]:
     return runs
 
 
-def _td_run(plan: TdPlan, op: TdPageOp, steps: list[TdTraceStep]) -> Run:
+def _td_run(plan: TdPlan, op: TdPageOp, steps: list[Step]) -> Run:
     section = plan.tdvf.sections[op.section]
     pages = op.size // PAGE_SIZE
-    adds = sum(1 for s in steps if s.record == "MEM.PAGE.ADD")
+    adds = sum(1 for s in steps if s.kind is StepKind.PAGE_ADD)
     extends = len(steps) - adds
     inputs = {
         "section": f"{op.section} {op.section_type.name}",
@@ -210,6 +215,8 @@ def _td_run(plan: TdPlan, op: TdPageOp, steps: list[TdTraceStep]) -> Run:
         if op.section_type is TdvfSectionType.TD_HOB:
             fields = ("memory_mib", *fields)
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {op.action} x{pages}"
-    return Run(
-        steps[0].step, steps[-1].step, title, op.gpa, pages, inputs, fields, steps[-1].digest
-    )
+    return Run(tuple(steps), title, op.gpa, pages, inputs, fields)
+
+
+def _hex(value: bytes | None) -> str:
+    return "" if value is None else value.hex()

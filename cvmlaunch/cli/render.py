@@ -3,17 +3,20 @@ measurements and firmware images."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import hashlib
+from typing import Any
 
-from cvmlaunch.measure import TdTraceStep, TraceStep
+from cvmlaunch.abi.ovmf import SevSectionType
+from cvmlaunch.abi.tdx import PAGE_SIZE, TdvfAttribute, flag_names
+from cvmlaunch.firmware.ovmf import OvmfImage
+from cvmlaunch.firmware.tdvf import TdvfMetadata
+from cvmlaunch.measure import Measurement
 from cvmlaunch.measure.document import inputs_json, td_identity, td_inputs, tdvf_json
-from cvmlaunch.plan.ops import TdPlan
+from cvmlaunch.plan.ops import Plan, TdPlan
 
-if TYPE_CHECKING:  # the TDX and firmware-inspection modules load where they are used
-    from cvmlaunch.firmware.ovmf import OvmfImage
-    from cvmlaunch.firmware.tdvf import TdvfMetadata
-    from cvmlaunch.measure import Measurement
-    from cvmlaunch.plan.ops import Plan
+
+def _hex16(value: bytes | None) -> str:
+    return "" if value is None else value.hex()[:16]
 
 
 def _verdict(expected: bytes | None, digest: bytes) -> list[str]:
@@ -24,16 +27,12 @@ def _verdict(expected: bytes | None, digest: bytes) -> list[str]:
 
 
 def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
-    from cvmlaunch.abi.tdx import PAGE_SIZE
-
     lines = []
     if result.trace is not None:
         lines.append(f"{'step':>6}  {'gpa':>14}  {'record':<12}  {'digest':<16}  section")
         for t in result.trace:
-            if isinstance(t, TdTraceStep):
-                lines.append(
-                    f"{t.step:>6}  {t.gpa:>#14x}  {t.record:<12}  {t.digest.hex()[:16]}  {t.label}"
-                )
+            digest = _hex16(t.digest)
+            lines.append(f"{t.number:>6}  {t.gpa:>#14x}  {t.kind:<12}  {digest}  {t.label}")
         lines.append("")
     inputs = td_inputs(plan)
     identity = td_identity(plan)
@@ -70,11 +69,10 @@ def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) ->
             f"{'step':>6}  {'gpa':>14}  {'type':<10}  {'contents':<16}  {'digest':<16}  op"
         )
         for s in result.trace:
-            if isinstance(s, TraceStep):
-                lines.append(
-                    f"{s.step:>6}  {s.gpa:>#14x}  {s.page_type.name:<10}  "
-                    f"{s.contents.hex()[:16]}  {s.digest.hex()[:16]}  {s.label}"
-                )
+            lines.append(
+                f"{s.number:>6}  {s.gpa:>#14x}  {s.call_type:<10}  "
+                f"{_hex16(s.contents)}  {_hex16(s.digest)}  {s.label}"
+            )
         lines.append("")
     inputs = inputs_json(plan)
     lines.append(f"technology       {result.technology}")
@@ -101,10 +99,6 @@ def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) ->
 def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> dict[str, Any]:
     """The `firmware inspect --json` object; `tdvf` is the TDVF metadata, or why it is
     unusable."""
-    import hashlib
-
-    from cvmlaunch.abi.ovmf import SevSectionType
-    from cvmlaunch.firmware.tdvf import TdvfMetadata
 
     def gpa_range(r: Any) -> dict[str, str] | None:
         return None if r is None else {"base": f"{r.base:#x}", "size": f"{r.size:#x}"}
@@ -141,8 +135,6 @@ def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> d
 
 
 def firmware_text(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> str:
-    from cvmlaunch.abi.tdx import TdvfAttribute, flag_names
-
     doc = firmware_json(image, tdvf)
     lines = [
         f"size             {doc['size']} bytes, mapped at {doc['gpa']}..0x100000000",

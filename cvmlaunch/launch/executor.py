@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from cvmlaunch.abi.kvm import GHCB_VERSION_DEFAULT, PAGE_SHIFT, GuestMemfdFlag, MapFlag, VmType
-from cvmlaunch.abi.snp import PageType, SevFeature
+from cvmlaunch.abi.snp import SevFeature
 from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import KvmError, LaunchError
@@ -29,9 +29,9 @@ from cvmlaunch.launch.rehearsal import (
     flat_protected_mode,
     read_back,
 )
-from cvmlaunch.launch.steps import Step
 from cvmlaunch.log import get_logger
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdPlan
+from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
+from cvmlaunch.plan.step import Step
 
 _log = get_logger("cvmlaunch.launch")
 
@@ -110,15 +110,14 @@ def _anonymous(memory: ExitStack, size: int) -> mmap.mmap:
 
 def _populate(vcpu: Vcpu, steps: list[Step], t: Transcript, flags: int) -> None:
     for step in steps:
-        page_type = None if step.page_type.startswith("page-") else PageType[step.page_type]
         call = map_memory(
             vcpu,
             step.gpa >> PAGE_SHIFT,
             step.pages,
             flags,
             step.source,
-            page_type=page_type,
-            measure=step.page_type == "page-add+extend",
+            page_type=step.page_type,
+            measure=step.action is TdAction.PAGE_ADD_EXTEND,
         )
         _log.debug("launch.map_memory", **call.to_json())
         t.calls.append(call)

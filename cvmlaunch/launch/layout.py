@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cvmlaunch.abi.kvm import PAGE_SIZE
 from cvmlaunch.firmware.ovmf import GpaRange
-from cvmlaunch.launch.steps import Step
+from cvmlaunch.plan.step import Step
 
 # The rehearsal guest's code page sits below every populated range when it can.
 CHECKER_GPA_FLOOR = 0x1000

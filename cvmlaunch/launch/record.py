@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from cvmlaunch.kvm import MapCall
-from cvmlaunch.launch.steps import Step
+from cvmlaunch.plan.step import Step
 
 
 class Verdict(StrEnum):
@@ -22,7 +23,8 @@ class Verdict(StrEnum):
 def divergence(steps: list[Step], calls: list[MapCall]) -> dict[str, object]:
     """The first map_memory call that differs from the plan, or the finalize step."""
     for number, (step, call) in enumerate(zip(steps, calls, strict=False)):
-        expected = (step.gpa, step.pages, step.source_sha256())
+        source = None if step.source is None else hashlib.sha256(step.source).digest()
+        expected = (step.gpa, step.pages, source)
         actual = (call.gpa, call.pages, call.source_sha256)
         if expected != actual:
             return {

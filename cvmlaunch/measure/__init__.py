@@ -7,8 +7,8 @@ from typing import NamedTuple
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.measure.sev import launch_measure, sev_digest
 from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.measure.trace import TdTraceStep, TraceStep
 from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.plan.step import Step
 
 
 class Measurement(NamedTuple):
@@ -24,7 +24,7 @@ class Measurement(NamedTuple):
     digest: bytes
     firmware_digest: bytes | None
     launch_measure: bytes | None
-    trace: tuple[TraceStep, ...] | tuple[TdTraceStep, ...] | None
+    trace: tuple[Step, ...] | None
 
 
 def measure(plan: Plan, *, trace: bool = False) -> Measurement:
@@ -32,11 +32,11 @@ def measure(plan: Plan, *, trace: bool = False) -> Measurement:
     if isinstance(plan, TdPlan):
         from cvmlaunch.measure.tdx import mrtd  # loads only for a TD (CLI start-up)
 
-        records: list[TdTraceStep] | None = [] if trace else None
+        records: list[Step] | None = [] if trace else None
         digest = mrtd(plan, records)
         frozen = None if records is None else tuple(records)
         return Measurement(plan.spec.technology, digest, None, None, frozen)
-    steps: list[TraceStep] | None = [] if trace else None
+    steps: list[Step] | None = [] if trace else None
     spec = plan.spec
     if spec.technology is Technology.SEV_SNP:
         digests = snp_digest(plan, steps)
@@ -49,8 +49,8 @@ def measure(plan: Plan, *, trace: bool = False) -> Measurement:
     return Measurement(spec.technology, digest, None, hmac, _freeze(steps))
 
 
-def _freeze(steps: list[TraceStep] | None) -> tuple[TraceStep, ...] | None:
+def _freeze(steps: list[Step] | None) -> tuple[Step, ...] | None:
     return None if steps is None else tuple(steps)
 
 
-__all__ = ["Measurement", "TdTraceStep", "TraceStep", "measure"]
+__all__ = ["Measurement", "Step", "measure"]

@@ -10,11 +10,11 @@ from cvmlaunch.abi.cpu import split_signature
 from cvmlaunch.abi.hob import HOB_HEADER
 from cvmlaunch.abi.snp import sev_feature_names
 from cvmlaunch.abi.tdx import PAGE_SIZE, TdAttribute, TdvfAttribute, XfamBit, flag_names
-from cvmlaunch.abi.vmsa import SaveArea, Segment
 from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.measure import Measurement, TraceStep
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdPlan
+from cvmlaunch.measure import Measurement
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, Step
 
 
 def _inputs(plan: LaunchPlan) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
         doc["td"] = td_identity(plan)
         doc["inputs"] = td_inputs(plan)
         if result.trace is not None:
-            doc["trace"] = [step.to_json() for step in result.trace]
+            doc["trace"] = [step_json(step) for step in result.trace]
         return doc
     if result.firmware_digest is not None:
         doc["firmware_digest"] = result.firmware_digest.hex()
@@ -139,48 +139,40 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
         doc["launch_measure"] = result.launch_measure.hex()
     doc["inputs"] = _inputs(plan)
     if result.trace is not None:
-        doc["trace"] = [
-            _sev_step_json(step, op)
-            for step, op in zip(result.trace, _traced_ops(plan), strict=True)
-            if isinstance(step, TraceStep)
-        ]
+        doc["trace"] = [step_json(step) for step in result.trace]
     return doc
 
 
-def save_area_fields(state: SaveArea) -> dict[str, int]:
-    """The fields of a save area by name, segments flattened (`cs.attrib`, `cs.base`, ...)."""
-    out: dict[str, int] = {}
-    for name in state._fields:
-        value = getattr(state, name)
-        if isinstance(value, Segment):
-            out.update(zip([f"{name}.{part}" for part in value._fields], value, strict=True))
-        else:
-            out[name] = int(value)
-    return out
-
-
-def _traced_ops(plan: LaunchPlan) -> list[PageOp]:
-    """The operation of every trace step, in trace order (as the digest engines step)."""
-    snp = plan.spec.technology is Technology.SEV_SNP
-    out: list[PageOp] = []
-    for op in plan.ops:
-        if not snp:
-            count = 0 if op.data is None else 1  # one LAUNCH_UPDATE buffer per operation
-        elif op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
-            count = 1  # the precomputed digest stands for every firmware page
-        else:
-            count = op.size // PAGE_SIZE
-        out += [op] * count
-    return out
-
-
-def _sev_step_json(step: TraceStep, op: PageOp) -> dict[str, object]:
-    doc = step.to_json()
-    if op.kind is OpKind.FIRMWARE:
-        doc["file_offset"] = f"{step.gpa - op.gpa:#x}"  # the image is mapped from its start
-    if op.section is not None:
-        doc["section"] = op.section
-    if op.state is not None:
-        doc["vcpu"] = op.vcpu
-        doc["vmsa"] = {name: f"{v:#x}" for name, v in save_area_fields(op.state).items()}
+def step_json(step: Step) -> dict[str, object]:
+    """A measured step as `measure --trace --json` shows it."""
+    if step.kind in TD_RECORDS:
+        return {
+            "index": step.number,
+            "record": str(step.kind),
+            "label": step.label,
+            "gpa": f"{step.gpa:#x}",
+            "section": step.section,
+            "digest": _hex(step.digest),
+        }
+    doc: dict[str, object] = {
+        "index": step.number,
+        "kind": str(step.kind),
+        "label": step.label,
+        "gpa": f"{step.gpa:#x}",
+        "size": step.size,
+        "page_type": step.page_type.name if step.page_type is not None else None,
+        "contents": _hex(step.contents),
+        "digest": _hex(step.digest),
+    }
+    if step.file_offset is not None:
+        doc["file_offset"] = f"{step.file_offset:#x}"
+    if step.section is not None:
+        doc["section"] = step.section
+    if step.vmsa is not None:
+        doc["vcpu"] = step.vcpu
+        doc["vmsa"] = {name: f"{v:#x}" for name, v in step.vmsa.items()}
     return doc
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()

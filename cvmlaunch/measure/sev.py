@@ -16,8 +16,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from cvmlaunch.guest.spec import SevLaunchSecretInputs
-from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan
+from cvmlaunch.plan.step import Step, op_step
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -26,12 +26,12 @@ _MEASURE_CONTEXT = 0x04
 _MEASURE_HEADER = struct.Struct("<BBBBI")
 
 
-def sev_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> bytes:
+def sev_digest(plan: LaunchPlan, trace: list[Step] | None = None) -> bytes:
     """SHA-256 over the data of every operation of `plan`, in order."""
     return sev_stream(plan, trace).digest()
 
 
-def sev_stream(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> _Hash:
+def sev_stream(plan: LaunchPlan, trace: list[Step] | None = None) -> _Hash:
     """The running SHA-256 after every operation of `plan`, still open: the sweep copies
     the state after a shared prefix and extends it per configuration."""
     ld = hashlib.sha256()
@@ -40,17 +40,10 @@ def sev_stream(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> _Hash:
             continue
         ld.update(op.data)
         if trace is not None:
+            contents = hashlib.sha256(op.data).digest()
+            digest = ld.copy().digest()
             trace.append(
-                TraceStep(
-                    len(trace),
-                    op.kind,
-                    op.label,
-                    op.gpa,
-                    op.size,
-                    op.page_type,
-                    hashlib.sha256(op.data).digest(),
-                    ld.copy().digest(),
-                )
+                op_step(len(trace), op, op.gpa, op.size, contents=contents, digest=digest)
             )
     return ld
 

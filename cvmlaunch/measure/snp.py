@@ -19,8 +19,8 @@ from cvmlaunch.abi.snp import (
     ZERO_CONTENTS,
     PageType,
 )
-from cvmlaunch.measure.trace import TraceStep
 from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp
+from cvmlaunch.plan.step import Step, op_step
 
 
 class SnpDigests(NamedTuple):
@@ -30,19 +30,17 @@ class SnpDigests(NamedTuple):
     firmware_digest: bytes
 
 
-def snp_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> SnpDigests:
-    """The launch digest of `plan`; appends one TraceStep per page to `trace` if given."""
+def snp_digest(plan: LaunchPlan, trace: list[Step] | None = None) -> SnpDigests:
+    """The launch digest of `plan`; appends one Step per page to `trace` if given."""
     ld = bytes(LD_SIZE)
     after_firmware = ld
     for op in plan.ops:
         if op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
             ld = plan.firmware_digest
             if trace is not None:
-                step = TraceStep(
-                    len(trace), op.kind, "firmware (precomputed digest)", op.gpa, op.size,
-                    op.page_type, ZERO_CONTENTS, ld,
-                )  # fmt: skip
-                trace.append(step)
+                label = "firmware (precomputed digest)"
+                step = op_step(len(trace), op, op.gpa, op.size, contents=ZERO_CONTENTS, digest=ld)
+                trace.append(step._replace(label=label))
         else:
             ld = update(ld, op, trace)
         if op.kind is OpKind.FIRMWARE:
@@ -50,7 +48,7 @@ def snp_digest(plan: LaunchPlan, trace: list[TraceStep] | None = None) -> SnpDig
     return SnpDigests(ld, after_firmware)
 
 
-def update(ld: bytes, op: PageOp, trace: list[TraceStep] | None) -> bytes:
+def update(ld: bytes, op: PageOp, trace: list[Step] | None) -> bytes:
     """Extend `ld` with every 4 KiB page of `op`, in ascending GPA order."""
     # The hot loop of every SNP measurement: 512 iterations for a 2 MiB image.
     page_type = op.page_type
@@ -63,9 +61,7 @@ def update(ld: bytes, op: PageOp, trace: list[TraceStep] | None) -> bytes:
         gpa = op.gpa + offset
         ld = extend(ld, contents, page_type, gpa)
         if trace is not None:
-            trace.append(
-                TraceStep(len(trace), op.kind, op.label, gpa, PAGE_SIZE, page_type, contents, ld)
-            )
+            trace.append(op_step(len(trace), op, gpa, PAGE_SIZE, contents=contents, digest=ld))
     return ld
 
 

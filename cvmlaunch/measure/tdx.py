@@ -13,12 +13,12 @@ from typing import Any
 
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK, MR_EXTEND_TAG, MRTD_RECORD, PAGE_ADD_TAG, PAGE_SIZE
 from cvmlaunch.guest.spec import PageOrder
-from cvmlaunch.measure.trace import TdTraceStep
 from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
+from cvmlaunch.plan.step import Step, StepKind
 
 
-def mrtd(plan: TdPlan, trace: list[TdTraceStep] | None = None) -> bytes:
-    """The MRTD of `plan`; appends one TdTraceStep per record to `trace` if given."""
+def mrtd(plan: TdPlan, trace: list[Step] | None = None) -> bytes:
+    """The MRTD of `plan`; appends one Step per record to `trace` if given."""
     h = sha384()
     order = plan.spec.td_config.page_order
     for op in plan.ops:
@@ -65,29 +65,34 @@ def _hash(h: Any, op: TdPageOp, order: PageOrder) -> None:
             update(contents[offset : offset + MR_EXTEND_CHUNK])
 
 
-def _traced(h: Any, op: TdPageOp, order: PageOrder, trace: list[TdTraceStep]) -> None:
+def _traced(h: Any, op: TdPageOp, order: PageOrder, trace: list[Step]) -> None:
     extend = op.action is TdAction.PAGE_ADD_EXTEND
 
-    def record(kind: str, gpa: int, chunk: memoryview | None = None) -> None:
-        h.update(MRTD_RECORD.pack(PAGE_ADD_TAG if kind == "MEM.PAGE.ADD" else MR_EXTEND_TAG, gpa))
+    def record(kind: StepKind, gpa: int, chunk: memoryview | None = None) -> None:
+        h.update(MRTD_RECORD.pack(PAGE_ADD_TAG if chunk is None else MR_EXTEND_TAG, gpa))
+        size = PAGE_SIZE
         if chunk is not None:
             h.update(chunk)
-        trace.append(TdTraceStep(len(trace), kind, op.label, gpa, op.section, h.copy().digest()))
+            size = MR_EXTEND_CHUNK
+        digest = h.copy().digest()
+        trace.append(
+            Step(len(trace), kind, op.label, gpa, size, digest=digest, section=op.section)
+        )
 
     def extend_page(page: int) -> None:
         contents = _page(op.data, page)
         for offset in range(0, PAGE_SIZE, MR_EXTEND_CHUNK):
             chunk = contents[offset : offset + MR_EXTEND_CHUNK]
-            record("MR.EXTEND", op.gpa + page + offset, chunk)
+            record(StepKind.MR_EXTEND, op.gpa + page + offset, chunk)
 
     pages = range(0, op.size, PAGE_SIZE)
     if extend and order is PageOrder.SECTION:
         for page in pages:
-            record("MEM.PAGE.ADD", op.gpa + page)
+            record(StepKind.PAGE_ADD, op.gpa + page)
         for page in pages:
             extend_page(page)
         return
     for page in pages:
-        record("MEM.PAGE.ADD", op.gpa + page)
+        record(StepKind.PAGE_ADD, op.gpa + page)
         if extend:
             extend_page(page)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea, Segment
 from cvmlaunch.analysis.diff import Cause, DiffResult, Divergence, diff
 from cvmlaunch.analysis.evidence import Evidence, evidence_from_json, evidence_from_plan
@@ -20,6 +21,7 @@ from cvmlaunch.launch import Backend, launch
 from cvmlaunch.measure import measure
 from cvmlaunch.measure.document import measurement_json
 from cvmlaunch.plan import build_plan
+from cvmlaunch.plan.step import StepKind
 from tests.conftest import DEBIAN_OVMF_SHA256, CliRunner
 
 PROFILES = Path(__file__).parents[2] / "profiles"
@@ -178,7 +180,8 @@ def test_missing_kernel_hashes() -> None:
     right = _spec(DIRECT_BOOT)
     d = _divergence(_diff(right, right._replace(boot=None)))
     assert d.a is not None and d.b is not None and d.a.gpa == d.b.gpa == KERNEL_HASHES_GPA
-    assert (d.a.kind, d.b.kind, d.b.page_type) == ("kernel-hashes", "sev-metadata", "ZERO")
+    kinds = (d.a.kind, d.b.kind, d.b.page_type)
+    assert kinds == (StepKind.KERNEL_HASHES, StepKind.SEV_METADATA, PageType.ZERO)
     assert d.causes[0].field == "boot"
     assert "measured direct boot in A only" in d.causes[0].meaning
 

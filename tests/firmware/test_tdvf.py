@@ -47,8 +47,9 @@ from cvmlaunch.errors import CvmlaunchError, FirmwareError, ProfileError
 from cvmlaunch.firmware.ovmf import parse_footer_table
 from cvmlaunch.firmware.tdvf import Locator, TdvfMetadata, TdvfSection, find_tdvf, parse_tdvf
 from cvmlaunch.guest.spec import GuestSpec, PageOrder, RawDataTail, TdConfig, Technology
-from cvmlaunch.measure import TdTraceStep, measure
+from cvmlaunch.measure import Step, measure
 from cvmlaunch.plan.ops import TdAction, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS
 from cvmlaunch.plan.tdx import build_td_plan
 
 pytestmark = pytest.mark.fuzz
@@ -390,10 +391,10 @@ def record_sequence(plan: TdPlan) -> list[tuple[str, int, int]]:
     return out
 
 
-def check_trace(trace: tuple[TdTraceStep, ...], plan: TdPlan, digest: bytes) -> None:
+def check_trace(trace: tuple[Step, ...], plan: TdPlan, digest: bytes) -> None:
     """One step per record, in the order of the plan, ending at the MRTD."""
-    assert [t.step for t in trace] == list(range(len(trace)))
-    assert [(t.record, t.gpa, t.section) for t in trace] == record_sequence(plan)
+    assert [t.number for t in trace] == list(range(len(trace)))
+    assert [(t.kind, t.gpa, t.section) for t in trace] == record_sequence(plan)
     assert (trace[-1].digest if trace else hashlib.sha384().digest()) == digest
 
 
@@ -427,7 +428,7 @@ def run_pipeline(
         traced = measure(plan, trace=True)
         assert traced.digest == result.digest, "the fast and the traced engine disagree"
         assert traced.trace is not None
-        steps = tuple(t for t in traced.trace if isinstance(t, TdTraceStep))
+        steps = tuple(t for t in traced.trace if t.kind in TD_RECORDS)
         assert len(steps) == len(traced.trace)
         check_trace(steps, plan, result.digest)
         note("measure: fast and traced")

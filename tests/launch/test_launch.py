@@ -228,7 +228,7 @@ def test_cli_launch_sim_json_and_record(cli: CliRunner, debian_ovmf: Path, tmp_p
     assert doc["backend"] == {"requested": "sim", "chosen": "sim",
                               "reason": "the emulated kernel was asked for"}  # fmt: skip
     assert all(m["guest_memfd"] for m in doc["memslots"])
-    planned = [s.page_type for s in plan_steps(_plan(profile))]
+    planned = [s.call_type for s in plan_steps(_plan(profile))]
     assert [c["type"] for c in doc["map_memory"]] == planned
     assert planned[0] == "page-add+extend" and "page-add" in planned
 

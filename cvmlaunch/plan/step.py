@@ -1,0 +1,110 @@
+"""The measured step: the one record of "this went into the guest, measured so", shared by
+the measure trace, the calls a launch hands the kernel, the evidence diff compares and the
+runs explain tells (a run is a slice of steps).
+
+A step is a measured unit (an SNP page's PAGE_INFO, an SEV LAUNCH_UPDATE buffer, a TDX MRTD
+record) with the digest after it, or a map_memory call (a range of pages and its source).
+Documents (`measure --trace --json`, `launch --json`) are read into steps once, at the edge.
+"""
+
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every measurement.
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import NamedTuple
+
+from cvmlaunch.abi.snp import PAGE_SIZE, PageType
+from cvmlaunch.abi.vmsa import SaveArea, Segment
+from cvmlaunch.plan.ops import OpKind, PageOp, TdAction
+
+
+class StepKind(StrEnum):
+    """What a step puts into the guest."""
+
+    FIRMWARE = "firmware"
+    SEV_METADATA = "sev-metadata"
+    KERNEL_HASHES = "kernel-hashes"
+    VMSA = "vmsa"
+    PAGE_ADD = "MEM.PAGE.ADD"  # a TDX MRTD record: a page's GPA
+    MR_EXTEND = "MR.EXTEND"  # a TDX MRTD record: a 256-byte chunk and its GPA
+    TD_SECTION = "td-section"  # a TDVF section handed to the kernel in one call
+    MAP_MEMORY = "map_memory"  # a recorded call, of whatever operation
+
+
+TD_RECORDS = frozenset({StepKind.PAGE_ADD, StepKind.MR_EXTEND})
+
+
+class Step(NamedTuple):
+    """One step. Fields a kind of step does not have are None.
+
+    `contents` is what was hashed of the step's bytes: the SNP PAGE_INFO.CONTENTS, the SHA-256
+    of an SEV buffer, or the SHA-256 of a map_memory call's source; `digest` is the launch
+    digest (MRTD) right after the step. `vmsa` names a VMSA page's registers.
+    """
+
+    number: int  # the step's position (not "index": tuple has an index method)
+    kind: StepKind
+    label: str
+    gpa: int
+    size: int = PAGE_SIZE
+    page_type: PageType | None = None
+    action: TdAction | None = None
+    contents: bytes | None = None
+    digest: bytes | None = None
+    section: int | None = None
+    vcpu: int | None = None
+    vmsa: Mapping[str, int] | None = None
+    file_offset: int | None = None
+    source: memoryview | None = None  # the bytes a map_memory call hands over
+
+    @property
+    def pages(self) -> int:
+        """The pages the step covers (an SEV buffer shorter than a page is in one)."""
+        return -(-self.size // PAGE_SIZE)
+
+    @property
+    def call_type(self) -> str:
+        """How a map_memory call names what it maps: the page type, or the TDX action."""
+        if self.action is not None:
+            return str(self.action)
+        return self.page_type.name if self.page_type is not None else str(self.kind)
+
+
+def op_step(
+    number: int,
+    op: PageOp,
+    gpa: int,
+    size: int,
+    *,
+    contents: bytes | None,
+    digest: bytes | None,
+) -> Step:
+    """The step that measures `size` bytes at `gpa` of the SEV-family operation `op`."""
+    return Step(
+        number,
+        StepKind(op.kind),
+        op.label,
+        gpa,
+        size,
+        op.page_type,
+        contents=contents,
+        digest=digest,
+        section=op.section,
+        vcpu=op.vcpu if op.state is not None else None,
+        vmsa=None if op.state is None else vmsa_fields(op.state),
+        # The image is mapped from its start, so a page's file offset is its distance.
+        file_offset=gpa - op.gpa if op.kind is OpKind.FIRMWARE else None,
+    )
+
+
+def vmsa_fields(state: SaveArea) -> dict[str, int]:
+    """A save area's fields by name, segments flattened (`cs.attrib`, `cs.base`, ...)."""
+    out: dict[str, int] = {}
+    for name in state._fields:
+        value = getattr(state, name)
+        if isinstance(value, Segment):
+            out.update(zip([f"{name}.{part}" for part in value._fields], value, strict=True))
+        else:
+            out[name] = int(value)
+    return out
