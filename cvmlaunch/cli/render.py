@@ -3,16 +3,16 @@ measurements and firmware images."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cvmlaunch.abi.ovmf import SevSectionType
-from cvmlaunch.abi.tdx import PAGE_SIZE, TdvfAttribute, flag_names
-from cvmlaunch.firmware.ovmf import OvmfImage
-from cvmlaunch.firmware.tdvf import TdvfMetadata
-from cvmlaunch.measure import Measurement
 from cvmlaunch.measure.document import inputs_json, td_identity, td_inputs, tdvf_json
-from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.plan.ops import TdPlan
+
+if TYPE_CHECKING:  # the TDX and firmware-inspection modules load where they are used
+    from cvmlaunch.firmware.ovmf import OvmfImage
+    from cvmlaunch.firmware.tdvf import TdvfMetadata
+    from cvmlaunch.measure import Measurement
+    from cvmlaunch.plan.ops import Plan
 
 
 def _hex16(value: bytes | None) -> str:
@@ -27,6 +27,8 @@ def _verdict(expected: bytes | None, digest: bytes) -> list[str]:
 
 
 def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
+    from cvmlaunch.abi.tdx import PAGE_SIZE
+
     lines = []
     if result.trace is not None:
         lines.append(f"{'step':>6}  {'gpa':>14}  {'record':<12}  {'digest':<16}  section")
@@ -99,6 +101,10 @@ def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) ->
 def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> dict[str, Any]:
     """The `firmware inspect --json` object; `tdvf` is the TDVF metadata, or why it is
     unusable."""
+    import hashlib
+
+    from cvmlaunch.abi.ovmf import SevSectionType
+    from cvmlaunch.firmware.tdvf import TdvfMetadata
 
     def gpa_range(r: Any) -> dict[str, str] | None:
         return None if r is None else {"base": f"{r.base:#x}", "size": f"{r.size:#x}"}
@@ -135,6 +141,8 @@ def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> d
 
 
 def firmware_text(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> str:
+    from cvmlaunch.abi.tdx import TdvfAttribute, flag_names
+
     doc = firmware_json(image, tdvf)
     lines = [
         f"size             {doc['size']} bytes, mapped at {doc['gpa']}..0x100000000",
