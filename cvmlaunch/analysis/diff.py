@@ -21,8 +21,8 @@ from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
 from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence
 from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.guest.fields import listing_rank
-from cvmlaunch.plan.ops import LaunchPlan, Plan, TdAction, TdPlan
-from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
 from cvmlaunch.plan.vmsa import CLOUD_RDX
 
 

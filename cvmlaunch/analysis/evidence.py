@@ -28,8 +28,8 @@ from cvmlaunch.guest.fields import (
     step_fields,
 )
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.plan.ops import Plan, TdAction, TdPlan
-from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind
+from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
 
 
 class Evidence(NamedTuple):

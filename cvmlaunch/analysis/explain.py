@@ -14,8 +14,8 @@ from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.analysis.evidence import STEP_FIELDS
 from cvmlaunch.guest.spec import Technology, Vmm
 from cvmlaunch.measure import Measurement, measure
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp, Plan, TdAction, TdPageOp, TdPlan
-from cvmlaunch.plan.step import Step, StepKind
+from cvmlaunch.plan.ops import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan
+from cvmlaunch.plan.step import Step, StepKind, TdAction
 
 
 class Run(NamedTuple):
@@ -98,7 +98,7 @@ def _sev_runs(plan: LaunchPlan, result: Measurement) -> list[Run]:
     pos = 0
     for op in plan.ops:
         if snp:
-            precomputed = op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None
+            precomputed = op.kind is StepKind.FIRMWARE and plan.firmware_digest is not None
             count = 1 if precomputed else op.size // PAGE_SIZE
         else:
             count = 0 if op.data is None else 1
@@ -115,7 +115,7 @@ def _sev_runs(plan: LaunchPlan, result: Measurement) -> list[Run]:
 
 
 def _is_ap(op: PageOp) -> bool:
-    return op.kind is OpKind.VMSA and op.vcpu not in (None, 0)
+    return op.kind is StepKind.VMSA and op.vcpu not in (None, 0)
 
 
 def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
@@ -126,7 +126,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
     page_type = op.page_type.name
     inputs: dict[str, str] = {}
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {page_type} x{pages}"
-    if op.kind is OpKind.FIRMWARE:
+    if op.kind is StepKind.FIRMWARE:
         base = (1 << 32) - plan.firmware.size
         inputs = {
             "file": str(spec.firmware),
@@ -135,9 +135,9 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
         }
         if plan.firmware_digest is not None:
             inputs["precomputed_digest"] = plan.firmware_digest.hex()
-    elif op.kind is OpKind.SEV_METADATA:
+    elif op.kind is StepKind.SEV_METADATA:
         inputs = {"section": str(op.section), "measured_as": page_type}
-    elif op.kind is OpKind.KERNEL_HASHES and plan.kernel_hashes is not None:
+    elif op.kind is StepKind.KERNEL_HASHES and plan.kernel_hashes is not None:
         hashes = plan.kernel_hashes
         inputs = {
             "kernel_sha256": hashes.kernel.hex(),
@@ -146,7 +146,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
             "cmdline": spec.boot.cmdline if spec.boot is not None else "",
             "contents": _hex(steps[-1].contents),
         }
-    elif op.kind is OpKind.VMSA and op.state is not None:
+    elif op.kind is StepKind.VMSA and op.state is not None:
         state = op.state
         last = ops[-1].vcpu
         vcpus = f"vCPU {op.vcpu}" if len(ops) == 1 else f"vCPU {op.vcpu}-{last}"

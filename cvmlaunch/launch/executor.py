@@ -30,8 +30,8 @@ from cvmlaunch.launch.rehearsal import (
     read_back,
 )
 from cvmlaunch.log import get_logger
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
-from cvmlaunch.plan.step import Step
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.step import Step, StepKind, TdAction
 
 _log = get_logger("cvmlaunch.launch")
 
@@ -140,7 +140,7 @@ def _launch_sev(
             vm.sev_launch_start(spec.sev_policy)
     with t.phase("memslots"):
         _memslots(vm, steps, t, mem, gmem=snp)
-    states = [op.state for op in plan.ops if op.kind is OpKind.VMSA]
+    states = [op.state for op in plan.ops if op.kind is StepKind.VMSA]
     with t.phase("vcpus"):
         vcpus = [vm.create_vcpu(i) for i in range(spec.vcpus)]
         for vcpu, state in zip(vcpus, states, strict=False):

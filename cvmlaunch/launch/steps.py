@@ -8,8 +8,8 @@ differ names where a mismatching launch went wrong.
 from __future__ import annotations
 
 from cvmlaunch.abi.kvm import PAGE_SHIFT
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, Plan, TdAction, TdPlan
-from cvmlaunch.plan.step import Step, StepKind
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.step import Step, StepKind, TdAction
 
 
 def plan_steps(plan: Plan) -> list[Step]:
@@ -32,7 +32,7 @@ def plan_steps(plan: Plan) -> list[Step]:
 
 
 def _sev_steps(plan: LaunchPlan) -> list[Step]:
-    ops = [op for op in plan.ops if op.kind is not OpKind.VMSA]
+    ops = [op for op in plan.ops if op.kind is not StepKind.VMSA]
     return [
         Step(
             n,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from cvmlaunch.guest.spec import SevLaunchSecretInputs
 from cvmlaunch.plan.ops import LaunchPlan
-from cvmlaunch.plan.step import Step, op_step
+from cvmlaunch.plan.step import Step
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -42,9 +42,7 @@ def sev_stream(plan: LaunchPlan, trace: list[Step] | None = None) -> _Hash:
         if trace is not None:
             contents = hashlib.sha256(op.data).digest()
             digest = ld.copy().digest()
-            trace.append(
-                op_step(len(trace), op, op.gpa, op.size, contents=contents, digest=digest)
-            )
+            trace.append(op.step(len(trace), op.gpa, op.size, contents=contents, digest=digest))
     return ld
 
 

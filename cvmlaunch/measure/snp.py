@@ -19,8 +19,8 @@ from cvmlaunch.abi.snp import (
     ZERO_CONTENTS,
     PageType,
 )
-from cvmlaunch.plan.ops import LaunchPlan, OpKind, PageOp
-from cvmlaunch.plan.step import Step, op_step
+from cvmlaunch.plan.ops import LaunchPlan, PageOp
+from cvmlaunch.plan.step import Step, StepKind
 
 
 class SnpDigests(NamedTuple):
@@ -35,15 +35,15 @@ def snp_digest(plan: LaunchPlan, trace: list[Step] | None = None) -> SnpDigests:
     ld = bytes(LD_SIZE)
     after_firmware = ld
     for op in plan.ops:
-        if op.kind is OpKind.FIRMWARE and plan.firmware_digest is not None:
+        if op.kind is StepKind.FIRMWARE and plan.firmware_digest is not None:
             ld = plan.firmware_digest
             if trace is not None:
                 label = "firmware (precomputed digest)"
-                step = op_step(len(trace), op, op.gpa, op.size, contents=ZERO_CONTENTS, digest=ld)
+                step = op.step(len(trace), op.gpa, op.size, contents=ZERO_CONTENTS, digest=ld)
                 trace.append(step._replace(label=label))
         else:
             ld = update(ld, op, trace)
-        if op.kind is OpKind.FIRMWARE:
+        if op.kind is StepKind.FIRMWARE:
             after_firmware = ld
     return SnpDigests(ld, after_firmware)
 
@@ -61,7 +61,7 @@ def update(ld: bytes, op: PageOp, trace: list[Step] | None) -> bytes:
         gpa = op.gpa + offset
         ld = extend(ld, contents, page_type, gpa)
         if trace is not None:
-            trace.append(op_step(len(trace), op, gpa, PAGE_SIZE, contents=contents, digest=ld))
+            trace.append(op.step(len(trace), gpa, PAGE_SIZE, contents=contents, digest=ld))
     return ld
 
 

@@ -47,8 +47,8 @@ from cvmlaunch.guest.spec import (
 from cvmlaunch.measure import measure
 from cvmlaunch.measure.sev import sev_stream
 from cvmlaunch.measure.snp import extend, snp_digest
-from cvmlaunch.plan import OpKind, TdPlan, build_sev_plan
-from cvmlaunch.plan.ops import TdAction
+from cvmlaunch.plan import TdPlan, build_sev_plan
+from cvmlaunch.plan.step import StepKind, TdAction
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class _VcpuChains:
         # no CPU for EC2 and GCE, which do not measure it (and would warn that it is ignored).
         config = Config(min(self._top, 2), cpu if vmm is Vmm.QEMU else None, vmm, guest_features)
         plan = build_sev_plan(config.spec(self._base), self._firmware)
-        head = tuple(op for op in plan.ops if op.kind is not OpKind.VMSA)
+        head = tuple(op for op in plan.ops if op.kind is not StepKind.VMSA)
         prefix: bytes | _Hash
         if self._snp:
             # The firmware pages come first under every VMM: measure them only once.

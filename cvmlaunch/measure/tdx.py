@@ -13,8 +13,8 @@ from typing import Any
 
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK, MR_EXTEND_TAG, MRTD_RECORD, PAGE_ADD_TAG, PAGE_SIZE
 from cvmlaunch.guest.spec import PageOrder
-from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
-from cvmlaunch.plan.step import Step, StepKind
+from cvmlaunch.plan.ops import TdPageOp, TdPlan
+from cvmlaunch.plan.step import Step, StepKind, TdAction
 
 
 def mrtd(plan: TdPlan, trace: list[Step] | None = None) -> bytes:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from cvmlaunch.guest.spec import GuestSpec, Technology
-from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp, Plan, TdPageOp, TdPlan
+from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, PageOp, Plan, TdPageOp, TdPlan
 from cvmlaunch.plan.sev import build_sev_plan
+from cvmlaunch.plan.step import StepKind
 
 
 def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
@@ -22,9 +23,9 @@ def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
 __all__ = [
     "KernelHashes",
     "LaunchPlan",
-    "OpKind",
     "PageOp",
     "Plan",
+    "StepKind",
     "TdPageOp",
     "TdPlan",
     "build_plan",

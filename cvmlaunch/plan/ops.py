@@ -7,26 +7,17 @@ pages to the kernel, so the two cannot drift apart.
 # No `from __future__ import annotations`: NamedTuple turns each string annotation into a
 # ForwardRef, compiling it (~20 us a field), and this module loads on every measurement.
 
-from enum import StrEnum
 from typing import TYPE_CHECKING, NamedTuple
 
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.guest.spec import GuestSpec
+from cvmlaunch.plan.step import Step, StepKind, TdAction, vmsa_fields
 
 if TYPE_CHECKING:  # the TDX modules load only when a TD is planned (CLI start-up)
     from cvmlaunch.abi.tdx import TdvfSectionType
     from cvmlaunch.firmware.tdvf import TdvfMetadata
-
-
-class OpKind(StrEnum):
-    """What a page operation puts into the guest, in terms a user recognises."""
-
-    FIRMWARE = "firmware"
-    SEV_METADATA = "sev-metadata"
-    KERNEL_HASHES = "kernel-hashes"
-    VMSA = "vmsa"
 
 
 class PageOp(NamedTuple):
@@ -36,7 +27,7 @@ class PageOp(NamedTuple):
     platform measures only the type and GPA of zero, unmeasured, secrets and CPUID pages).
     """
 
-    kind: OpKind
+    kind: StepKind  # FIRMWARE, SEV_METADATA, KERNEL_HASHES or VMSA
     gpa: int
     size: int
     page_type: PageType
@@ -45,6 +36,26 @@ class PageOp(NamedTuple):
     section: int | None = None
     vcpu: int | None = None
     state: SaveArea | None = None
+
+    def step(
+        self, number: int, gpa: int, size: int, *, contents: bytes | None, digest: bytes | None
+    ) -> Step:
+        """The step that measures `size` bytes at `gpa` of this operation."""
+        return Step(
+            number,
+            self.kind,
+            self.label,
+            gpa,
+            size,
+            self.page_type,
+            contents=contents,
+            digest=digest,
+            section=self.section,
+            vcpu=self.vcpu if self.state is not None else None,
+            vmsa=None if self.state is None else vmsa_fields(self.state),
+            # The image is mapped from its start, so a page's file offset is its distance.
+            file_offset=gpa - self.gpa if self.kind is StepKind.FIRMWARE else None,
+        )
 
 
 class KernelHashes(NamedTuple):
@@ -69,14 +80,6 @@ class LaunchPlan(NamedTuple):
     ops: tuple[PageOp, ...]
     kernel_hashes: KernelHashes | None
     firmware_digest: bytes | None
-
-
-class TdAction(StrEnum):
-    """What the TDX module does with a TDVF section's pages."""
-
-    PAGE_ADD = "page-add"  # TDH.MEM.PAGE.ADD: the GPA enters MRTD, the contents do not
-    PAGE_ADD_EXTEND = "page-add+extend"  # ... then TDH.MR.EXTEND: the contents enter MRTD
-    PAGE_AUG = "page-aug"  # accepted by the guest later (TDH.MEM.PAGE.AUG): not measured
 
 
 class TdPageOp(NamedTuple):

@@ -18,7 +18,8 @@ from cvmlaunch.firmware.ovmf import GpaRange, OvmfImage, SevSection, parse_ovmf
 from cvmlaunch.guest.files import read_pinned_firmware
 from cvmlaunch.guest.spec import GuestSpec, Technology, Vmm
 from cvmlaunch.plan.boot import compute_kernel_hashes
-from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, OpKind, PageOp
+from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, PageOp
+from cvmlaunch.plan.step import StepKind
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 
 _log = log.get_logger("cvmlaunch.plan")
@@ -36,14 +37,16 @@ def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan
     data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     image = parse_ovmf(data)
     hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None
-    ops = [PageOp(OpKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")]
+    ops = [
+        PageOp(StepKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")
+    ]
     if spec.technology is Technology.SEV_SNP:
         ops += _snp_metadata_ops(spec.vmm, image, hashes)
     elif hashes is not None:
         area = _hash_table_area(image)
         ops.append(
             PageOp(
-                OpKind.KERNEL_HASHES,
+                StepKind.KERNEL_HASHES,
                 area.base,
                 PADDED_TABLE_SIZE,
                 PageType.NORMAL,
@@ -100,7 +103,13 @@ def _section_op(
 
     def op(page_type: PageType, data: bytes | None = None) -> PageOp:
         return PageOp(
-            OpKind.SEV_METADATA, section.gpa, section.size, page_type, data, label, section.number
+            StepKind.SEV_METADATA,
+            section.gpa,
+            section.size,
+            page_type,
+            data,
+            label,
+            section.number,
         )
 
     match section.type:
@@ -116,7 +125,7 @@ def _section_op(
             if hashes is None:
                 return op(PageType.ZERO)
             return PageOp(
-                OpKind.KERNEL_HASHES,
+                StepKind.KERNEL_HASHES,
                 section.gpa,
                 section.size,
                 PageType.NORMAL,
@@ -160,7 +169,7 @@ def _vmsa_ops(spec: GuestSpec, image: OvmfImage) -> list[PageOp]:
     pages = {True: bsp.pack(), False: ap.pack() if spec.vcpus > 1 else b""}
     return [
         PageOp(
-            OpKind.VMSA,
+            StepKind.VMSA,
             spec.vmsa_gpa,
             PAGE_SIZE,
             PageType.VMSA,

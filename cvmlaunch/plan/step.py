@@ -16,11 +16,10 @@ from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
 from cvmlaunch.abi.vmsa import SaveArea, Segment
-from cvmlaunch.plan.ops import OpKind, PageOp, TdAction
 
 
 class StepKind(StrEnum):
-    """What a step puts into the guest."""
+    """What a step (and the plan's page operation behind it) puts into the guest."""
 
     FIRMWARE = "firmware"
     SEV_METADATA = "sev-metadata"
@@ -33,6 +32,14 @@ class StepKind(StrEnum):
 
 
 TD_RECORDS = frozenset({StepKind.PAGE_ADD, StepKind.MR_EXTEND})
+
+
+class TdAction(StrEnum):
+    """What the TDX module does with a TDVF section's pages."""
+
+    PAGE_ADD = "page-add"  # TDH.MEM.PAGE.ADD: the GPA enters MRTD, the contents do not
+    PAGE_ADD_EXTEND = "page-add+extend"  # ... then TDH.MR.EXTEND: the contents enter MRTD
+    PAGE_AUG = "page-aug"  # accepted by the guest later (TDH.MEM.PAGE.AUG): not measured
 
 
 class Step(NamedTuple):
@@ -69,33 +76,6 @@ class Step(NamedTuple):
         if self.action is not None:
             return str(self.action)
         return self.page_type.name if self.page_type is not None else str(self.kind)
-
-
-def op_step(
-    number: int,
-    op: PageOp,
-    gpa: int,
-    size: int,
-    *,
-    contents: bytes | None,
-    digest: bytes | None,
-) -> Step:
-    """The step that measures `size` bytes at `gpa` of the SEV-family operation `op`."""
-    return Step(
-        number,
-        StepKind(op.kind),
-        op.label,
-        gpa,
-        size,
-        op.page_type,
-        contents=contents,
-        digest=digest,
-        section=op.section,
-        vcpu=op.vcpu if op.state is not None else None,
-        vmsa=None if op.state is None else vmsa_fields(op.state),
-        # The image is mapped from its start, so a page's file offset is its distance.
-        file_offset=gpa - op.gpa if op.kind is OpKind.FIRMWARE else None,
-    )
 
 
 def vmsa_fields(state: SaveArea) -> dict[str, int]:

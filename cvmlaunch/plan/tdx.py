@@ -18,7 +18,8 @@ from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.tdvf import TdvfSection, parse_tdvf
 from cvmlaunch.guest.files import read_pinned_firmware
 from cvmlaunch.guest.spec import GuestSpec, RawDataTail
-from cvmlaunch.plan.ops import TdAction, TdPageOp, TdPlan
+from cvmlaunch.plan.ops import TdPageOp, TdPlan
+from cvmlaunch.plan.step import TdAction
 from cvmlaunch.plan.td_hob import q35_ram, td_hob
 
 _log = log.get_logger("cvmlaunch.plan")

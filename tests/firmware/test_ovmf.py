@@ -51,8 +51,9 @@ from cvmlaunch.firmware.ovmf import (
 )
 from cvmlaunch.guest.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 from cvmlaunch.measure import measure
-from cvmlaunch.plan.ops import LaunchPlan, OpKind
+from cvmlaunch.plan.ops import LaunchPlan
 from cvmlaunch.plan.sev import build_sev_plan as build_plan
+from cvmlaunch.plan.step import StepKind
 
 pytestmark = pytest.mark.fuzz
 
@@ -252,7 +253,7 @@ def spec_for(technology: Technology, vmm: Vmm, boot: DirectBoot | None) -> Guest
 def check_plan(plan: LaunchPlan, image: OvmfImage, technology: Technology) -> None:
     first = plan.ops[0]
     assert (first.kind, first.gpa, first.size, first.data) == (
-        OpKind.FIRMWARE,
+        StepKind.FIRMWARE,
         image.gpa,
         image.size,
         image.data,
@@ -262,7 +263,7 @@ def check_plan(plan: LaunchPlan, image: OvmfImage, technology: Technology) -> No
         section_ops = sorted(op.section for op in plan.ops if op.section is not None)
         assert section_ops == list(range(len(image.sev_metadata)))
     for op in plan.ops:
-        assert op.size % PAGE_SIZE == 0 or op.kind is OpKind.KERNEL_HASHES
+        assert op.size % PAGE_SIZE == 0 or op.kind is StepKind.KERNEL_HASHES
         assert op.data is None or len(op.data) == op.size
 
 

@@ -48,8 +48,8 @@ from cvmlaunch.firmware.ovmf import parse_footer_table
 from cvmlaunch.firmware.tdvf import Locator, TdvfMetadata, TdvfSection, find_tdvf, parse_tdvf
 from cvmlaunch.guest.spec import GuestSpec, PageOrder, RawDataTail, TdConfig, Technology
 from cvmlaunch.measure import Step, measure
-from cvmlaunch.plan.ops import TdAction, TdPlan
-from cvmlaunch.plan.step import TD_RECORDS
+from cvmlaunch.plan.ops import TdPlan
+from cvmlaunch.plan.step import TD_RECORDS, TdAction
 from cvmlaunch.plan.tdx import build_td_plan
 
 pytestmark = pytest.mark.fuzz

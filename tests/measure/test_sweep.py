@@ -28,7 +28,8 @@ from cvmlaunch.measure import sweep as sweep_module
 from cvmlaunch.measure.sev import sev_stream
 from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.measure.sweep import Axes, Config, Row, sweep
-from cvmlaunch.plan import LaunchPlan, OpKind, build_plan, build_sev_plan
+from cvmlaunch.plan import LaunchPlan, build_plan, build_sev_plan
+from cvmlaunch.plan.step import StepKind
 from cvmlaunch.plan.vmsa import save_area
 from tests.tdvf_images import build_image, random_params
 
@@ -85,7 +86,7 @@ def sev_plan(spec: GuestSpec) -> LaunchPlan:
     return plan
 
 
-def pages(base: GuestSpec, vmm: Vmm, *kinds: OpKind) -> int:
+def pages(base: GuestSpec, vmm: Vmm, *kinds: StepKind) -> int:
     """How many 4 KiB pages of `kinds` a plan for `vmm` holds."""
     spec = base._replace(vmm=vmm, cpu=CpuSpec.from_name("EPYC-v4") if vmm is Vmm.QEMU else None)
     return sum(op.size // PAGE_SIZE for op in sev_plan(spec).ops if op.kind in kinds)
@@ -233,8 +234,8 @@ def test_snp_shared_pages_are_measured_once(
 
     # Initial vCPU states: QEMU 2 signatures x 2 feature sets, EC2 and GCE 2 feature sets.
     states = 2 * 2 + 2 + 2
-    firmware = 0 if pinned else pages(base, Vmm.QEMU, OpKind.FIRMWARE)
-    between = [k for k in OpKind if k not in (OpKind.FIRMWARE, OpKind.VMSA)]
+    firmware = 0 if pinned else pages(base, Vmm.QEMU, StepKind.FIRMWARE)
+    between = [k for k in StepKind if k not in (StepKind.FIRMWARE, StepKind.VMSA)]
     metadata = sum(pages(base, vmm, *between) for vmm in ALL_VMMS)
     assert calls == {
         "extend": firmware + metadata + states * 64,  # 64: the longest chain
