@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from cvmlaunch.abi.kvm import Cap, GuestMemfdFlag, VmType, ffi
 from cvmlaunch.errors import KvmError
+from cvmlaunch.kvm.fd import OwnedFd
 
-if TYPE_CHECKING:  # objects.py imports this module: a Vm keeps its Capabilities
-    from cvmlaunch.kvm.objects import Kvm, Vcpu, Vm
+
+# What the probes ask of /dev/kvm and of a VM (objects.py builds on this module: a Vm keeps
+# its Capabilities, so the probes name only the calls they make).
+class _Extensions(Protocol):
+    def check_extension(self, cap: int) -> int: ...
+
+
+class _VmScope(Protocol):
+    @property
+    def kvm(self) -> _Extensions: ...
+
+    def probe(self, cap: Cap) -> int: ...
 
 
 class Capabilities(NamedTuple):
@@ -38,13 +49,13 @@ class Capabilities(NamedTuple):
         }
 
 
-def vm_types(kvm: Kvm) -> frozenset[VmType]:
+def vm_types(kvm: _Extensions) -> frozenset[VmType]:
     """The VM types KVM_CAP_VM_TYPES lists (a bitmap; kernels before 6.8 know only DEFAULT)."""
     bitmap = kvm.check_extension(Cap.VM_TYPES) or 1
     return frozenset(t for t in VmType if bitmap >> t & 1)
 
 
-def has_rfc_map_memory(vcpu: Vcpu) -> bool:
+def has_rfc_map_memory(vcpu: OwnedFd) -> bool:
     """Whether the RFC's KVM_MAP_MEMORY answers: an empty request succeeds only there.
 
     Capability 236 cannot tell: upstream gave it to PRE_FAULT_MEMORY, the RFC to MAP_MEMORY.
@@ -56,7 +67,7 @@ def has_rfc_map_memory(vcpu: Vcpu) -> bool:
     return True
 
 
-def probe(vm: Vm, vcpu: Vcpu) -> Capabilities:
+def probe(vm: _VmScope, vcpu: OwnedFd) -> Capabilities:
     """The capabilities of `vm`'s type on this kernel; `vcpu` answers the RFC probe."""
     rfc = has_rfc_map_memory(vcpu)
     return Capabilities(
