@@ -4,7 +4,8 @@ Every failure a caller can act on is a `CvmlaunchError`; the CLI turns any of th
 line on stderr and exit code 2 (bad input) or 1 (a check that failed).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every measurement.
 
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -81,7 +82,7 @@ class KvmError(CvmlaunchError):
             f" ({values})" if values else ""
         )
 
-    def at(self, step: str) -> KvmError:
+    def at(self, step: str) -> "KvmError":
         """This error, named with the launch phase it happened in."""
         self.step = step
         self.args = (self._message(),)

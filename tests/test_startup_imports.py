@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
+from cvmlaunch.abi import tdx
 from cvmlaunch.cli.common import terminal_columns
+from cvmlaunch.guest import spec
 from tests.conftest import SNP_VECTORS, CliRunner
 
 AMDSEV = SNP_VECTORS / "ovmf_AmdSev_suffix.bin"
@@ -36,6 +38,19 @@ NOT_ON_THE_MEASURE_PATH = (
     "importlib.resources",  # the embedded default profile
     "shutil",  # argparse's way to the terminal width
 )
+# Needed by other guests, not by an SEV-SNP guest without a kernel: TDX (its IntFlag classes,
+# the TDVF parser, the TD HOB), SEV/SEV-ES (LAUNCH_MEASURE's HMAC), measured direct boot.
+NOT_ON_THE_SNP_PATH = (
+    "cvmlaunch.abi.tdx",
+    "cvmlaunch.abi.hob",
+    "cvmlaunch.firmware.tdvf",
+    "cvmlaunch.plan.tdx",
+    "cvmlaunch.measure.tdx",
+    "cvmlaunch.measure.sev",
+    "hmac",
+    "cvmlaunch.plan.boot",
+    "cvmlaunch.abi.kernel_hashes",
+)
 
 
 def _modules_after(code: str) -> set[str]:
@@ -56,6 +71,14 @@ def test_measure_from_flags_loads_only_what_it_uses() -> None:
     modules = _modules_after(f"from cvmlaunch.cli import main\nassert main({MEASURE!r}) == 0")
     assert "cvmlaunch.measure.snp" in modules  # the probe did measure
     assert [name for name in NOT_ON_THE_MEASURE_PATH if _loaded(modules, name)] == []
+    assert [name for name in NOT_ON_THE_SNP_PATH if _loaded(modules, name)] == []
+
+
+def test_td_constants_the_spec_keeps_as_plain_ints_are_abi_tdx() -> None:
+    # guest/spec.py restates them so that abi.tdx stays off the SEV path.
+    assert spec.MR_CONFIG_SIZE == tdx.MR_CONFIG_SIZE
+    assert spec.TD_ATTRIBUTES_QEMU_DEFAULT == tdx.TD_ATTRIBUTES_QEMU_DEFAULT
+    assert spec.TD_ATTRIBUTES_QEMU_DEFAULT == tdx.TdAttribute.SEPT_VE_DISABLE
 
 
 def test_import_cvmlaunch_loads_no_submodule() -> None:

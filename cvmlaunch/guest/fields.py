@@ -8,7 +8,8 @@ reported, which kinds of measured step it shapes, how it is named in the `inputs
 profile's constraints and JSON Schema, and the spec's range checks, both read it).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every measurement.
 
 from collections.abc import Iterable
 from enum import StrEnum

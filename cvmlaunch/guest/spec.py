@@ -5,7 +5,8 @@ own, which keeps the measure path free of heavy imports. Every check here report
 problems it finds at once, each under the name a user wrote it with.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every measurement.
 
 from enum import StrEnum
 from pathlib import Path
@@ -22,17 +23,6 @@ from cvmlaunch.abi.snp import (
     PAGE_SIZE,
     SevFeature,
 )
-from cvmlaunch.abi.tdx import (
-    MR_CONFIG_SIZE,
-    TD_ATTRIBUTES_DEFINED,
-    TD_ATTRIBUTES_QEMU_DEFAULT,
-    XFAM_FIXED0,
-    XFAM_FIXED1,
-    XFAM_GROUPS,
-    TdAttribute,
-    XfamBit,
-    flag_names,
-)
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.fields import (
     FIELDS,
@@ -47,6 +37,11 @@ from cvmlaunch.guest.technology import Technology
 
 SHA256_SIZE = 32
 DEFAULT_MEMORY_MIB = 2048
+# abi.tdx's MR_CONFIG_SIZE and TD_ATTRIBUTES_QEMU_DEFAULT (SEPT_VE_DISABLE), as plain ints:
+# abi.tdx and its IntFlag classes load only when a TD is checked (CLI start-up). A test
+# holds them equal.
+MR_CONFIG_SIZE = 48
+TD_ATTRIBUTES_QEMU_DEFAULT = 1 << 28
 
 
 class Vmm(StrEnum):
@@ -64,7 +59,7 @@ class CpuSpec(NamedTuple):
     name: str | None = None
 
     @classmethod
-    def from_name(cls, name: str) -> CpuSpec:
+    def from_name(cls, name: str) -> "CpuSpec":
         """The named QEMU model; ProfileError (field `cpu.name`) if there is none."""
         canonical = lookup_model(name) if isinstance(name, str) else None
         if canonical is None:
@@ -75,7 +70,7 @@ class CpuSpec(NamedTuple):
         return cls(cpu_signature(*CPU_MODELS[canonical]), canonical)
 
     @classmethod
-    def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> CpuSpec:
+    def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> "CpuSpec":
         """ProfileError (field `cpu`) for values no CPUID signature can hold."""
         parts = {"family": family, "model": model, "stepping": stepping}
         if not all(_is_int(v) and within(f"cpu.{k}", v) for k, v in parts.items()):
@@ -226,7 +221,7 @@ class GuestSpec(NamedTuple):
             if f.expectation is not None and self.technology in f.applies
         }
 
-    def check(self) -> GuestSpec:
+    def check(self) -> "GuestSpec":
         """This spec with every value in its own type (an enum's value string becomes the
         enum, a path string a Path), if usable; otherwise ProfileError listing every
         problem. Measure only what `check` returns."""
@@ -236,7 +231,7 @@ class GuestSpec(NamedTuple):
             raise ProfileError(problems)
         return spec
 
-    def _normalized(self) -> tuple[GuestSpec, list[FieldProblem]]:
+    def _normalized(self) -> tuple["GuestSpec", list[FieldProblem]]:
         """This spec with convertible values converted; a value of a wrong type is a problem
         and is replaced by the default, so that the semantic checks can still run."""
         problems: list[FieldProblem] = []
@@ -461,6 +456,8 @@ def td_config_problems(td: TdConfig) -> list[FieldProblem]:
 
 def td_attribute_problems(attributes: int) -> list[str]:
     """Why `attributes` cannot be a TD's ATTRIBUTES; empty when it can."""
+    from cvmlaunch.abi.tdx import TD_ATTRIBUTES_DEFINED, TdAttribute, flag_names
+
     if not within("tdx.attributes", attributes):
         return ["expected a 64-bit value"]
     out = []
@@ -477,6 +474,8 @@ def td_attribute_problems(attributes: int) -> list[str]:
 
 def xfam_problems(xfam: int) -> list[str]:
     """Why `xfam` cannot be a TD's XFAM (TDX module check_xfam); empty when it can."""
+    from cvmlaunch.abi.tdx import XFAM_FIXED0, XFAM_FIXED1, XFAM_GROUPS, XfamBit, flag_names
+
     if not within("tdx.xfam", xfam):
         return ["expected a 64-bit value"]
     out = []

@@ -1,11 +1,11 @@
 """Pure measurement engines: a LaunchPlan in, the digest the platform will report out."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every measurement.
 
 from typing import NamedTuple
 
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.measure.sev import launch_measure, sev_digest
 from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.plan.ops import Plan, TdPlan
 from cvmlaunch.plan.step import Step
@@ -43,6 +43,8 @@ def measure(plan: Plan, *, trace: bool = False) -> Measurement:
         return Measurement(
             spec.technology, digests.launch_digest, digests.firmware_digest, None, _freeze(steps)
         )
+    from cvmlaunch.measure.sev import launch_measure, sev_digest  # and hmac: not for SNP
+
     digest = sev_digest(plan, steps)
     secret = spec.launch_secret
     hmac = None if secret is None else launch_measure(digest, spec.sev_policy, secret)

@@ -4,17 +4,17 @@ identity fields, and the trace, JSON-ready. Launch records carry the same `input
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.cpu import split_signature
-from cvmlaunch.abi.hob import HOB_HEADER
 from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.abi.tdx import PAGE_SIZE, TdAttribute, TdvfAttribute, XfamBit, flag_names
-from cvmlaunch.firmware.tdvf import TdvfMetadata
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.measure import Measurement
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import TD_RECORDS, Step
+
+if TYPE_CHECKING:  # the TDX modules load only for a TD (CLI start-up)
+    from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 
 def _inputs(plan: LaunchPlan) -> dict[str, Any]:
@@ -55,6 +55,8 @@ def _inputs(plan: LaunchPlan) -> dict[str, Any]:
 
 def td_identity(plan: TdPlan) -> dict[str, Any]:
     """The TD's expected identity fields besides MRTD, as a TDREPORT / quote shows them."""
+    from cvmlaunch.abi.tdx import TdAttribute, XfamBit, flag_names
+
     td = plan.spec.td_config
     return {
         "attributes": f"{td.attributes:#018x}",
@@ -68,6 +70,9 @@ def td_identity(plan: TdPlan) -> dict[str, Any]:
 
 
 def td_inputs(plan: TdPlan) -> dict[str, Any]:
+    from cvmlaunch.abi.hob import HOB_HEADER
+    from cvmlaunch.abi.tdx import PAGE_SIZE
+
     spec = plan.spec
     td = spec.td_config
     return {
@@ -97,6 +102,8 @@ def td_inputs(plan: TdPlan) -> dict[str, Any]:
 
 
 def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
+    from cvmlaunch.abi.tdx import TdvfAttribute, flag_names
+
     return {
         "descriptor_offset": tdvf.offset,
         "located_by": tdvf.locator,

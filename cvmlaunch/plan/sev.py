@@ -10,14 +10,12 @@ hashes table and (SEV-ES) the VMSAs are hashed as a byte stream in that order.
 from __future__ import annotations
 
 from cvmlaunch import log
-from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
 from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.ovmf import GpaRange, OvmfImage, SevSection, parse_ovmf
 from cvmlaunch.guest.files import read_pinned_firmware
 from cvmlaunch.guest.spec import GuestSpec, Technology, Vmm
-from cvmlaunch.plan.boot import compute_kernel_hashes
 from cvmlaunch.plan.ops import KernelHashes, LaunchPlan, PageOp
 from cvmlaunch.plan.step import StepKind
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
@@ -36,13 +34,20 @@ def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan
     spec = spec.check()
     data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     image = parse_ovmf(data)
-    hashes = compute_kernel_hashes(spec.boot) if spec.boot is not None else None
+    hashes = None
+    if spec.boot is not None:
+        # Imported here (as is the table's layout): only measured direct boot needs them.
+        from cvmlaunch.plan.boot import compute_kernel_hashes
+
+        hashes = compute_kernel_hashes(spec.boot)
     ops = [
         PageOp(StepKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")
     ]
     if spec.technology is Technology.SEV_SNP:
         ops += _snp_metadata_ops(spec.vmm, image, hashes)
     elif hashes is not None:
+        from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
+
         area = _hash_table_area(image)
         ops.append(
             PageOp(
@@ -61,6 +66,8 @@ def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan
 
 
 def _hash_table_area(image: OvmfImage) -> GpaRange:
+    from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
+
     area = image.hash_table_area
     if area is None:
         raise FirmwareError(_NO_HASH_AREA)
@@ -136,6 +143,8 @@ def _section_op(
 
 
 def _kernel_hashes_page(image: OvmfImage, section: SevSection, hashes: KernelHashes) -> bytes:
+    from cvmlaunch.abi.kernel_hashes import PADDED_TABLE_SIZE
+
     area = _hash_table_area(image)
     offset = area.base - section.gpa
     if not 0 <= offset <= section.size - PADDED_TABLE_SIZE:
