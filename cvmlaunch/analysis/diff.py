@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
-from cvmlaunch.abi.snp import PAGE_SIZE, PageType, sev_feature_names
+from cvmlaunch.abi.snp import PAGE_SIZE, ZERO_CONTENTS, PageType, sev_feature_names
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
-from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence
+from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, section_types
 from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.guest.fields import listing_rank
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
@@ -151,9 +151,19 @@ def _differs(x: Step, y: Step) -> bool:
     return x.digest is not None and y.digest is not None and x.digest != y.digest
 
 
-def _first_difference(xs: Sequence[Step], ys: Sequence[Step]) -> int | None:
+def _call_differs(x: Step, y: Step) -> bool:
+    """Whether two map_memory calls differ (a planned or traced call and a recorded one
+    name the same call by its range, type and source)."""
+    if (x.call_type, x.gpa, x.pages) != (y.call_type, y.gpa, y.pages):
+        return True
+    return x.contents is not None and y.contents is not None and x.contents != y.contents
+
+
+def _first_difference(
+    xs: Sequence[Step], ys: Sequence[Step], differs: Callable[[Step, Step], bool] = _differs
+) -> int | None:
     for n, (x, y) in enumerate(zip(xs, ys, strict=False)):
-        if _differs(x, y):
+        if differs(x, y):
             return n
     return None if len(xs) == len(ys) else min(len(xs), len(ys))
 
@@ -185,7 +195,13 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
 
 
 def _precomputed(steps: Sequence[Step]) -> bool:
-    return bool(steps) and steps[0].kind is StepKind.FIRMWARE and "precomputed" in steps[0].label
+    return bool(steps) and _is_precomputed(steps[0])
+
+
+def _is_precomputed(step: Step) -> bool:
+    """Whether `step` stands for every firmware page with a precomputed digest: the only
+    firmware step whose CONTENTS is zero (a page's is its SHA-384)."""
+    return step.kind is StepKind.FIRMWARE and step.contents == ZERO_CONTENTS
 
 
 def _firmware_as_one(steps: Sequence[Step]) -> tuple[Step, ...]:
@@ -253,7 +269,7 @@ def _firmware_step(
         where = f"firmware image at {x.gpa:#x} ({x.pages} pages)"
     else:
         where = f"firmware page {x.gpa:#x} (file offset {offset:#x})"
-    if "precomputed" in x.label or "precomputed" in y.label:
+    if _is_precomputed(x) or _is_precomputed(y):
         return where, [
             Cause(
                 "firmware.digest", _text(x.digest), _text(y.digest), "precomputed digests differ"
@@ -328,12 +344,13 @@ def _metadata_step(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, lis
 
 
 def _section_name(step: Step) -> str:
-    kind = step.label.split(" section", 1)[0]
-    return f"section {step.section} ({kind})" if step.section is not None else step.label
+    if step.section is None:
+        return step.label
+    return f"section {step.section} ({step.section_type})"
 
 
 def _kernel_hashes_step(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, list[Cause]]:
-    table = x.label.startswith("kernel hashes table")  # sev/sev-es: the table, not a page
+    table = x.size < PAGE_SIZE  # sev/sev-es measure the table alone, snp the page it is in
     noun = "kernel hashes table" if table else "kernel hashes page"
     fields = ("boot.kernel", "boot.initrd", "boot.cmdline")
     causes = [inputs[f] for f in fields if f in inputs]
@@ -465,7 +482,7 @@ def _td_step(
         tail = inputs.get("tdx.raw_data_tail")
         if tail is not None:
             causes.append(tail)
-        if "TD_HOB" in x.label and "memory_mib" in inputs:
+        if x.section_type == "TD_HOB" and "memory_mib" in inputs:
             causes.append(inputs["memory_mib"])
         detail = f"the 256 bytes extended at {x.gpa:#x} differ"
         if byte is not None:
@@ -507,7 +524,7 @@ def _first_td_byte(a: Plan | None, b: Plan | None, step: Step) -> tuple[int, int
 
 def _populate_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Divergence | None:
     xs, ys = _populate(a), _populate(b)
-    n = _first_difference(xs, ys)
+    n = _first_difference(xs, ys, _call_differs)
     if n is None:
         if a.measurement == b.measurement:
             return None
@@ -515,7 +532,7 @@ def _populate_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> 
     x = xs[n] if n < len(xs) else None
     y = ys[n] if n < len(ys) else None
     # Name the step as the plan or trace does, if one side is not a record.
-    named = [s for s in (x, y) if s is not None and not s.label.startswith("map_memory")]
+    named = [s for s in (x, y) if s is not None and s.kind is not StepKind.MAP_MEMORY]
     step = named[0] if named else _present(x, y)
     where = f"populate step {n}: {step.label} at {step.gpa:#x}"
     if x is None or y is None:
@@ -524,15 +541,22 @@ def _populate_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> 
     else:
         if (x.call_type, x.pages) != (y.call_type, y.pages):
             where += f" ({x.call_type} x{x.pages} vs {y.call_type} x{y.pages})"
-        causes = _populate_causes(a, b, x, y, inputs)
+        causes = _populate_causes(a, b, x, y, inputs, named=step)
+    x, y = _as_call(x), _as_call(y)
     return Divergence(n, x, y, where, _nonempty(causes, x, y, inputs))
 
 
+def _as_call(step: Step | None) -> Step | None:
+    """`step` shown as the map_memory call it is compared as."""
+    return None if step is None else step._replace(kind=StepKind.MAP_MEMORY)
+
+
 def _populate_causes(
-    a: Evidence, b: Evidence, x: Step, y: Step, inputs: dict[str, Cause]
+    a: Evidence, b: Evidence, x: Step, y: Step, inputs: dict[str, Cause], *, named: Step
 ) -> list[Cause]:
-    label = y.label if x.label.startswith("map_memory") else x.label
-    if "kernel hashes" in label or "SNP_KERNEL_HASHES" in label:
+    """Why the calls `x` and `y` differ; `named` is the one a plan or trace names."""
+    section = named.section_type
+    if named.kind is StepKind.KERNEL_HASHES or section == "SNP_KERNEL_HASHES":
         known = [inputs[f] for f in STEP_FIELDS["kernel-hashes"] if f in inputs]
         return known or [
             Cause(
@@ -543,13 +567,13 @@ def _populate_causes(
                 "(a launch record does not name which)",
             )
         ]
-    if "TD_HOB" in label:
+    if section == "TD_HOB":
         meaning = (
             "the TD HOB differs: memory_mib (guest RAM) shapes it; TDVF measures it into "
             "RTMR0, not MRTD"
         )
         return [Cause("memory_mib", *_pair(a, b, "memory_mib", inputs.get("memory_mib")), meaning)]
-    firmware = label == "firmware" or "(BFV)" in label or "(CFV)" in label
+    firmware = named.kind is StepKind.FIRMWARE or section in ("BFV", "CFV")
     if firmware or (x.page_type is PageType.NORMAL and x.gpa + x.size == FOUR_GIB):
         return _firmware_causes(inputs, x, y, "the firmware's map_memory source differs")
     return _relevant(inputs, (*STEP_FIELDS["sev-metadata"], *STEP_FIELDS["td"]))
@@ -613,14 +637,16 @@ def _populate(e: Evidence) -> tuple[Step, ...]:
 def _planned_calls(plan: Plan) -> tuple[Step, ...]:
     from cvmlaunch.launch.steps import plan_steps
 
-    return tuple(
-        s._replace(
-            kind=StepKind.MAP_MEMORY,
-            contents=None if s.source is None else hashlib.sha256(s.source).digest(),
-            source=None,
-        )
+    calls = (
+        s._replace(contents=None if s.source is None else hashlib.sha256(s.source).digest())
         for s in plan_steps(plan)
     )
+    return section_types(plan, (c._replace(source=None) for c in calls))
+
+
+def _call_key(step: Step) -> tuple[int | None, StepKind | None]:
+    """What a traced step's map_memory call is: its operation (a TD: its section)."""
+    return step.section, None if step.kind in TD_RECORDS else step.kind
 
 
 def _traced_calls(e: Evidence) -> tuple[Step, ...]:
@@ -633,8 +659,7 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
     for s in e.steps:
         if s.kind is StepKind.VMSA:
             continue
-        key = (s.section, s.label)
-        if groups and (groups[-1][0].section, groups[-1][0].label) == key:
+        if groups and _call_key(groups[-1][0]) == _call_key(s):
             groups[-1].append(s)
         else:
             groups.append([s])
@@ -650,12 +675,13 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
         else:
             pages = sum(s.pages for s in group)
             contents = first.contents if e.technology != "sev-snp" else None
-            if first.label == "firmware":
+            if first.kind is StepKind.FIRMWARE and not _is_precomputed(first):
                 sha = e.inputs.get("firmware.sha256")
                 contents = None if sha is None else bytes.fromhex(sha)
+        kind = StepKind.TD_SECTION if action is not None else first.kind
         calls.append(
-            Step(n, StepKind.MAP_MEMORY, first.label, first.gpa, pages * PAGE_SIZE, page_type,
-                 action, contents, section=first.section)
+            Step(n, kind, first.label, first.gpa, pages * PAGE_SIZE, page_type, action, contents,
+                 section=first.section, section_type=first.section_type)
         )  # fmt: skip
     return tuple(calls)
 

@@ -10,7 +10,7 @@ field names, so a difference can be acted on.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
@@ -57,8 +57,34 @@ def evidence_from_plan(plan: Plan, source: str) -> Evidence:
         inputs = _td_inputs(read, inputs_json(plan), td_identity(plan))
     else:
         inputs = _sev_inputs(read, inputs_json(plan))
-    steps = result.trace or ()
+    steps = section_types(plan, result.trace or ())
     return Evidence(source, "profile", technology, result.digest, inputs, steps, plan)
+
+
+def section_types(plan: Plan, steps: Iterable[Step]) -> tuple[Step, ...]:
+    """`steps` with the type of their firmware section named, as `plan`'s firmware gives it."""
+    if isinstance(plan, TdPlan):
+        types = [s.type.name for s in plan.tdvf.sections]
+    else:
+        types = [s.type.name for s in plan.firmware.sev_metadata or ()]
+    return tuple(
+        s
+        if s.section is None or s.section >= len(types)
+        else s._replace(section_type=types[s.section])
+        for s in steps
+    )
+
+
+# How a plan labels a step of a firmware section ("SECRETS section 3", "kernel hashes page
+# (SNP_KERNEL_HASHES section 6)", "TDVF section 2 (TD_HOB)"): a saved trace names the
+# section's type only there, so it is read once, here.
+_SEV_SECTION = re.compile(r"(?:^|\()([A-Z0-9_]+) section \d+\)?$")
+_TD_SECTION = re.compile(r"^TDVF section \d+ \(([A-Z0-9_]+)\)$")
+
+
+def _section_type(label: str, pattern: re.Pattern[str]) -> str | None:
+    match = pattern.search(label)
+    return None if match is None else match.group(1)
 
 
 def evidence_from_json(doc: object, source: str) -> Evidence:
@@ -168,20 +194,23 @@ def _from_trace(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
 
 def _sev_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
     vmsa = read.optional(entry, "vmsa", Mapping, where)
+    label = read.get(entry, "label", str, where)
+    section = read.optional(entry, "section", int, where)
     offset = read.number(entry, "file_offset", where) if "file_offset" in entry else None
     return Step(
         number=read.get(entry, "index", int, where),
         kind=read.choice(entry, "kind", StepKind, where),
-        label=read.get(entry, "label", str, where),
+        label=label,
         gpa=read.number(entry, "gpa", where),
         size=read.get(entry, "size", int, where),
         page_type=read.page_type(entry, "page_type", where),
         contents=read.digest(entry, "contents", where),
         digest=read.digest(entry, "digest", where),
-        section=read.optional(entry, "section", int, where),
+        section=section,
         vcpu=read.optional(entry, "vcpu", int, where),
         vmsa=None if vmsa is None else {k: read.number(vmsa, k, f"{where}vmsa.") for k in vmsa},
         file_offset=offset,
+        section_type=None if section is None else _section_type(label, _SEV_SECTION),
     )
 
 
@@ -189,14 +218,16 @@ def _td_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
     kind = read.choice(entry, "record", StepKind, where)
     if kind not in TD_RECORDS:
         read.fail(f"{where}record: {kind!r} is not an MRTD record")
+    label = read.get(entry, "label", str, where)
     return Step(
         number=read.get(entry, "index", int, where),
         kind=kind,
-        label=read.get(entry, "label", str, where),
+        label=label,
         gpa=read.number(entry, "gpa", where),
         size=MR_EXTEND_CHUNK if kind is StepKind.MR_EXTEND else PAGE_SIZE,
         digest=read.digest(entry, "digest", where),
         section=read.get(entry, "section", int, where),
+        section_type=_section_type(label, _TD_SECTION),
     )
 
 

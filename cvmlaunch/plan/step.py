@@ -64,6 +64,7 @@ class Step(NamedTuple):
     vmsa: Mapping[str, int] | None = None
     file_offset: int | None = None
     source: memoryview | None = None  # the bytes a map_memory call hands over
+    section_type: str | None = None  # the SEV metadata or TDVF type of `section`, by name
 
     @property
     def pages(self) -> int:
