@@ -20,8 +20,9 @@ from cvmlaunch.abi.snp import PAGE_SIZE, ZERO_CONTENTS, PageType, sev_feature_na
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
 from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, section_types
 from cvmlaunch.firmware.ovmf import FOUR_GIB
-from cvmlaunch.guest.fields import listing_rank
+from cvmlaunch.guest.fields import BY_KEY, listing_rank
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
+from cvmlaunch.plan.sev import EC2_CPUID_LAST, GCE_SEC_MEM
 from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
 from cvmlaunch.plan.vmsa import CLOUD_RDX
 
@@ -323,9 +324,9 @@ def _metadata_step(x: Step, y: Step, inputs: dict[str, Cause]) -> tuple[str, lis
     if vmm is not None:
         flavours = {vmm.a, vmm.b}
         if x.gpa != y.gpa and "ec2" in flavours:
-            why = "EC2 measures the CPUID page after every other section"
+            why = EC2_CPUID_LAST
         elif x.page_type != y.page_type and "gce" in flavours:
-            why = "GCE measures SNP_SEC_MEM pages as UNMEASURED, not ZERO"
+            why = GCE_SEC_MEM
         else:
             why = "the order and page types of the SEV metadata sections"
         causes.append(vmm._replace(meaning=f"VMM flavour {vmm.a} vs {vmm.b}: {why}"))
@@ -475,7 +476,7 @@ def _td_step(
     causes = []
     order = inputs.get("tdx.page_order")
     if order is not None:
-        causes.append(order._replace(meaning=_PAGE_ORDER.format(order.a, order.b)))
+        causes.append(order._replace(meaning=_input_meaning(order.field, order.a, order.b, "tdx")))
     if (x.kind, x.gpa, x.section) == (y.kind, y.gpa, y.section):
         # Same record, different digest: the extended 256 bytes differ.
         byte = _first_td_byte(a.plan, b.plan, x)
@@ -496,12 +497,6 @@ def _td_step(
             sha._replace(meaning="different firmware images: their TDVF sections differ")
         )
     return where, causes
-
-
-_PAGE_ORDER = (
-    "page order {} vs {}: 'page' adds then extends each page (upstream KVM, Linux >= 6.16);"
-    " 'section' adds all of a section's pages before extending them (QEMU 8.2-era builds)"
-)
 
 
 def _first_td_byte(a: Plan | None, b: Plan | None, step: Step) -> tuple[int, int, int] | None:
@@ -700,35 +695,16 @@ def _input_differences(a: Evidence, b: Evidence) -> tuple[Cause, ...]:
 
 
 def _input_meaning(field: str, a: str, b: str, technology: str) -> str:
-    tdx = technology == "tdx"
-    fixed = {
-        "firmware.sha256": "different firmware images",
-        "firmware.path": f"firmware file {a} vs {b}",
-        "vmm": f"VMM flavour {a} vs {b}",
-        "cpu.name": f"CPU model {a} vs {b}",
-        "snp.vmsa_gpa": f"VMSA GPA {a} vs {b}",
-        "boot": f"direct boot: {a} vs {b}",
-        "boot.kernel": "a different kernel (SHA-256)",
-        "boot.initrd": "a different initrd (SHA-256)",
-        "boot.cmdline": f"kernel command line {a!r} vs {b!r}",
-        "sev.policy": "guest policy: not in the launch digest (it enters the LAUNCH_MEASURE HMAC)",
-        "memory_mib": f"guest RAM {a} vs {b} MiB: shapes the TD HOB, which TDVF measures into "
-        "RTMR0 (not MRTD)",
-        "tdx.page_order": _PAGE_ORDER.format(a, b),
-        "tdx.raw_data_tail": f"memory past a section's RawDataSize: {a} vs {b}",
-        "snp.policy": "guest POLICY: reported in the attestation report, not measured",
-        "snp.host_data": "HOST_DATA: reported in the attestation report, not measured",
-    }
-    if field in fixed:
-        return fixed[field]
+    row = BY_KEY.get(field)
+    if row is not None and row.meaning is not None:
+        return row.meaning.format(a=a, b=b, key=field)
     if field == "vcpus":
+        tdx = technology == "tdx"
         return f"{a} vs {b} vCPUs" + (" (not part of MRTD)" if tdx else ": one VMSA each")
     if field == "cpu.signature":
         return f"CPU model {_models(int(a, 16))} vs {_models(int(b, 16))}"
     if field == "snp.guest_features":
         return _features(int(a, 16), int(b, 16))
-    if field.startswith("tdx."):
-        return f"{field}: reported in the TD report and quote, not part of MRTD"
     return f"{field} {a} vs {b}"
 
 

@@ -29,6 +29,11 @@ _NO_HASH_AREA = (
 )
 
 
+# Where the VMMs measure the SEV metadata differently (diff names these as causes).
+EC2_CPUID_LAST = "EC2 measures the CPUID page after every other section"
+GCE_SEC_MEM = "GCE measures SNP_SEC_MEM pages as UNMEASURED, not ZERO"
+
+
 def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
     spec = spec.check()
@@ -97,8 +102,7 @@ def _snp_metadata_ops(vmm: Vmm, image: OvmfImage, hashes: KernelHashes | None) -
             "section: this build does not support measured direct boot"
         )
     sections = list(image.sev_metadata)
-    if vmm is Vmm.EC2:
-        # EC2 measures the CPUID page after every other section.
+    if vmm is Vmm.EC2:  # EC2_CPUID_LAST
         sections.sort(key=lambda s: s.type == SevSectionType.CPUID)
     return [_section_op(vmm, image, s, hashes) for s in sections]
 
@@ -121,7 +125,7 @@ def _section_op(
 
     match section.type:
         case SevSectionType.SNP_SEC_MEM:
-            return op(PageType.UNMEASURED if vmm is Vmm.GCE else PageType.ZERO)
+            return op(PageType.UNMEASURED if vmm is Vmm.GCE else PageType.ZERO)  # GCE_SEC_MEM
         case SevSectionType.SNP_SECRETS:
             return op(PageType.SECRETS)
         case SevSectionType.CPUID:
