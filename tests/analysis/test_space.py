@@ -42,9 +42,10 @@ from cvmlaunch.guest.spec import (
     Vmm,
 )
 from cvmlaunch.measure import measure
-from cvmlaunch.measure.sweep import Axes, Config, Row
+from cvmlaunch.measure.sweep import Axes, Config
 from cvmlaunch.plan import build_plan
 from tests.conftest import SNP_VECTORS
+from tests.sweep_checks import alone, assert_each_row_measured_alone, in_product_order
 from tests.tdvf_images import FOUR_GIB, build_image
 
 AMDSEV = SNP_VECTORS / "ovmf_AmdSev_suffix.bin"  # the fixture build with a kernel hashes area
@@ -52,26 +53,6 @@ FAKE_KERNEL = SNP_VECTORS / "fake-kernel.bin"
 TEST_INITRD = SNP_VECTORS / "test-initrd.cpio"
 ALL_VMMS = (Vmm.QEMU, Vmm.EC2, Vmm.GCE)
 THREE_CPUS = tuple(CpuSpec.from_name(n) for n in ("EPYC-v4", "EPYC-Milan", "EPYC-Turin"))
-
-
-def measured(base: GuestSpec, config: Config) -> bytes:
-    """The digest of one configuration, the slow way the engine must agree with."""
-    return measure(build_plan(config.spec(base))).digest
-
-
-def assert_rows_measure(base: GuestSpec, rows: list[Row]) -> None:
-    for row in rows:
-        assert row.measurement.hex() == measured(base, row.config).hex(), row.config
-
-
-def product_configs(axes: Axes) -> list[Config]:
-    """The SEV-family configurations of `axes` in the documented product order."""
-    return [
-        Config(vcpus, cpu, vmm, features)
-        for vmm, cpu, features, vcpus in product(
-            axes.vmms, axes.cpus, axes.guest_features, axes.vcpus
-        )
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,8 +63,8 @@ def test_snp_matrix_every_row(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
     axes = Axes(tuple(range(1, 9)), THREE_CPUS, ALL_VMMS, SNP_GUEST_FEATURES)
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == product_configs(axes)
-    assert_rows_measure(base, rows)
+    assert [row.config for row in rows] == in_product_order(axes)
+    assert_each_row_measured_alone(base, rows)
     by_config = {row.config: row.measurement for row in rows}
     # Every vCPU count, CPU (under QEMU), VMM and feature set gives its own digest ...
     qemu = [m for c, m in by_config.items() if c.vmm is Vmm.QEMU]
@@ -104,8 +85,8 @@ def test_snp_matrix_direct_boot_sample() -> None:
     base = GuestSpec(Technology.SEV_SNP, AMDSEV, boot=boot)
     axes = Axes((7, 1, 64, 2), THREE_CPUS[:2], ALL_VMMS, (0x1, 0x21, 0x3))
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == product_configs(axes)
-    assert_rows_measure(base, random.Random(0xB007).sample(rows, 16))
+    assert [row.config for row in rows] == in_product_order(axes)
+    assert_each_row_measured_alone(base, random.Random(0xB007).sample(rows, 16))
     # The kernel hashes really enter: without them every digest differs.
     plain = matrix(base._replace(boot=None), axes)
     assert all(a.measurement != b.measurement for a, b in zip(rows, plain, strict=True))
@@ -120,8 +101,8 @@ def test_sev_es_matrix_sample(firmware: str, debian_ovmf: Path) -> None:
         base = GuestSpec(Technology.SEV_ES, AMDSEV, boot=boot)
     axes = Axes((5, 1, 64, 2), THREE_CPUS, ALL_VMMS, (0,))
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == product_configs(axes)
-    assert_rows_measure(base, random.Random(0x5E5).sample(rows, 14))
+    assert [row.config for row in rows] == in_product_order(axes)
+    assert_each_row_measured_alone(base, random.Random(0x5E5).sample(rows, 14))
     assert len({row.measurement for row in rows if row.config.vmm is Vmm.QEMU}) == 4 * 3
 
 
@@ -129,7 +110,7 @@ def test_sev_matrix_is_one_digest(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.SEV, debian_ovmf)
     rows = matrix(base, Axes((1, 4), (None, THREE_CPUS[0]), ALL_VMMS, (0,)))
     assert len(rows) == 2 * 2 * 3
-    assert {row.measurement for row in rows} == {measured(base, rows[0].config)}
+    assert {row.measurement for row in rows} == {alone(base, rows[0].config)}
 
 
 def test_snp_precomputed_firmware_digest(debian_ovmf: Path) -> None:
@@ -144,7 +125,7 @@ def test_snp_precomputed_firmware_digest(debian_ovmf: Path) -> None:
     assert all(
         a.measurement != b.measurement for a, b in zip(matrix(other, axes), pinned, strict=True)
     )
-    assert_rows_measure(other, matrix(other, axes)[:3])
+    assert_each_row_measured_alone(other, matrix(other, axes)[:3])
 
 
 def test_tdx_matrix_every_row(debian_ovmf: Path) -> None:
@@ -157,7 +138,7 @@ def test_tdx_matrix_every_row(debian_ovmf: Path) -> None:
         for order, tail, memory in product(PageOrder, RawDataTail, (1024, 2048, 4096))
     ]
     assert [row.config for row in rows] == expected
-    assert_rows_measure(base, rows)
+    assert_each_row_measured_alone(base, rows)
     # The page order changes MRTD; OVMF's TD HOB is added, not extended, so memory does not.
     assert len({row.measurement for row in rows}) == 2
 
@@ -189,7 +170,7 @@ def test_tdx_matrix_synthetic_every_axis(tmp_path: Path) -> None:
     axes = search_axes(base)._replace(memory_mibs=(512, 3072, 4096))
     rows = matrix(base, axes)
     assert len(rows) == 2 * 2 * 3
-    assert_rows_measure(base, rows)
+    assert_each_row_measured_alone(base, rows)
     assert len({row.measurement for row in rows}) == len(rows)
 
 
@@ -310,7 +291,7 @@ def test_solve_recovers_reference_configuration(case: Case, debian_ovmf: Path) -
         assert case.model in models_with_signature(config.cpu.signature)
     else:
         assert config.cpu is None  # the clouds do not measure the CPU
-    assert measured(base, config) == target
+    assert alone(base, config) == target
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +358,7 @@ def test_solve_sev_es_and_sev(debian_ovmf: Path) -> None:
 def test_tdx_solve_debian_ovmf(debian_ovmf: Path) -> None:
     truth = Config(1, None, Vmm.QEMU, 0, PageOrder.SECTION, RawDataTail.IMAGE, 4096)
     base = GuestSpec(Technology.TDX, debian_ovmf)
-    target = measured(base, truth)
+    target = alone(base, truth)
     found = solve(target, base, search_axes(base))
     assert truth in found
     assert {c.page_order for c in found} == {PageOrder.SECTION}
@@ -387,15 +368,15 @@ def test_tdx_solve_debian_ovmf(debian_ovmf: Path) -> None:
         product(RawDataTail, TDX_MEMORY_MIBS)
     )
     for config in found[::7]:
-        assert measured(base, config) == target
+        assert alone(base, config) == target
 
 
 def test_tdx_solve_recovers_every_axis(tmp_path: Path) -> None:
     base = GuestSpec(Technology.TDX, synthetic_tdvf(tmp_path))
     truth = Config(1, None, Vmm.QEMU, 0, PageOrder.SECTION, RawDataTail.ZERO, 3072)
-    assert solve(measured(base, truth), base, search_axes(base)) == [truth]
+    assert solve(alone(base, truth), base, search_axes(base)) == [truth]
     truth = truth._replace(page_order=PageOrder.PAGE, raw_data_tail=RawDataTail.IMAGE)
-    assert solve(measured(base, truth), base, search_axes(base)) == [truth]
+    assert solve(alone(base, truth), base, search_axes(base)) == [truth]
 
 
 # --------------------------------------------------------------------------------------------

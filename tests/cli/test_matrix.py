@@ -7,21 +7,14 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 from cvmlaunch.guest.profile import load_profile
-from cvmlaunch.measure import measure
-from cvmlaunch.plan import build_plan
 from tests.conftest import CliRunner
+from tests.sweep_checks import profile_measurement
 
 ROOT = Path(__file__).parents[2]
 SNP_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
 TDX_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml"
-
-
-def _measurement(path: Path, **changes: Any) -> str:
-    spec = load_profile(path).to_spec()._replace(**changes)
-    return measure(build_plan(spec)).digest.hex()
 
 
 def test_matrix_json_rows_equal_measure(cli: CliRunner, debian_ovmf: Path) -> None:
@@ -34,7 +27,7 @@ def test_matrix_json_rows_equal_measure(cli: CliRunner, debian_ovmf: Path) -> No
 
     for row in rows[::5]:
         cpu = CpuSpec.from_name(row["cpu"])
-        expected = _measurement(
+        expected = profile_measurement(
             SNP_PROFILE, vcpus=row["vcpus"], cpu=cpu, vmm=Vmm(row["vmm"]),
             guest_features=int(row["guest_features"], 16),
         )  # fmt: skip
@@ -47,9 +40,9 @@ def test_matrix_csv_and_text(cli: CliRunner, debian_ovmf: Path) -> None:
     table = list(csv.DictReader(io.StringIO(r.out)))
     assert [row["vcpus"] for row in table] == ["1", "2"]
     default = ROOT / "cvmlaunch" / "data" / "default.toml"
-    assert table[1]["measurement"] == _measurement(default, vcpus=2)
+    assert table[1]["measurement"] == profile_measurement(default, vcpus=2)
     r = cli("matrix", "--vcpus", "4")
-    assert r.code == 0 and r.out.split()[0] == _measurement(default)
+    assert r.code == 0 and r.out.split()[0] == profile_measurement(default)
 
 
 def test_matrix_tdx_axes(cli: CliRunner, debian_ovmf: Path) -> None:
@@ -59,7 +52,7 @@ def test_matrix_tdx_axes(cli: CliRunner, debian_ovmf: Path) -> None:
 
     td = load_profile(TDX_PROFILE).to_spec().td or TdConfig()
     assert [row["page_order"] for row in rows] == ["page", "section"]
-    assert rows[1]["measurement"] == _measurement(
+    assert rows[1]["measurement"] == profile_measurement(
         TDX_PROFILE, td=td._replace(page_order=PageOrder.SECTION)
     )
 

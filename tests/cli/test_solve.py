@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,15 +13,11 @@ from cvmlaunch.guest.profile import load_profile, parse_profile
 from cvmlaunch.measure import measure
 from cvmlaunch.plan import build_plan
 from tests.conftest import CliRunner
+from tests.sweep_checks import profile_measurement
 
 ROOT = Path(__file__).parents[2]
 SNP_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
 TDX_PROFILE = ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml"
-
-
-def _measurement(path: Path, **changes: Any) -> str:
-    spec = load_profile(path).to_spec()._replace(**changes)
-    return measure(build_plan(spec)).digest.hex()
 
 
 def test_solve_prints_ready_profiles_that_reproduce_the_digest(
@@ -30,7 +25,7 @@ def test_solve_prints_ready_profiles_that_reproduce_the_digest(
 ) -> None:
     from cvmlaunch.guest.spec import CpuSpec, Vmm
 
-    target = _measurement(SNP_PROFILE, vcpus=13, cpu=CpuSpec.from_name("EPYC-Genoa"),
+    target = profile_measurement(SNP_PROFILE, vcpus=13, cpu=CpuSpec.from_name("EPYC-Genoa"),
                           vmm=Vmm.QEMU, guest_features=0x21)  # fmt: skip
     r = cli("solve", "--measurement", target, SNP_PROFILE, "--json")
     assert r.code == 0, r.err
@@ -43,7 +38,7 @@ def test_solve_prints_ready_profiles_that_reproduce_the_digest(
 
 
 def test_solve_constraints_and_no_solution(cli: CliRunner, debian_ovmf: Path) -> None:
-    target = _measurement(SNP_PROFILE, vcpus=2)
+    target = profile_measurement(SNP_PROFILE, vcpus=2)
     assert cli("solve", "--measurement", target, SNP_PROFILE, "--vcpus", "2").code == 0
     r = cli("solve", "--measurement", target, SNP_PROFILE, "--vcpus", "3")
     assert r.code == 1 and r.out.startswith("0 configuration(s)")
@@ -54,7 +49,7 @@ def test_solve_constraints_and_no_solution(cli: CliRunner, debian_ovmf: Path) ->
 def test_solve_flags_only(cli: CliRunner, debian_ovmf: Path) -> None:
     from cvmlaunch.guest.spec import Vmm
 
-    target = _measurement(SNP_PROFILE, vcpus=5, vmm=Vmm.EC2, cpu=None)
+    target = profile_measurement(SNP_PROFILE, vcpus=5, vmm=Vmm.EC2, cpu=None)
     r = cli("solve", "--measurement", target, "--technology", "sev-snp",
             "--firmware", debian_ovmf, "--json")  # fmt: skip
     assert r.code == 0, r.err
@@ -69,7 +64,7 @@ def test_solve_profiles_load_from_anywhere(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     Path("fw.fd").write_bytes(debian_ovmf.read_bytes())
-    target = _measurement(TDX_PROFILE)
+    target = profile_measurement(TDX_PROFILE)
     r = cli("solve", "--measurement", target, "--technology", "tdx", "--firmware", "fw.fd",
             "--append", "x", "--json")  # fmt: skip
     assert r.code == 2 and "--append" in r.err  # TDX has no measured direct boot
@@ -88,7 +83,7 @@ def test_solve_cmdline_with_control_characters(cli: CliRunner, debian_ovmf: Path
     cmdline = 'console=ttyS0 a\x7fb "quoted"\ttab'
     spec = load_profile(profile).to_spec()
     assert spec.boot is not None
-    target = _measurement(profile, boot=spec.boot._replace(cmdline=cmdline))
+    target = profile_measurement(profile, boot=spec.boot._replace(cmdline=cmdline))
     r = cli("solve", "--measurement", target, profile, "--append", cmdline, "--vcpus", "1",
             "--max-vcpus", "4", "--json")  # fmt: skip
     assert r.code == 0, r.err

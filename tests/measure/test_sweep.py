@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +30,12 @@ from cvmlaunch.measure.sweep import Axes, Config, Row, sweep
 from cvmlaunch.plan import LaunchPlan, build_plan, build_sev_plan
 from cvmlaunch.plan.step import StepKind
 from cvmlaunch.plan.vmsa import save_area
+from tests.sweep_checks import alone, assert_each_row_measured_alone, in_product_order
 from tests.tdvf_images import build_image, random_params
 
 ALL_VMMS = (Vmm.QEMU, Vmm.EC2, Vmm.GCE)
 SNP_FEATURES = (0x1, 0x21)
 MEMORY_MIBS = (512, 1024, 2048, 3072, 4096, 8192)
-
-
-def alone(base: GuestSpec, config: Config) -> bytes:
-    """The digest of one configuration, built and measured on its own."""
-    return measure(build_plan(config.spec(base))).digest
-
-
-def assert_each_row_measured_alone(base: GuestSpec, rows: list[Row]) -> None:
-    for row in rows:
-        assert row.measurement.hex() == alone(base, row.config).hex(), row.config
-
-
-def in_product_order(axes: Axes) -> list[Config]:
-    """The configurations of `axes` in the order the sweep documents."""
-    return [
-        Config(vcpus, cpu, vmm, features, order, tail, memory)
-        for vmm, cpu, features, vcpus, order, tail, memory in product(
-            axes.vmms,
-            axes.cpus,
-            axes.guest_features,
-            axes.vcpus,
-            axes.page_orders or (None,),
-            axes.raw_data_tails or (None,),
-            axes.memory_mibs or (None,),
-        )
-    ]
 
 
 class Counter:
