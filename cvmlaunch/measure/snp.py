@@ -6,7 +6,8 @@ CONTENTS is SHA-384 of the page for NORMAL and VMSA pages and 48 zero bytes othe
 (measure/sweep.py) both chain through it, so the rule is written once.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef, and this module loads on every SNP measurement.
 
 from hashlib import sha384
 from typing import NamedTuple

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,31 @@ def test_stepping_with_a_named_model_is_refused(cli: CliRunner) -> None:
     default = Path(__file__).parents[2] / "cvmlaunch" / "data" / "default.toml"
     r = cli("measure", default, "--vcpu-type", "EPYC-v4", "--vcpu-stepping", "9")
     assert r.code == 2 and "--vcpu-stepping: give exactly one of --vcpu-type" in r.err
+
+
+def _cvmlaunch() -> str:
+    return str(Path(sys.executable).parent / "cvmlaunch")
+
+
+def test_output_that_cannot_be_written_is_exit_2_one_line() -> None:
+    # The process flushes its output itself before it leaves (without the interpreter's
+    # teardown): a full disk is one line and exit 2, not a traceback at shutdown.
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [_cvmlaunch(), "measure", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            check=False,
+        )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "cvmlaunch: error: cannot write the output: No space left on device\n"
+
+
+def test_reader_going_away_is_141() -> None:
+    script = (
+        f"{_cvmlaunch()} measure --trace --json | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    )
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    assert r.stdout.strip() == "141" and "Traceback" not in r.stderr
