@@ -26,9 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cvmlaunch.abi.kvm import GuestMemfdFlag, MapFlag, SevCmd, VmType, ffi  # noqa: E402
-from cvmlaunch.kvm import Kvm, map_memory, probe  # noqa: E402
-from cvmlaunch.kvm.objects import Device  # noqa: E402
+from cvmlaunch.abi.kvm import GuestMemfdFlag, MapFlag, VmType  # noqa: E402
+from cvmlaunch.kvm import Kvm, map_memory  # noqa: E402
 
 GIB = 1 << 30
 PAGE = 4096
@@ -47,7 +46,7 @@ def rehearsal(size: int, runs: int) -> None:
             gmem = vm.create_guest_memfd(size, GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED)
             vm.set_memory_region(0, 0x100000000, gmem.mmap().view, gmem)
             vcpu = vm.create_vcpu(0)
-            vm.capabilities = probe(vm, vcpu)
+            vm.probe_capabilities(vcpu)
             start = time.perf_counter()
             map_memory(vcpu, 0x100000000 >> 12, size // PAGE, 0, source)
             populate.append(time.perf_counter() - start)
@@ -78,17 +77,14 @@ def overhead(pages: int) -> None:
     def run(per_call: int) -> float:
         with Kvm(SimKernel("snp")) as kvm:
             vm = kvm.create_vm(VmType.SNP)
-            vm.sev_fd = Device(vm, "/dev/sev").fd
-            vm.sev_command(SevCmd.INIT2, ffi.new("struct kvm_sev_init *", {"ghcb_version": 2}),
-                           vm.sev_fd)  # fmt: skip
-            start_cmd = ffi.new("struct kvm_sev_snp_launch_start *", {"policy": 0x30000})
-            vm.sev_command(SevCmd.SNP_LAUNCH_START, start_cmd, vm.sev_fd)
+            vm.sev_init2(ghcb_version=2)
+            vm.snp_launch_start(0x30000)
             shared = mmap.mmap(-1, pages * PAGE)
             gmem = vm.create_guest_memfd(pages * PAGE, 0)
             vm.set_memory_region(0, 0x1000000, memoryview(shared), gmem)
             vm.set_private(0x1000000, pages * PAGE)
             vcpu = vm.create_vcpu(0)
-            vm.capabilities = probe(vm, vcpu)
+            vm.probe_capabilities(vcpu)
             data = memoryview(bytes(pages * PAGE))
             start = time.perf_counter()
             for first in range(0, pages, per_call):

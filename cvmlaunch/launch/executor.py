@@ -16,7 +16,6 @@ from contextlib import ExitStack, contextmanager
 from cvmlaunch.abi.kvm import GHCB_VERSION_DEFAULT, PAGE_SHIFT, GuestMemfdFlag, MapFlag, VmType
 from cvmlaunch.abi.snp import SevFeature
 from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
-from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.firmware.ovmf import GpaRange
 from cvmlaunch.guest.spec import Technology
@@ -145,7 +144,7 @@ def _launch_sev(
         vcpus = [vm.create_vcpu(i) for i in range(spec.vcpus)]
         for vcpu, state in zip(vcpus, states, strict=False):
             if state is not None:
-                load_save_area(vcpu, state)
+                vcpu.load_save_area(state)
         t.capabilities = vm.probe_capabilities(vcpus[0]).to_json()
     with t.phase("populate"):
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
@@ -157,11 +156,6 @@ def _launch_sev(
             vm.sev_launch_update_vmsa()
         t.launch_measure = vm.sev_launch_measure()
         vm.sev_launch_finish()
-
-
-def load_save_area(vcpu: Vcpu, state: SaveArea) -> None:
-    """Give `vcpu` the state its VMSA must hold; every vCPU's state in a launch passes here."""
-    vcpu.load_save_area(state)
 
 
 def _launch_td(vm: Vm, plan: TdPlan, steps: list[Step], t: Transcript, mem: ExitStack) -> None:

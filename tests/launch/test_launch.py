@@ -114,14 +114,12 @@ def test_wrong_vcpu_state_diverges_at_finalize(
     debian_ovmf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = _plan(ROOT / "profiles" / DEBIAN["snp"])
-    from cvmlaunch.launch import executor
-
-    real = executor.load_save_area
+    real = Vcpu.load_save_area
 
     def wrong_rdx(vcpu: Vcpu, state: Any) -> None:
         real(vcpu, state._replace(rdx=state.rdx ^ 1))
 
-    monkeypatch.setattr(executor, "load_save_area", wrong_rdx)
+    monkeypatch.setattr(Vcpu, "load_save_area", wrong_rdx)
     record = launch(plan, Backend.SIM, kernel=SimKernel("snp"))
     assert record.verdict is Verdict.MISMATCH
     assert record.doc["divergence"]["step"] == "finalize"  # type: ignore[index]

@@ -12,7 +12,7 @@ import pytest
 from cvmlaunch.abi.kvm import GuestMemfdFlag
 from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.guest.profile import load_profile
-from cvmlaunch.kvm import Kvm, Vcpu, map_memory, probe
+from cvmlaunch.kvm import Kvm, Vcpu, map_memory
 from cvmlaunch.launch import Backend, Verdict, launch
 from cvmlaunch.launch.rehearsal import Checksum, checksum, read_back
 from cvmlaunch.launch.steps import plan_steps
@@ -151,7 +151,7 @@ def test_a_thousand_real_launch_layouts_leak_no_fds() -> None:
                 gmem = vm.create_guest_memfd(len(source), flags)
                 vm.set_memory_region(0, 0xFFFF0000, gmem.mmap().view, gmem)
                 vcpu = vm.create_vcpu(0)
-                vm.capabilities = probe(vm, vcpu)
+                vm.probe_capabilities(vcpu)
                 map_memory(vcpu, 0xFFFF0, 16, 0, source)
                 assert bytes(vm.memory_at(0xFFFF0000, len(source))) == source
                 if i % 2:  # every other launch fails half-way: the GPA is taken
