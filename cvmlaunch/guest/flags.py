@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cvmlaunch import log
 from cvmlaunch.errors import FieldProblem, ProfileError
@@ -20,7 +20,7 @@ from cvmlaunch.guest.argtypes import (
     td_attributes,
     vmm,
 )
-from cvmlaunch.guest.fields import BY_FLAG, inapplicable
+from cvmlaunch.guest.fields import BY_FLAG, FIELDS, inapplicable
 from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
@@ -104,24 +104,24 @@ def add_guest_arguments(m: argparse.ArgumentParser, multi: bool = False) -> None
     s.add_argument("--mnonce", type=hex_bytes(16), metavar="HEX")
 
 
-# TdConfig field -> its flag's argparse name.
-_TD_FLAGS = {
-    "page_order": "tdx_page_order",
-    "raw_data_tail": "raw_data_tail",
-    "attributes": "tdx_attributes",
-    "xfam": "xfam",
-    "mrconfigid": "mrconfigid",
-    "mrowner": "mrowner",
-    "mrownerconfig": "mrownerconfig",
-}
+def _dest(flag: str) -> str:
+    """The argparse name of `flag`."""
+    return flag.removeprefix("--").replace("-", "_")
+
 
 # The flags that describe the guest: any of them turns off the embedded default profile.
-_GUEST_FLAGS = (
-    *("technology", "firmware", "firmware_sha256", "firmware_digest", "vcpus", "vmm"),
-    *("vcpu_type", "vcpu_sig", "vcpu_family", "vcpu_model", "vcpu_stepping"),
-    *("guest_features", "vmsa_gpa", "sev_policy", "tik", "sev_api", "sev_build", "mnonce"),
-    *("kernel", "kernel_sha256", "initrd", "initrd_sha256", "append", "memory_mib"),
-    *_TD_FLAGS.values(),
+_GUEST_FLAGS = tuple(_dest(flag) for flag in BY_FLAG)
+# TdConfig field -> its flag's argparse name.
+_TD_FLAGS = {
+    cast(str, f.attr).removeprefix("td."): _dest(f.flag)
+    for f in FIELDS
+    if f.flag is not None and f.key.startswith("tdx.")
+}
+# Spec fields a flag of the same name sets as it is (--technology and --firmware do more).
+_PLAIN_FLAGS = tuple(
+    f.attr
+    for f in FIELDS
+    if f.flag is not None and f.attr == _dest(f.flag) not in ("technology", "firmware")
 )
 
 
@@ -157,10 +157,6 @@ def spec_from_args(args: argparse.Namespace) -> GuestSpec:
     return GuestSpec(**fields).check()
 
 
-def _dest(flag: str) -> str:
-    return flag.removeprefix("--").replace("-", "_")
-
-
 def _require_flags_only_inputs(args: argparse.Namespace) -> None:
     missing = [
         FieldProblem(flag, "required without a PROFILE")
@@ -182,10 +178,7 @@ def _overrides(
     if args.firmware is not None:
         # Another image: the profile's pin and precomputed digest no longer describe it.
         out.update(firmware=args.firmware, firmware_sha256=None, firmware_digest=None)
-    for field in (
-        *("firmware_sha256", "firmware_digest", "vcpus", "vmm"),
-        *("guest_features", "vmsa_gpa", "sev_policy", "memory_mib"),
-    ):
+    for field in _PLAIN_FLAGS:
         if getattr(args, field) is not None:
             out[field] = getattr(args, field)
     td = _td(args, base.get("td"), out.get("technology", base.get("technology")))

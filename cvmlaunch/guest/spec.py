@@ -25,6 +25,7 @@ from cvmlaunch.abi.snp import (
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.fields import (
+    BY_KEY,
     FIELDS,
     MAX_MEMORY_MIB,
     MAX_VCPUS,
@@ -237,10 +238,11 @@ class GuestSpec(NamedTuple):
         problems: list[FieldProblem] = []
         fields = self._asdict()
         defaults = GuestSpec._field_defaults
-        for name, field, kind in _TYPES:
+        for key, kind in _TYPES:
+            name = _attr(key)
             fields[name], problem = _typed(fields[name], kind)
             if problem is not None:
-                problems.append(FieldProblem(field, problem))
+                problems.append(FieldProblem(key, problem))
                 fields[name] = defaults.get(name, _FALLBACK.get(name))
         td, td_problems = _normalized_td(fields["td"])
         boot, boot_problems = _normalized_boot(fields["boot"])
@@ -357,32 +359,38 @@ def _typed(value: object, kind: object) -> tuple[object, str | None]:
 
 
 # GuestSpec attribute, its profile key, and its type.
-_TYPES: tuple[tuple[str, str, object], ...] = (
-    ("technology", "technology", Technology),
-    ("firmware", "firmware.path", Path),
-    ("firmware_sha256", "firmware.sha256", (bytes, _OPTIONAL)),
-    ("firmware_digest", "firmware.digest", (bytes, _OPTIONAL)),
-    ("vcpus", "vcpus", int),
-    ("vmm", "vmm", Vmm),
-    ("guest_features", "snp.guest_features", int),
-    ("vmsa_gpa", "snp.vmsa_gpa", int),
-    ("sev_policy", "sev.policy", int),
-    ("snp_policy", "snp.policy", int),
-    ("host_data", "snp.host_data", bytes),
-    ("memory_mib", "memory_mib", int),
+# The type of each plain field, by its key (the field table says where it lives).
+_TYPES: tuple[tuple[str, object], ...] = (
+    ("technology", Technology),
+    ("firmware.path", Path),
+    ("firmware.sha256", (bytes, _OPTIONAL)),
+    ("firmware.digest", (bytes, _OPTIONAL)),
+    ("vcpus", int),
+    ("vmm", Vmm),
+    ("snp.guest_features", int),
+    ("snp.vmsa_gpa", int),
+    ("sev.policy", int),
+    ("snp.policy", int),
+    ("snp.host_data", bytes),
+    ("memory_mib", int),
 )
 # What a wrongly typed field without a default is replaced by while the rest is checked.
 _FALLBACK: dict[str, object] = {"technology": Technology.SEV_SNP, "firmware": Path()}
 
 _TD_TYPES: tuple[tuple[str, object], ...] = (
-    ("attributes", int),
-    ("xfam", (int, _OPTIONAL)),
-    ("mrconfigid", bytes),
-    ("mrowner", bytes),
-    ("mrownerconfig", bytes),
-    ("page_order", PageOrder),
-    ("raw_data_tail", RawDataTail),
+    ("tdx.attributes", int),
+    ("tdx.xfam", (int, _OPTIONAL)),
+    ("tdx.mrconfigid", bytes),
+    ("tdx.mrowner", bytes),
+    ("tdx.mrownerconfig", bytes),
+    ("tdx.page_order", PageOrder),
+    ("tdx.raw_data_tail", RawDataTail),
 )
+
+
+def _attr(key: str) -> str:
+    """The attribute of a spec (or, for `td.*`, of its TdConfig) that holds field `key`."""
+    return cast(str, BY_KEY[key].attr).removeprefix("td.")
 
 
 def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
@@ -391,10 +399,11 @@ def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
     if not isinstance(td, TdConfig):
         return None, [FieldProblem("tdx", "expected a TdConfig or None")]
     fields, problems = td._asdict(), []
-    for name, kind in _TD_TYPES:
+    for key, kind in _TD_TYPES:
+        name = _attr(key)
         fields[name], problem = _typed(fields[name], kind)
         if problem is not None:
-            problems.append(FieldProblem(f"tdx.{name}", problem))
+            problems.append(FieldProblem(key, problem))
             fields[name] = TdConfig._field_defaults[name]
     return TdConfig(**fields), problems
 
