@@ -319,11 +319,15 @@ def _unique(problems: list[FieldProblem]) -> list[FieldProblem]:
 
 def load_profile(path: Path | str) -> Profile:
     """Read and validate a TOML profile; relative paths resolve against its folder."""
-    if isinstance(path, str) and "\0" not in path:
-        path = Path(path)
-    if not isinstance(path, Path):
-        reason = f"expected a path, got {type(path).__name__} {path!r}"
+    given: object = path  # through the API, anything may arrive
+    if isinstance(given, str):
+        given = Path(given)
+    if not isinstance(given, Path):
+        reason = f"expected a path, got {type(given).__name__} {given!r}"
         raise ProfileError([FieldProblem("profile", reason)])
+    path = given
+    if "\0" in str(path):
+        raise ProfileError([FieldProblem("profile", "a path cannot contain a NUL character")])
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)

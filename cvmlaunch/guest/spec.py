@@ -347,9 +347,11 @@ def _typed(value: object, kind: object) -> tuple[object, str | None]:
             return bytes(value), None
         return value, f"expected bytes, got {type(value).__name__}"
     if base is Path:
-        if isinstance(value, str | Path):
-            return Path(value), None
-        return value, f"expected a path, got {type(value).__name__}"
+        if not isinstance(value, str | Path):
+            return value, f"expected a path, got {type(value).__name__}"
+        if "\0" in str(value):  # no system call takes it
+            return value, "a path cannot contain a NUL character"
+        return Path(value), None
     enum = cast(type[StrEnum], base)
     try:
         return enum(cast(str, value)), None

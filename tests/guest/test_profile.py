@@ -238,3 +238,13 @@ def test_load_profile_takes_a_string_and_refuses_other_types(tmp_path: Path) -> 
     assert load_profile(str(path)).technology is Technology.SEV
     with pytest.raises(ProfileError, match="expected a path"):
         load_profile(5)  # type: ignore[arg-type]
+
+
+def test_nul_in_a_profile_path_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="cannot contain a NUL"):
+        load_profile(str(tmp_path / "p\0.toml"))
+    path = tmp_path / "nul.toml"
+    path.write_text('schema_version = 1\ntechnology = "sev"\n[firmware]\npath = "/fw\\u0000.fd"\n')
+    with pytest.raises(ProfileError) as e:
+        load_profile(path).to_spec()
+    assert {p.field for p in e.value.problems} == {"firmware.path"}

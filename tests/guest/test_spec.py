@@ -149,3 +149,17 @@ def test_cpu_forms_one_rule_for_profile_and_flags() -> None:
     with pytest.raises(ProfileError) as e:
         cpu_from_forms(None, None, (None, 1, None))
     assert e.value.problems[0] == ("cpu.model", "goes together with cpu.family and cpu.stepping")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"firmware": Path("/fw\0.fd")}, "firmware.path"),
+        ({"firmware": "/fw\0.fd"}, "firmware.path"),
+        ({"boot": DirectBoot(BootFile(Path("/k\0")))}, "boot.kernel"),
+    ],
+)
+def test_nul_in_a_path_is_refused_by_name(changes: dict[str, object], field: str) -> None:
+    spec = GuestSpec(Technology.SEV_SNP, Path("/fw.fd"), vcpus=2, cpu=EPYC_V4)
+    found = _problems(spec._replace(**changes))  # type: ignore[arg-type]
+    assert found[field] == "a path cannot contain a NUL character"
