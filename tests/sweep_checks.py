@@ -10,24 +10,33 @@ from typing import Any
 from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.guest.spec import GuestSpec
 from cvmlaunch.measure import measure
-from cvmlaunch.measure.sweep import Axes, Config, Row
+from cvmlaunch.measure.sweep import Axes, Row, point
 from cvmlaunch.plan import build_plan
 
 
-def alone(base: GuestSpec, config: Config) -> bytes:
-    """The digest of one configuration, built and measured on its own."""
-    return measure(build_plan(config.spec(base))).digest
+def alone(spec: GuestSpec) -> bytes:
+    """The digest of one guest, built and measured on its own."""
+    return measure(build_plan(spec)).digest
 
 
-def assert_each_row_measured_alone(base: GuestSpec, rows: list[Row]) -> None:
+def assert_each_row_measured_alone(rows: list[Row]) -> None:
     for row in rows:
-        assert row.measurement.hex() == alone(base, row.config).hex(), row.config
+        assert row.measurement.hex() == alone(row.spec).hex(), row.spec
 
 
-def in_product_order(axes: Axes) -> list[Config]:
-    """The configurations of `axes` in the order the sweep documents."""
+def in_product_order(base: GuestSpec, axes: Axes) -> list[GuestSpec]:
+    """The guests of `axes` applied to `base`, in the order the sweep documents."""
     return [
-        Config(vcpus, cpu, vmm, features, order, tail, memory)
+        point(
+            base,
+            vcpus,
+            cpu,
+            vmm,
+            features,
+            page_order=order,
+            raw_data_tail=tail,
+            memory_mib=memory,
+        )
         for vmm, cpu, features, vcpus, order, tail, memory in product(
             axes.vmms,
             axes.cpus,

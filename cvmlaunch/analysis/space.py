@@ -29,7 +29,7 @@ from cvmlaunch.guest.spec import (
     Technology,
     Vmm,
 )
-from cvmlaunch.measure.sweep import VMSA_TECHNOLOGIES, Axes, Config, Row, sweep
+from cvmlaunch.measure.sweep import VMSA_TECHNOLOGIES, Axes, Row, point, sweep
 
 # The names of the fields a configuration varies (the names `search_axes` takes as `fixed`).
 FIELDS = ("vcpus", "cpu", "vmm", "guest_features", "page_order", "raw_data_tail", "memory_mib")
@@ -45,58 +45,64 @@ TDX_MEMORY_MIBS = (512, 1024, 2048, 3072, 4096, 8192, 16384, 32768, 65536, 13107
 def matrix(base: GuestSpec, axes: Axes) -> list[Row]:
     """One Row per combination of `axes` applied to `base`, in product order.
 
-    Each measurement equals `measure(build_plan(row.config.spec(base))).digest`. Raises
+    Each measurement equals `measure(build_plan(row.spec)).digest`. Raises
     ProfileError naming the first combination that is not a usable guest, before measuring.
     """
     return list(sweep(base, axes))
 
 
-def solve(target: bytes, base: GuestSpec, axes: Axes) -> list[Config]:
-    """Every configuration of `axes` whose launch digest is `target`, in product order.
+def solve(target: bytes, base: GuestSpec, axes: Axes) -> list[GuestSpec]:
+    """Every guest of `axes` applied to `base` whose launch digest is `target`, in product
+    order.
 
-    EC2 and GCE do not measure the CPU: their configurations are reported once, with cpu None,
+    EC2 and GCE do not measure the CPU: their guests are reported once, with cpu None,
     instead of once per CPU of the axis.
     """
-    return [row.config for row in sweep(base, axes, cloud_cpu=True) if row.measurement == target]
+    return [row.spec for row in sweep(base, axes, cloud_cpu=True) if row.measurement == target]
 
 
 class Solution(NamedTuple):
-    """Configurations that reproduce a digest, folded: every value of the `free` fields'
-    axes (None in `config`) gives the same digest with the rest of `config`."""
+    """Guests that reproduce a digest, folded: every value of the `free` fields' axes gives
+    the same digest with the rest of `spec` (which holds the base's value of each)."""
 
-    config: Config
+    spec: GuestSpec
     free: tuple[str, ...]
 
 
-# Config fields and the Axes field that lists their values.
+# The fields a solution can leave free, and the Axes field that lists their values.
 _AXIS_OF = {"memory_mib": "memory_mibs", "raw_data_tail": "raw_data_tails"}
 
 
-def fold(configs: list[Config], axes: Axes) -> list[Solution]:
-    """`configs` with each field that takes every value of its axis (for fixed values of
+def fold(found: list[GuestSpec], axes: Axes, base: GuestSpec) -> list[Solution]:
+    """`found` with each field that takes every value of its axis (for fixed values of
     the others) folded into one solution, so that e.g. the memory sizes that never enter a
     firmware's MRTD read as "any" rather than as ten profiles."""
-    solutions = [Solution(c, ()) for c in configs]
+    solutions = [Solution(spec, ()) for spec in found]
     for field, axis_name in _AXIS_OF.items():
         values = set(getattr(axes, axis_name))
         if len(values) < 2:
             continue
         groups: dict[Solution, list[Solution]] = {}  # in first-seen order
         for s in solutions:
-            groups.setdefault(Solution(_with(s.config, field, None), s.free), []).append(s)
+            key = Solution(_with(s.spec, field, _value(base, field)), s.free)
+            groups.setdefault(key, []).append(s)
         folded: list[Solution] = []
         for key, members in groups.items():
-            if {getattr(m.config, field) for m in members} == values:
-                folded.append(Solution(key.config, (*key.free, field)))
+            if {_value(m.spec, field) for m in members} == values:
+                folded.append(Solution(key.spec, (*key.free, field)))
             else:
                 folded += members
         solutions = folded
     return solutions
 
 
-def _with(config: Config, field: str, value: Any) -> Config:
-    changed: Config = config._replace(**{field: value})
-    return changed
+def _value(spec: GuestSpec, field: str) -> Any:
+    return spec.memory_mib if field == "memory_mib" else spec.td_config.raw_data_tail
+
+
+def _with(spec: GuestSpec, field: str, value: Any) -> GuestSpec:
+    at = point(spec, spec.vcpus, spec.cpu, spec.vmm, spec.guest_features, **{field: value})
+    return at
 
 
 def search_axes(

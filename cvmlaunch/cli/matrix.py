@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cvmlaunch.analysis.space import MATRIX_FLAGS, axes_from_lists, matrix
+    from cvmlaunch.measure.sweep import point_doc, point_text
 
     refuse_launch_secret(args, "matrix")
     lists = {flag: getattr(args, _dest(flag)) for flag in MATRIX_FLAGS}
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     base = spec_from_args(args)
     axes = axes_from_lists(base, lists)
     rows = matrix(base, axes)
-    docs = [row.config.doc() | {"measurement": row.measurement.hex()} for row in rows]
+    docs = [point_doc(row.spec) | {"measurement": row.measurement.hex()} for row in rows]
     if args.json:
         print(json_text({"technology": str(base.technology), "rows": docs}))
     elif args.csv:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(docs)
     else:
         for row in rows:
-            print(f"{row.measurement.hex()}  {row.config.text()}")
+            print(f"{row.measurement.hex()}  {point_text(row.spec)}")
     return EXIT_OK
 
 

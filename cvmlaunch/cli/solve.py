@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.analysis.space import fixed_fields, fold, placeholders, search_axes, solve
     from cvmlaunch.guest.fields import BY_FLAG
     from cvmlaunch.guest.profile import profile_document, toml_text
+    from cvmlaunch.measure.sweep import point_doc, point_text
 
     fixed = fixed_fields([f for f in BY_FLAG if getattr(args, _dest(f)) is not None])
     refuse_launch_secret(args, "solve")
@@ -56,36 +57,35 @@ def run(args: argparse.Namespace) -> int:
     if args.max_vcpus < 1:
         raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
     axes = search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus)
-    found = fold(solve(args.measurement, base, axes), axes)
+    found = fold(solve(args.measurement, base, axes), axes, base)
     _log.info("solve.done", solutions=len(found), fixed=sorted(fixed))
     solutions = []
-    for config, free in found:
+    for spec, free in found:
         # A free field is written with the profile's value: any value of its axis does.
-        spec = config.spec(base)
-        models = models_with_signature(config.cpu.signature) if config.cpu is not None else ()
+        models = models_with_signature(spec.cpu.signature) if spec.cpu is not None else ()
         text = toml_text(profile_document(spec, f"reproduces {args.measurement.hex()}"))
-        solutions.append((config, free, models, text))
+        solutions.append((spec, free, models, text))
     if args.json:
         doc = {
             "measurement": args.measurement.hex(),
             "fixed": sorted(fixed),
             "solutions": [
                 {
-                    "config": config.doc(),
+                    "config": point_doc(spec, free),
                     "any": list(free),
                     "cpu_models": list(models),
                     "profile": text,
                 }
-                for config, free, models, text in solutions
+                for spec, free, models, text in solutions
             ],
         }
         print(json_text(doc))
     else:
         print(f"{len(solutions)} configuration(s) reproduce {args.measurement.hex()}")
-        for config, free, models, text in solutions:
+        for spec, free, models, text in solutions:
             also = f" (also {', '.join(models[1:])})" if len(models) > 1 else ""
             anything = f"; any {', '.join(free)} (not in the digest)" if free else ""
-            print(f"\n# {config.text()}{also}{anything}")
+            print(f"\n# {point_text(spec, free)}{also}{anything}")
             print(text, end="")
     return EXIT_OK if solutions else EXIT_MISMATCH
 

@@ -21,7 +21,7 @@ same firmware again; here the points are taken in an order that lets them share 
 EC2 and GCE put a fixed value instead of the CPU signature into every VMSA, so their digests
 are computed once for all the CPUs of an axis.
 
-The points are described here (`Config`, `Axes`, `Row`) because their order is what the
+The points are described here (`point`, `Axes`, `Row`) because their order is what the
 sharing rests on; which points to ask for, and what a digest says about them, is analysis.
 """
 
@@ -58,54 +58,57 @@ if TYPE_CHECKING:
 VMSA_TECHNOLOGIES = frozenset({Technology.SEV_ES, Technology.SEV_SNP})
 
 
-class Config(NamedTuple):
-    """One point of the configuration space (fields that do not apply are None)."""
+def point(
+    base: GuestSpec,
+    vcpus: int,
+    cpu: CpuSpec | None,
+    vmm: Vmm,
+    guest_features: int,
+    *,
+    page_order: PageOrder | None = None,
+    raw_data_tail: RawDataTail | None = None,
+    memory_mib: int | None = None,
+) -> GuestSpec:
+    """`base` at one point of a sweep: the swept fields replaced, a TD's field by field
+    (None: the base's value). `cpu` None is a VMM that puts no CPU in the VMSA (ec2, gce) or a
+    guest without VMSAs; `guest_features` is 0 but for sev-snp."""
+    spec = base._replace(vcpus=vcpus, cpu=cpu, vmm=vmm, guest_features=guest_features)
+    if memory_mib is not None:
+        spec = spec._replace(memory_mib=memory_mib)
+    if page_order is not None or raw_data_tail is not None:
+        td = base.td_config
+        if page_order is not None:
+            td = td._replace(page_order=page_order)
+        if raw_data_tail is not None:
+            td = td._replace(raw_data_tail=raw_data_tail)
+        spec = spec._replace(td=td)
+    return spec
 
-    vcpus: int
-    # None: the VMM does not put the CPU in the VMSA (ec2, gce), or a guest without VMSAs.
-    cpu: CpuSpec | None
-    vmm: Vmm
-    guest_features: int  # SNP SEV_FEATURES (0 for sev-es, sev and tdx)
-    page_order: PageOrder | None = None  # tdx only
-    raw_data_tail: RawDataTail | None = None  # tdx only
-    memory_mib: int | None = None  # tdx only (it enters the TD HOB)
 
-    def doc(self) -> dict[str, Any]:
-        """The fields that enter the digest, JSON-ready (a TD: only its TDX fields)."""
-        if self.page_order is not None:
-            tail = self.raw_data_tail
-            return {
-                "page_order": str(self.page_order),
-                "raw_data_tail": None if tail is None else str(tail),
-                "memory_mib": self.memory_mib,
-            }
-        cpu = self.cpu
-        return {
-            "vcpus": self.vcpus,
+def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The swept fields of a point, JSON-ready (a TD: only its TDX fields); those named in
+    `free` (any value of their axis gives the same digest) are None."""
+    if spec.technology is Technology.TDX:
+        td = spec.td_config
+        doc: dict[str, Any] = {
+            "page_order": str(td.page_order),
+            "raw_data_tail": str(td.raw_data_tail),
+            "memory_mib": spec.memory_mib,
+        }
+    else:
+        cpu = spec.cpu
+        doc = {
+            "vcpus": spec.vcpus,
             "cpu": None if cpu is None else (cpu.name or f"{cpu.signature:#x}"),
             "cpu_signature": None if cpu is None else f"{cpu.signature:#x}",
-            "vmm": str(self.vmm),
-            "guest_features": f"{self.guest_features:#x}",
+            "vmm": str(spec.vmm),
+            "guest_features": f"{spec.guest_features:#x}",
         }
+    return doc | dict.fromkeys(free)
 
-    def text(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.doc().items() if v is not None)
 
-    def spec(self, base: GuestSpec) -> GuestSpec:
-        """`base` with this configuration's fields (the TD configuration field by field)."""
-        spec = base._replace(
-            vcpus=self.vcpus, cpu=self.cpu, vmm=self.vmm, guest_features=self.guest_features
-        )
-        if self.memory_mib is not None:
-            spec = spec._replace(memory_mib=self.memory_mib)
-        if self.page_order is not None or self.raw_data_tail is not None:
-            td = base.td_config
-            if self.page_order is not None:
-                td = td._replace(page_order=self.page_order)
-            if self.raw_data_tail is not None:
-                td = td._replace(raw_data_tail=self.raw_data_tail)
-            spec = spec._replace(td=td)
-        return spec
+def point_text(spec: GuestSpec, free: tuple[str, ...] = ()) -> str:
+    return " ".join(f"{k}={v}" for k, v in point_doc(spec, free).items() if v is not None)
 
 
 class Axes(NamedTuple):
@@ -125,16 +128,16 @@ class Axes(NamedTuple):
 
 
 class Row(NamedTuple):
-    """One configuration and its launch digest."""
+    """One point of a sweep (its guest) and its launch digest."""
 
-    config: Config
+    spec: GuestSpec
     measurement: bytes
 
 
 def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[Row]:
     """One Row per combination of `axes` applied to `base`, in product order.
 
-    Each measurement equals `measure(build_plan(row.config.spec(base))).digest`. With
+    Each measurement equals `measure(build_plan(row.spec)).digest`. With
     `cloud_cpu`, EC2 and GCE rows (which do not measure the CPU) come once with cpu None
     instead of once per CPU. Raises ProfileError naming the first combination that is not a
     usable guest, before measuring.
@@ -144,22 +147,23 @@ def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[R
     if not groups or not axes.vcpus:
         return
     _check(base, groups, axes.vcpus, points)
-    base = _boot_digests(base)
+    given, base = base, _boot_digests(base)
     firmware = read_firmware(base.firmware)
     if base.technology in VMSA_TECHNOLOGIES:
         chains = _VcpuChains(base, firmware, axes.vcpus)
         for vmm, cpu, features in groups:
             digests = chains.digests(vmm, cpu, features)
             for vcpus in axes.vcpus:
-                yield Row(Config(vcpus, cpu, vmm, features), digests[vcpus])
+                yield Row(point(given, vcpus, cpu, vmm, features), digests[vcpus])
         return
-    first = Config(axes.vcpus[0], groups[0][1], groups[0][0], groups[0][2])
+    (vmm, cpu, features), count = groups[0], axes.vcpus[0]
     if base.technology is Technology.TDX:
-        digests_at = _mrtds(base, first, points, firmware)
+        digests_at = _mrtds(point(base, count, cpu, vmm, features), points, firmware)
     else:
-        digests_at = {_NOT_TD: measure(build_sev_plan(first.spec(base), firmware)).digest}
-    for (vmm, cpu, features), vcpus, point in product(groups, axes.vcpus, points):
-        yield Row(Config(vcpus, cpu, vmm, features, *point), digests_at[point])
+        first = point(base, count, cpu, vmm, features)
+        digests_at = {_NOT_TD: measure(build_sev_plan(first, firmware)).digest}
+    for (vmm, cpu, features), vcpus, at in product(groups, axes.vcpus, points):
+        yield Row(point(given, vcpus, cpu, vmm, features, **at._asdict()), digests_at[at])
 
 
 class _TdPoint(NamedTuple):
@@ -215,11 +219,11 @@ def _check(
     The vCPU count is only range-checked, so its extremes stand for the whole axis.
     """
     extremes = sorted({min(vcpus), max(vcpus)})
-    for (vmm, cpu, features), count, point in product(groups, extremes, points):
-        config = Config(count, cpu, vmm, features, *point)
-        problems = config.spec(base).problems()
+    for (vmm, cpu, features), count, at in product(groups, extremes, points):
+        spec = point(base, count, cpu, vmm, features, **at._asdict())
+        problems = spec.problems()
         if problems:
-            raise ProfileError(problems, source=f"configuration {config.text()}")
+            raise ProfileError(problems, source=f"configuration {point_text(spec)}")
 
 
 def _boot_digests(base: GuestSpec) -> GuestSpec:
@@ -279,8 +283,9 @@ class _VcpuChains:
             return found
         # Two vCPUs make build_sev_plan check the AP start address too, when APs are wanted;
         # no CPU for EC2 and GCE, which do not measure it (and would warn that it is ignored).
-        config = Config(min(self._top, 2), cpu if vmm is Vmm.QEMU else None, vmm, guest_features)
-        plan = build_sev_plan(config.spec(self._base), self._firmware)
+        cpu = cpu if vmm is Vmm.QEMU else None
+        at = point(self._base, min(self._top, 2), cpu, vmm, guest_features)
+        plan = build_sev_plan(at, self._firmware)
         head = tuple(op for op in plan.ops if op.kind is not StepKind.VMSA)
         prefix: bytes | _Hash
         if self._snp:
@@ -317,22 +322,22 @@ class _VcpuChains:
         return out
 
 
-def _mrtds(
-    base: GuestSpec, first: Config, points: list[_TdPoint], firmware: bytes
-) -> dict[_TdPoint, bytes]:
+def _mrtds(first: GuestSpec, points: list[_TdPoint], firmware: bytes) -> dict[_TdPoint, bytes]:
     """The MRTD at every point; plans with the same measured records are measured once."""
     from cvmlaunch.plan.tdx import build_td_plan  # the TDVF parser loads only for a TD
 
     by_records: dict[tuple[object, ...], bytes] = {}
     out = {}
-    for point in points:
-        config = Config(first.vcpus, first.cpu, first.vmm, first.guest_features, *point)
-        plan = build_td_plan(config.spec(base), firmware)
+    for at in points:
+        plan = build_td_plan(
+            point(first, first.vcpus, first.cpu, first.vmm, first.guest_features, **at._asdict()),
+            firmware,
+        )
         records = _measured_records(plan)
         digest = by_records.get(records)
         if digest is None:
             digest = by_records[records] = measure(plan).digest
-        out[point] = digest
+        out[at] = digest
     return out
 
 

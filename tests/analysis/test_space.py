@@ -42,7 +42,7 @@ from cvmlaunch.guest.spec import (
     Vmm,
 )
 from cvmlaunch.measure import measure
-from cvmlaunch.measure.sweep import Axes, Config
+from cvmlaunch.measure.sweep import Axes, point
 from cvmlaunch.plan import build_plan
 from tests.conftest import SNP_VECTORS
 from tests.sweep_checks import alone, assert_each_row_measured_alone, in_product_order
@@ -63,16 +63,16 @@ def test_snp_matrix_every_row(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
     axes = Axes(tuple(range(1, 9)), THREE_CPUS, ALL_VMMS, SNP_GUEST_FEATURES)
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, rows)
-    by_config = {row.config: row.measurement for row in rows}
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(rows)
+    by_config = {row.spec: row.measurement for row in rows}
     # Every vCPU count, CPU (under QEMU), VMM and feature set gives its own digest ...
     qemu = [m for c, m in by_config.items() if c.vmm is Vmm.QEMU]
     assert len(set(qemu)) == len(qemu)
     # ... but the clouds do not measure the CPU: the same digest for every model.
     for row in rows:
-        if row.config.vmm is not Vmm.QEMU:
-            assert by_config[row.config._replace(cpu=THREE_CPUS[0])] == row.measurement
+        if row.spec.vmm is not Vmm.QEMU:
+            assert by_config[row.spec._replace(cpu=THREE_CPUS[0])] == row.measurement
 
 
 def test_snp_matrix_direct_boot_sample() -> None:
@@ -85,8 +85,8 @@ def test_snp_matrix_direct_boot_sample() -> None:
     base = GuestSpec(Technology.SEV_SNP, AMDSEV, boot=boot)
     axes = Axes((7, 1, 64, 2), THREE_CPUS[:2], ALL_VMMS, (0x1, 0x21, 0x3))
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, random.Random(0xB007).sample(rows, 16))
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(random.Random(0xB007).sample(rows, 16))
     # The kernel hashes really enter: without them every digest differs.
     plain = matrix(base._replace(boot=None), axes)
     assert all(a.measurement != b.measurement for a, b in zip(rows, plain, strict=True))
@@ -101,16 +101,16 @@ def test_sev_es_matrix_sample(firmware: str, debian_ovmf: Path) -> None:
         base = GuestSpec(Technology.SEV_ES, AMDSEV, boot=boot)
     axes = Axes((5, 1, 64, 2), THREE_CPUS, ALL_VMMS, (0,))
     rows = matrix(base, axes)
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, random.Random(0x5E5).sample(rows, 14))
-    assert len({row.measurement for row in rows if row.config.vmm is Vmm.QEMU}) == 4 * 3
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(random.Random(0x5E5).sample(rows, 14))
+    assert len({row.measurement for row in rows if row.spec.vmm is Vmm.QEMU}) == 4 * 3
 
 
 def test_sev_matrix_is_one_digest(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.SEV, debian_ovmf)
     rows = matrix(base, Axes((1, 4), (None, THREE_CPUS[0]), ALL_VMMS, (0,)))
     assert len(rows) == 2 * 2 * 3
-    assert {row.measurement for row in rows} == {alone(base, rows[0].config)}
+    assert {row.measurement for row in rows} == {alone(rows[0].spec)}
 
 
 def test_snp_precomputed_firmware_digest(debian_ovmf: Path) -> None:
@@ -119,13 +119,15 @@ def test_snp_precomputed_firmware_digest(debian_ovmf: Path) -> None:
     firmware_digest = measure(build_plan(base)).firmware_digest
     axes = Axes((1, 3), THREE_CPUS[1:], ALL_VMMS, (0x1,))
     pinned = matrix(base._replace(firmware_digest=firmware_digest), axes)
-    assert pinned == matrix(base, axes)
+    unpinned = matrix(base, axes)
+    assert [r.measurement for r in pinned] == [r.measurement for r in unpinned]
+    assert [r.spec._replace(firmware_digest=None) for r in pinned] == [r.spec for r in unpinned]
     # The precomputed digest is used, not recomputed: a different one changes every row.
     other = base._replace(firmware_digest=bytes(48))
     assert all(
         a.measurement != b.measurement for a, b in zip(matrix(other, axes), pinned, strict=True)
     )
-    assert_each_row_measured_alone(other, matrix(other, axes)[:3])
+    assert_each_row_measured_alone(matrix(other, axes)[:3])
 
 
 def test_tdx_matrix_every_row(debian_ovmf: Path) -> None:
@@ -134,11 +136,11 @@ def test_tdx_matrix_every_row(debian_ovmf: Path) -> None:
     axes = axes._replace(memory_mibs=(1024, 2048, 4096))
     rows = matrix(base, axes)
     expected = [
-        Config(1, None, Vmm.QEMU, 0, order, tail, memory)
+        point(base, 1, None, Vmm.QEMU, 0, page_order=order, raw_data_tail=tail, memory_mib=memory)
         for order, tail, memory in product(PageOrder, RawDataTail, (1024, 2048, 4096))
     ]
-    assert [row.config for row in rows] == expected
-    assert_each_row_measured_alone(base, rows)
+    assert [row.spec for row in rows] == expected
+    assert_each_row_measured_alone(rows)
     # The page order changes MRTD; OVMF's TD HOB is added, not extended, so memory does not.
     assert len({row.measurement for row in rows}) == 2
 
@@ -170,7 +172,7 @@ def test_tdx_matrix_synthetic_every_axis(tmp_path: Path) -> None:
     axes = search_axes(base)._replace(memory_mibs=(512, 3072, 4096))
     rows = matrix(base, axes)
     assert len(rows) == 2 * 2 * 3
-    assert_each_row_measured_alone(base, rows)
+    assert_each_row_measured_alone(rows)
     assert len({row.measurement for row in rows}) == len(rows)
 
 
@@ -291,7 +293,7 @@ def test_solve_recovers_reference_configuration(case: Case, debian_ovmf: Path) -
         assert case.model in models_with_signature(config.cpu.signature)
     else:
         assert config.cpu is None  # the clouds do not measure the CPU
-    assert alone(base, config) == target
+    assert alone(config) == target
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,14 +305,14 @@ def test_solve_finds_every_configuration_with_the_digest(debian_ovmf: Path) -> N
     axes = Axes((1, 2, 3), THREE_CPUS, ALL_VMMS, SNP_GUEST_FEATURES)
     for row in matrix(base, axes):
         found = solve(row.measurement, base, axes)
-        cloud = row.config.vmm is not Vmm.QEMU
-        assert found == [row.config._replace(cpu=None) if cloud else row.config]
+        cloud = row.spec.vmm is not Vmm.QEMU
+        assert found == [row.spec._replace(cpu=None) if cloud else row.spec]
 
 
 def test_solve_reports_synonyms_by_first_model(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.SEV_SNP, debian_ovmf, vcpus=4, cpu=CpuSpec.from_name("EPYC-v4"))
     found = solve(measure(build_plan(base)).digest, base, search_axes(base))
-    assert found == [Config(4, CpuSpec(0x800F12, "EPYC"), Vmm.QEMU, 0x1)]
+    assert found == [point(base, 4, CpuSpec(0x800F12, "EPYC"), Vmm.QEMU, 0x1)]
     assert models_with_signature(0x800F12) == (
         "EPYC", "EPYC-v1", "EPYC-v2", "EPYC-IBPB", "EPYC-v3", "EPYC-v4", "EPYC-v5",
     )  # fmt: skip
@@ -321,7 +323,7 @@ def test_solve_with_fixed_fields_narrows(debian_ovmf: Path) -> None:
     genoa = CpuSpec.from_name("EPYC-Genoa-v2")
     truth = GuestSpec(Technology.SEV_SNP, debian_ovmf, vcpus=6, cpu=genoa, guest_features=0x21)
     target = measure(build_plan(truth)).digest
-    expected = Config(6, CpuSpec(genoa.signature, "EPYC-Genoa"), Vmm.QEMU, 0x21)
+    expected = point(truth, 6, CpuSpec(genoa.signature, "EPYC-Genoa"), Vmm.QEMU, 0x21)
     everything = search_axes(truth)
     assert solve(target, truth, everything) == [expected]
     narrowed = search_axes(truth, fixed=frozenset({"vcpus", "vmm", "cpu", "guest_features"}))
@@ -349,34 +351,41 @@ def test_solve_of_a_digest_nobody_produces(debian_ovmf: Path) -> None:
 def test_solve_sev_es_and_sev(debian_ovmf: Path) -> None:
     es = GuestSpec(Technology.SEV_ES, debian_ovmf, vcpus=3, vmm=Vmm.GCE)
     found = solve(measure(build_plan(es)).digest, es, search_axes(es))
-    assert found == [Config(3, None, Vmm.GCE, 0)]
+    assert found == [point(es, 3, None, Vmm.GCE, 0)]
     sev = GuestSpec(Technology.SEV, debian_ovmf)
     found = solve(measure(build_plan(sev)).digest, sev, search_axes(sev))
-    assert found == [Config(1, None, Vmm.QEMU, 0)]
+    assert found == [point(sev, 1, None, Vmm.QEMU, 0)]
 
 
 def test_tdx_solve_debian_ovmf(debian_ovmf: Path) -> None:
-    truth = Config(1, None, Vmm.QEMU, 0, PageOrder.SECTION, RawDataTail.IMAGE, 4096)
     base = GuestSpec(Technology.TDX, debian_ovmf)
-    target = alone(base, truth)
+    truth = point(
+        base, 1, None, Vmm.QEMU, 0,
+        page_order=PageOrder.SECTION, raw_data_tail=RawDataTail.IMAGE, memory_mib=4096,
+    )  # fmt: skip
+    target = alone(truth)
     found = solve(target, base, search_axes(base))
     assert truth in found
-    assert {c.page_order for c in found} == {PageOrder.SECTION}
+    assert {c.td_config.page_order for c in found} == {PageOrder.SECTION}
     # OVMF neither has a short section nor extends its TD HOB: tail and memory are not
     # measured, so every value of them is a solution.
-    assert {(c.raw_data_tail, c.memory_mib) for c in found} == set(
+    assert {(c.td_config.raw_data_tail, c.memory_mib) for c in found} == set(
         product(RawDataTail, TDX_MEMORY_MIBS)
     )
     for config in found[::7]:
-        assert alone(base, config) == target
+        assert alone(config) == target
 
 
 def test_tdx_solve_recovers_every_axis(tmp_path: Path) -> None:
     base = GuestSpec(Technology.TDX, synthetic_tdvf(tmp_path))
-    truth = Config(1, None, Vmm.QEMU, 0, PageOrder.SECTION, RawDataTail.ZERO, 3072)
-    assert solve(alone(base, truth), base, search_axes(base)) == [truth]
-    truth = truth._replace(page_order=PageOrder.PAGE, raw_data_tail=RawDataTail.IMAGE)
-    assert solve(alone(base, truth), base, search_axes(base)) == [truth]
+    truth = point(
+        base, 1, None, Vmm.QEMU, 0,
+        page_order=PageOrder.SECTION, raw_data_tail=RawDataTail.ZERO, memory_mib=3072,
+    )  # fmt: skip
+    assert solve(alone(truth), base, search_axes(base)) == [truth]
+    truth = point(truth, 1, None, Vmm.QEMU, 0, page_order=PageOrder.PAGE)
+    truth = point(truth, 1, None, Vmm.QEMU, 0, raw_data_tail=RawDataTail.IMAGE)
+    assert solve(alone(truth), base, search_axes(base)) == [truth]
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,13 +437,13 @@ def test_search_axes_refuses_unknown_names(debian_ovmf: Path) -> None:
         search_axes(base, max_vcpus=0)
 
 
-def test_config_spec_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
+def test_point_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.TDX, debian_ovmf, memory_mib=1024)
     base = base._replace(td=base.td_config._replace(raw_data_tail=RawDataTail.ZERO))
-    spec = Config(2, None, Vmm.QEMU, 0, page_order=PageOrder.SECTION).spec(base)
+    spec = point(base, 2, None, Vmm.QEMU, 0, page_order=PageOrder.SECTION)
     assert spec.td_config == base.td_config._replace(page_order=PageOrder.SECTION)
     assert (spec.vcpus, spec.memory_mib) == (2, 1024)
-    assert Config(2, None, Vmm.QEMU, 0, memory_mib=4096).spec(base).memory_mib == 4096
+    assert point(base, 2, None, Vmm.QEMU, 0, memory_mib=4096).memory_mib == 4096
 
 
 def test_fold_collapses_only_complete_axes() -> None:
@@ -444,19 +453,23 @@ def test_fold_collapses_only_complete_axes() -> None:
         raw_data_tails=(RawDataTail.IMAGE, RawDataTail.ZERO), memory_mibs=(1024, 2048),
     )  # fmt: skip
 
-    def td(order: PageOrder, tail: RawDataTail | None, mib: int | None) -> Config:
-        return Config(1, None, Vmm.QEMU, 0, order, tail, mib)
+    base = GuestSpec(Technology.TDX, Path("tdvf.fd"), memory_mib=2048)
+
+    def td(order: PageOrder, tail: RawDataTail | None, mib: int | None) -> GuestSpec:
+        return point(
+            base, 1, None, Vmm.QEMU, 0, page_order=order, raw_data_tail=tail, memory_mib=mib
+        )
 
     # Section order: every tail and memory size; page order: one tail, both sizes.
     configs = [td(PageOrder.SECTION, t, m) for t in RawDataTail for m in (1024, 2048)]
     configs += [td(PageOrder.PAGE, RawDataTail.ZERO, m) for m in (1024, 2048)]
-    folded = space.fold(configs, axes)
+    folded = space.fold(configs, axes, base)
     assert folded == [
         space.Solution(td(PageOrder.SECTION, None, None), ("memory_mib", "raw_data_tail")),
         space.Solution(td(PageOrder.PAGE, RawDataTail.ZERO, None), ("memory_mib",)),
     ]
     # One memory size missing: nothing folds on it.
-    partial = space.fold(configs[:1], axes)
+    partial = space.fold(configs[:1], axes, base)
     assert partial == [space.Solution(configs[0], ())]
 
 
@@ -469,6 +482,6 @@ def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) ->
     section = base.td_config._replace(page_order=PageOrder.SECTION)
     target = measure(build_plan(base._replace(td=section))).digest
     axes = space.search_axes(base)
-    (solution,) = space.fold(space.solve(target, base, axes), axes)
-    assert solution.config.page_order is PageOrder.SECTION
+    (solution,) = space.fold(space.solve(target, base, axes), axes, base)
+    assert solution.spec.td_config.page_order is PageOrder.SECTION
     assert solution.free == ("memory_mib", "raw_data_tail")

@@ -26,7 +26,7 @@ from cvmlaunch.measure import measure, snp
 from cvmlaunch.measure import sweep as sweep_module
 from cvmlaunch.measure.sev import sev_stream
 from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.measure.sweep import Axes, Config, Row, sweep
+from cvmlaunch.measure.sweep import Axes, Row, point, sweep
 from cvmlaunch.plan import LaunchPlan, build_plan, build_sev_plan
 from cvmlaunch.plan.step import StepKind
 from cvmlaunch.plan.vmsa import save_area
@@ -91,8 +91,8 @@ def test_snp_rows_equal_measuring_alone(seed: int, debian_ovmf: Path) -> None:
         axes = axes._replace(vcpus=(64, *axes.vcpus, 1))  # both extremes, top first
     base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
     rows = list(sweep(base, axes))
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, rows)
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(rows)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -100,10 +100,10 @@ def test_sev_es_rows_equal_measuring_alone(seed: int, debian_ovmf: Path) -> None
     axes = draw_vmsa_axes(random.Random(0xE5 + seed), Technology.SEV_ES)
     base = GuestSpec(Technology.SEV_ES, debian_ovmf)
     rows = list(sweep(base, axes))
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, rows)
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(rows)
     # The VMSAs are measured: under QEMU every vCPU count and CPU has its own digest.
-    qemu = [row.measurement for row in rows if row.config.vmm is Vmm.QEMU]
+    qemu = [row.measurement for row in rows if row.spec.vmm is Vmm.QEMU]
     assert len(set(qemu)) == len(qemu)
 
 
@@ -113,8 +113,8 @@ def test_sev_rows_are_one_measurement(debian_ovmf: Path, monkeypatch: pytest.Mon
     counter = Counter()
     monkeypatch.setattr(sweep_module, "measure", counter.wrap("measure", measure))
     rows = list(sweep(base, axes))
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert {row.measurement for row in rows} == {alone(base, rows[-1].config)}
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert {row.measurement for row in rows} == {alone(rows[-1].spec)}
     assert counter.calls == {"measure": 1}
 
 
@@ -151,13 +151,15 @@ def test_tdx_rows_equal_measuring_alone(
     counter = Counter()
     monkeypatch.setattr(sweep_module, "measure", counter.wrap("measure", measure))
     rows = list(sweep(base, axes))
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, rows)
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(rows)
     # Plans with the same measured records are measured once: one measurement per MRTD,
     # and (these images extend their TD HOB) the memory size does make MRTDs differ.
     digests = {row.measurement for row in rows}
     assert counter.calls == {"measure": len(digests)}
-    assert len(digests) > len({(row.config.page_order, row.config.raw_data_tail) for row in rows})
+    assert len(digests) > len(
+        {(row.spec.td_config.page_order, row.spec.td_config.raw_data_tail) for row in rows}
+    )
 
 
 def test_tdx_debian_ovmf_measures_once_per_page_order(
@@ -168,8 +170,8 @@ def test_tdx_debian_ovmf_measures_once_per_page_order(
     counter = Counter()
     monkeypatch.setattr(sweep_module, "measure", counter.wrap("measure", measure))
     rows = list(sweep(base, axes))
-    assert [row.config for row in rows] == in_product_order(axes)
-    assert_each_row_measured_alone(base, rows[::3])
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert_each_row_measured_alone(rows[::3])
     # OVMF adds its TD HOB without extending it and has no short section: only the page
     # order enters MRTD, so the twelve plans are measured twice.
     assert counter.calls == {"measure": 2}
@@ -192,7 +194,7 @@ def test_snp_shared_pages_are_measured_once(
     cpus = tuple(CpuSpec.from_name(n) for n in ("EPYC", "EPYC-v4", "EPYC-Milan"))
     axes = Axes((3, 64, 10), cpus, ALL_VMMS, SNP_FEATURES)
     unpatched = list(sweep(base, axes))
-    assert_each_row_measured_alone(base, unpatched[::37])
+    assert_each_row_measured_alone(unpatched[::37])
 
     counter = Counter()
     extend = counter.wrap("extend", snp.extend)
@@ -226,7 +228,7 @@ def test_sev_es_prefix_is_hashed_once_per_vmm(
     cpus = tuple(CpuSpec.from_name(n) for n in ("EPYC-Rome", "EPYC-Genoa"))
     axes = Axes((1, 2, 33), cpus, ALL_VMMS, (0,))
     unpatched = list(sweep(base, axes))
-    assert_each_row_measured_alone(base, unpatched[::4])
+    assert_each_row_measured_alone(unpatched[::4])
 
     counter = Counter()
     monkeypatch.setattr(sweep_module, "sev_stream", counter.wrap("stream", sev_stream))
@@ -259,15 +261,15 @@ def test_cloud_cpu_gives_each_cloud_row_once(debian_ovmf: Path) -> None:
     axes = Axes((1, 4), cpus, ALL_VMMS, (0x1,))
     every = list(sweep(base, axes))
     # EC2 and GCE put no CPU in the VMSA: their digest is the same for every CPU ...
-    by_config = {row.config: row.measurement for row in every}
+    by_config = {row.spec: row.measurement for row in every}
     for row in every:
-        if row.config.vmm is not Vmm.QEMU:
-            assert by_config[row.config._replace(cpu=cpus[0])] == row.measurement
+        if row.spec.vmm is not Vmm.QEMU:
+            assert by_config[row.spec._replace(cpu=cpus[0])] == row.measurement
     # ... so with cloud_cpu they come once each, with cpu None; QEMU keeps a row per CPU.
     expected = [
-        row if row.config.vmm is Vmm.QEMU else Row(row.config._replace(cpu=None), row.measurement)
+        row if row.spec.vmm is Vmm.QEMU else Row(row.spec._replace(cpu=None), row.measurement)
         for row in every
-        if row.config.vmm is Vmm.QEMU or row.config.cpu == cpus[0]
+        if row.spec.vmm is Vmm.QEMU or row.spec.cpu == cpus[0]
     ]
     assert list(sweep(base, axes, cloud_cpu=True)) == expected
 
@@ -275,7 +277,7 @@ def test_cloud_cpu_gives_each_cloud_row_once(debian_ovmf: Path) -> None:
 def test_config_spec_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
     base = GuestSpec(Technology.TDX, debian_ovmf, memory_mib=1024)
     base = base._replace(td=base.td_config._replace(raw_data_tail=RawDataTail.ZERO))
-    spec = Config(2, None, Vmm.QEMU, 0, page_order=PageOrder.SECTION).spec(base)
+    spec = point(base, 2, None, Vmm.QEMU, 0, page_order=PageOrder.SECTION)
     assert spec.td_config == base.td_config._replace(page_order=PageOrder.SECTION)
     assert (spec.vcpus, spec.memory_mib) == (2, 1024)
-    assert Config(2, None, Vmm.QEMU, 0, memory_mib=4096).spec(base).memory_mib == 4096
+    assert point(base, 2, None, Vmm.QEMU, 0, memory_mib=4096).memory_mib == 4096
