@@ -44,6 +44,16 @@ class InputError(CvmlaunchError):
         super().__init__(f"{path}: {reason}")
 
 
+class OutputError(CvmlaunchError):
+    """An output path (a record, a dump) cannot be written safely: it names a device, a
+    FIFO, a directory or one of the inputs, or the write failed. Nothing was replaced."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class FirmwareError(CvmlaunchError):
     """A firmware image is malformed, hostile, or lacks what the launch needs.
 

@@ -32,20 +32,21 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.same else EXIT_MISMATCH
 
 
+# A trace of a 4 MiB firmware is about 1 MiB; a TD's, a few MiB.
+MAX_EVIDENCE_SIZE = 64 << 20
+
+
 def _evidence(path: Path) -> Evidence:
     """A measurement to compare: a profile (TOML), or a saved trace or launch record (JSON)."""
     import json
 
     from cvmlaunch.analysis.evidence import evidence_from_json, evidence_from_plan
     from cvmlaunch.errors import InputError
+    from cvmlaunch.inputs import read_input
 
+    data = read_input(path, limit=MAX_EVIDENCE_SIZE, what="a profile, trace or launch record")
     try:
-        with path.open("rb") as f:
-            head = f.read(1)
-            f.seek(0)
-            doc = json.load(f) if head in (b"{", b"[") else None
-    except OSError as e:
-        raise InputError(str(path), e.strerror or str(e)) from None
+        doc = json.loads(data) if data[:1] in (b"{", b"[") else None
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(str(path), f"not valid JSON: {e}") from None
     except RecursionError:

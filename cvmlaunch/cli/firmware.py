@@ -29,7 +29,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from cvmlaunch.firmware.tdvf import find_tdvf
     from cvmlaunch.guest.files import read_firmware
 
-    data = read_firmware(args.image)
+    data = read_firmware(args.image, "image")
     image = parse_ovmf(data)
     # Broken TDVF metadata does not hide the rest of the image: it is reported instead.
     tdvf: TdvfMetadata | str | None

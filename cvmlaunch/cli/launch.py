@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
-from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.flags import default_profile
 
 
@@ -37,17 +36,21 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.guest.files import sha256_file
     from cvmlaunch.guest.profile import load_profile
     from cvmlaunch.launch import Backend, Verdict, launch
-    from cvmlaunch.launch.record import dumps, write_atomically
+    from cvmlaunch.launch.record import dumps
+    from cvmlaunch.outputs import check_output, write_output
     from cvmlaunch.plan import build_plan
 
     path = args.profile if args.profile is not None else default_profile()
-    if args.record is not None and not args.record.parent.is_dir():
-        raise ProfileError([FieldProblem("--record", f"no directory {args.record.parent}")])
     spec = load_profile(path).to_spec()
-    record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
-    doc = {"profile": {"path": str(path), "sha256": sha256_file(path).hex()}} | record.doc
+    inputs = [path, *spec.files()]
     if args.record is not None:
-        write_atomically(args.record, dumps(doc))
+        check_output(args.record, name="--record", inputs=inputs)
+    record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
+    doc = {
+        "profile": {"path": str(path), "sha256": sha256_file(path, "profile").hex()}
+    } | record.doc
+    if args.record is not None:
+        write_output(args.record, dumps(doc).encode(), name="--record", inputs=inputs)
     if args.json:
         print(json_text(doc))
     else:

@@ -1,6 +1,8 @@
-"""Reading input files: firmware images whole (they are small), everything else streamed.
+"""The guest's input files, each read as its role allows (`cvmlaunch.inputs`): firmware
+images whole (they are small), kernels and initrds streamed, a TIK of 16 or 32 bytes.
 
-Every failure becomes an `InputError` naming the path; no file descriptor outlives a call.
+Every failure is an `InputError` naming the profile key and the path; no file descriptor
+outlives a call.
 """
 
 from __future__ import annotations
@@ -9,21 +11,28 @@ import hashlib
 from pathlib import Path
 
 from cvmlaunch.errors import InputError
+from cvmlaunch.inputs import read_input, stream_input
 
 # A firmware image is mapped below 4 GiB; anything near that size is not a firmware image.
 MAX_FIRMWARE_SIZE = 256 << 20
+# QEMU loads a direct-boot kernel and initrd into guest RAM below 4 GiB.
+MAX_KERNEL_SIZE = 1 << 30
+MAX_INITRD_SIZE = (4 << 30) - 1
+MAX_PROFILE_SIZE = 1 << 20
+# A TIK (16 bytes) or a TEK followed by a TIK (32 bytes).
+MAX_TIK_SIZE = 32
+
+# What each streamed file is, and its cap, by the profile key that names it.
+_STREAMED = {
+    "boot.kernel": ("a kernel image", MAX_KERNEL_SIZE),
+    "boot.initrd": ("an initrd", MAX_INITRD_SIZE),
+    "profile": ("a profile", MAX_PROFILE_SIZE),
+}
 
 
-def read_firmware(path: Path) -> bytes:
-    """The whole firmware image."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FIRMWARE_SIZE + 1)
-    except OSError as e:
-        raise InputError(str(path), e.strerror or str(e)) from None
-    if len(data) > MAX_FIRMWARE_SIZE:
-        raise InputError(str(path), f"larger than {MAX_FIRMWARE_SIZE >> 20} MiB; not a firmware")
-    return data
+def read_firmware(path: Path, name: str = "firmware.path") -> bytes:
+    """The whole firmware image (`name`: the key or argument that gave its path)."""
+    return read_input(path, limit=MAX_FIRMWARE_SIZE, what="a firmware image", name=name)
 
 
 def read_pinned_firmware(
@@ -39,25 +48,21 @@ def read_pinned_firmware(
     return data, digest
 
 
-def sha256_file(path: Path) -> bytes:
-    """SHA-256 of a file's bytes, read in fixed-size chunks (memory does not grow with size)."""
-    try:
-        with path.open("rb") as f:
-            return hashlib.file_digest(f, "sha256").digest()
-    except OSError as e:
-        raise InputError(str(path), e.strerror or str(e)) from None
+def sha256_file(path: Path, key: str) -> bytes:
+    """SHA-256 of the file `key` names (boot.kernel, boot.initrd, profile), streamed: memory
+    does not grow with its size."""
+    what, limit = _STREAMED[key]
+    h = hashlib.sha256()
+    stream_input(path, h.update, limit=limit, what=what, name=key)
+    return h.digest()
 
 
 def read_tik(path: Path) -> bytes:
     """The 16-byte SEV transport integrity key: a 16-byte TIK file, or 32-byte TEK || TIK."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(str(path), e.strerror or str(e)) from None
+    what = "a 16-byte TIK or 32-byte TEK||TIK"
+    data = read_input(path, limit=MAX_TIK_SIZE, what=what, name="sev.tik")
     if len(data) == 32:
         return data[16:]
     if len(data) != 16:
-        raise InputError(
-            str(path), f"{len(data)} bytes; expected a 16-byte TIK or 32-byte TEK||TIK"
-        )
+        raise InputError(f"sev.tik {path}", f"{len(data)} bytes; expected {what}")
     return data

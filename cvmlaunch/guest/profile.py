@@ -28,8 +28,9 @@ from cvmlaunch.abi.snp import (
     KVM_VMSA_GPA,
 )
 from cvmlaunch.abi.tdx import TD_ATTRIBUTES_QEMU_DEFAULT, td_attributes_from_names
-from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.errors import FieldProblem, InputError, ProfileError
 from cvmlaunch.guest.fields import BY_KEY, HEX_KEYS, bounds, inapplicable
+from cvmlaunch.guest.files import MAX_PROFILE_SIZE
 from cvmlaunch.guest.spec import (
     DEFAULT_MEMORY_MIB,
     BootFile,
@@ -43,6 +44,7 @@ from cvmlaunch.guest.spec import (
     Vmm,
     cpu_from_forms,
 )
+from cvmlaunch.inputs import read_input
 
 if TYPE_CHECKING:
     from tomlkit.items import Item
@@ -329,10 +331,10 @@ def load_profile(path: Path | str) -> Profile:
     if "\0" in str(path):
         raise ProfileError([FieldProblem("profile", "a path cannot contain a NUL character")])
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ProfileError([FieldProblem("profile", e.strerror or str(e))], str(path)) from None
+        text = read_input(path, limit=MAX_PROFILE_SIZE, what="a TOML profile").decode()
+        data = tomllib.loads(text)
+    except InputError as e:
+        raise ProfileError([FieldProblem("profile", e.reason)], str(path)) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], str(path)) from None
     except RecursionError:

@@ -214,6 +214,12 @@ class GuestSpec(NamedTuple):
             obj = self.td_config if obj is self and part == "td" else getattr(obj, part)
         return obj
 
+    def files(self) -> list[Path]:
+        """The files this guest is measured from: its firmware, kernel and initrd."""
+        boot = self.boot
+        items = () if boot is None else (boot.kernel, boot.initrd)
+        return [self.firmware] + [i.path for i in items if i is not None and i.path is not None]
+
     def expectations(self) -> dict[str, Any]:
         """The audit expectations this spec fixes: Expectations field -> value."""
         return {

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from enum import StrEnum
-from pathlib import Path
 from typing import NamedTuple
 
 from cvmlaunch.kvm import MapCall
@@ -55,20 +52,6 @@ class LaunchRecord(NamedTuple):
     backend: str
     reason: str
     doc: dict[str, object]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def dumps(doc: dict[str, object]) -> str:

@@ -232,11 +232,12 @@ def _boot_digests(base: GuestSpec) -> GuestSpec:
     if boot is None:
         return base
 
-    def hashed(item: BootFile) -> BootFile:
-        return BootFile(sha256=sha256_file(item.path)) if item.path is not None else item
+    def hashed(item: BootFile, key: str) -> BootFile:
+        return BootFile(sha256=sha256_file(item.path, key)) if item.path is not None else item
 
-    initrd = hashed(boot.initrd) if boot.initrd is not None else None
-    return base._replace(boot=boot._replace(kernel=hashed(boot.kernel), initrd=initrd))
+    initrd = hashed(boot.initrd, "boot.initrd") if boot.initrd is not None else None
+    kernel = hashed(boot.kernel, "boot.kernel")
+    return base._replace(boot=boot._replace(kernel=kernel, initrd=initrd))
 
 
 class _VcpuChains:

@@ -12,9 +12,9 @@ from cvmlaunch.plan.ops import KernelHashes
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
-def _digest(item: BootFile | None) -> bytes:
+def _digest(item: BootFile | None, key: str) -> bytes:
     if item is not None and item.path is not None:
-        return sha256_file(item.path)
+        return sha256_file(item.path, key)
     if item is not None and item.sha256 is not None:
         return item.sha256
     return _EMPTY_SHA256
@@ -25,7 +25,7 @@ def compute_kernel_hashes(boot: DirectBoot) -> KernelHashes:
 
     A missing initrd hashes as empty input, as QEMU does.
     """
-    kernel = _digest(boot.kernel)
-    initrd = _digest(boot.initrd)
+    kernel = _digest(boot.kernel, "boot.kernel")
+    initrd = _digest(boot.initrd, "boot.initrd")
     cmdline = hashlib.sha256(boot.cmdline.encode() + b"\0").digest()
     return KernelHashes(kernel, initrd, cmdline, kernel_hashes.pack_table(cmdline, initrd, kernel))

@@ -118,7 +118,7 @@ def test_wrong_root_in_certs_fails_pinning(cli: CliRunner, tmp_path: Path) -> No
     [
         (("--report", SNP / "oak_genoa_vcek.der", "--vcek", SNP / "oak_genoa_vcek.der"),
          "neither an SEV-SNP report"),
-        (("--report", "/nonexistent/report.bin"), "cannot read"),
+        (("--report", "/nonexistent/report.bin"), "report.bin: No such file or directory"),
         (("--vcek", SNP / "oak_genoa_report_v5.bin"), "not a DER or PEM"),
         (("--vcek", SNP / "trustee_milan_vlek.der"), "expected a SEV-VCEK"),
         (("--now", "yesterday"), "--now"),

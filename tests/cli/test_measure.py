@@ -96,9 +96,15 @@ def test_human_trace(cli: CliRunner) -> None:
         (("measure", *SNP_AMDSEV, "--vcpu-type", "EPYC", "--vcpus", "0"), "vcpus: expected 1.."),
         (("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--firmware-digest", "ab"), "48 bytes"),
         (("measure", "--technology", "sev", "--firmware", "/nonexistent"), "No such file"),
-        (("measure", "--technology", "sev", "--firmware", "/"), "Is a directory"),
+        (
+            ("measure", "--technology", "sev", "--firmware", "/"),
+            "firmware.path /: a directory; expected a regular file (a firmware image)",
+        ),
         (("measure", "/nonexistent.toml"), "No such file"),
-        (("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--kernel", "/"), "Is a directory"),
+        (
+            ("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--kernel", "/"),
+            "boot.kernel /: a directory; expected a regular file or a pipe (a kernel image)",
+        ),
         (("measure", *SNP_AMDSEV, "--vcpu-sig", "1", "--guest-features", "0x20"), "SNPActive"),
         (
             (

@@ -34,4 +34,4 @@ def test_streamed_digest_is_the_file_digest(tmp_path: Path) -> None:
     data = bytes(range(256)) * 5000 + b"tail"
     path = tmp_path / "f"
     path.write_bytes(data)
-    assert sha256_file(path) == hashlib.sha256(data).digest()
+    assert sha256_file(path, "boot.initrd") == hashlib.sha256(data).digest()
