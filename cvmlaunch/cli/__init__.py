@@ -33,17 +33,28 @@ _COMMANDS = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with `only`, the parser of that command alone (start-up time), for a
     command line that names it after nothing but -v flags (see `_named_command`)."""
-    from cvmlaunch.cli.common import Parser
+    from cvmlaunch import __version__
+    from cvmlaunch.cli.common import Parser, exit_status_text
 
-    parser = Parser(prog="cvmlaunch", description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr")
+    status = exit_status_text()
+    description = __doc__.split("\n")[0] if __doc__ else None
+    parser = Parser(prog="cvmlaunch", description=description, epilog=status)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE)
+    parser.add_argument("--version", action="version", version=f"cvmlaunch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (help_text, module) in _COMMANDS.items():
         if only in (None, name):
-            sub = commands.add_parser(name, help=help_text)
+            sub = commands.add_parser(name, help=help_text, epilog=status)
+            # -v after the command as well; counted with those before it.
+            sub.add_argument(
+                "-v", "--verbose", action="count", default=0, dest="verbose_after", help=_VERBOSE
+            )
             # The submodule itself (a non-empty fromlist), without loading importlib.
             __import__(f"cvmlaunch.cli.{module}", fromlist=["add_arguments"]).add_arguments(sub)
     return parser
+
+
+_VERBOSE = "log to stderr (-vv: debug)"
 
 
 def _named_command(argv: Sequence[str]) -> str | None:
@@ -86,13 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _delivered(code: int) -> int:
     """`code`, once stdout and stderr are flushed; 141 if the reader went away, 2 if the
     output could not be written."""
+    from cvmlaunch.cli.common import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE
+
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
-        return 141
+        return EXIT_BROKEN_PIPE
     except OSError as e:
         print(f"cvmlaunch: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
-        code = 2
+        code = EXIT_BAD_INPUT
     from contextlib import suppress
 
     with suppress(OSError):  # nowhere left to say it
@@ -102,32 +116,43 @@ def _delivered(code: int) -> int:
 
 def _run(argv: list[str]) -> int:
     from cvmlaunch import log
-    from cvmlaunch.cli.common import EXIT_BAD_INPUT, EXIT_MISMATCH
-    from cvmlaunch.errors import CvmlaunchError, KvmError, LaunchError
-
-    args = build_parser(_named_command(argv)).parse_args(argv)
-    log.set_level(
-        log.INFO if args.verbose == 1 else log.DEBUG if args.verbose > 1 else log.WARNING
+    from cvmlaunch.cli.common import (
+        EXIT_BAD_INPUT,
+        EXIT_BROKEN_PIPE,
+        EXIT_INTERRUPTED,
+        error_status,
     )
+    from cvmlaunch.errors import CvmlaunchError
+
+    if sys.stderr is None:  # started with stderr closed: errors go nowhere, not to stdout
+        import os
+
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (open for the process's life)
+    if sys.stdout is None:  # started with stdout closed: no result could be delivered
+        print("cvmlaunch: error: standard output is closed", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = build_parser(_named_command(argv)).parse_args(argv)
+    verbose = args.verbose + args.verbose_after
+    log.set_level(log.INFO if verbose == 1 else log.DEBUG if verbose > 1 else log.WARNING)
     try:
         code: int = args.handler(args)
-    except (KvmError, LaunchError) as e:
-        # The kernel or the guest refused: a failed launch, not unusable input.
-        print(f"cvmlaunch: launch failed: {e}", file=sys.stderr)
-        return EXIT_MISMATCH
     except CvmlaunchError as e:
-        print(f"cvmlaunch: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code, words = error_status(e)
+        print(f"cvmlaunch: {words}: {e}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): the result was not delivered, so never report
-        # success; 141 is what a shell reports for a command killed by SIGPIPE.
+        # success.
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except OSError as e:  # stdout itself failed (e.g. a full disk): inputs raise our errors
-        print(f"cvmlaunch: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BROKEN_PIPE
+    except OSError as e:
+        # Inputs and output files raise our errors; what is left is writing stdout itself
+        # (e.g. a full disk), or a file the OS refused that no check foresaw: name it.
+        what = f"{e.filename}: " if e.filename is not None else "cannot write the output: "
+        print(f"cvmlaunch: error: {what}{e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code

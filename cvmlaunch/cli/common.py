@@ -7,7 +7,20 @@ import os
 import sys
 from typing import Any, NoReturn
 
+from cvmlaunch.errors import CvmlaunchError, KvmError, LaunchError
+
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # as a shell reports SIGINT and SIGPIPE
+
+# The exit status of every outcome, for the help text and the README: the one table.
+EXIT_STATUS = (
+    (EXIT_OK, "success: the values match, or nothing was compared (an unattested launch)"),
+    (EXIT_MISMATCH, "a check failed: a measurement or claim differs, or the launch failed"),
+    (EXIT_BAD_INPUT, "unusable input or output: one line on stderr names the flag, key or "
+     "offset"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+    (EXIT_BROKEN_PIPE, "the reader of the output went away (e.g. `| head`)"),
+)  # fmt: skip
 
 # What argparse assumes without a terminal (shutil.get_terminal_size's fallback).
 _FALLBACK_COLUMNS = 80
@@ -47,6 +60,11 @@ class HelpFormatter(argparse.HelpFormatter):
             width = terminal_columns() - 2  # argparse's margin
         super().__init__(prog, indent_increment, max_help_position, width)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(_EXIT_STATUS_HEADING):  # a table: kept line by line
+            return "\n".join(indent + line for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
@@ -57,6 +75,28 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+# Every error the library raises: its exit status and the words it is reported with (the
+# first class that matches). The kernel or the guest refusing is a failed launch, not input.
+ERROR_STATUS: tuple[tuple[type[CvmlaunchError], int, str], ...] = (
+    (KvmError, EXIT_MISMATCH, "launch failed"),
+    (LaunchError, EXIT_MISMATCH, "launch failed"),
+    (CvmlaunchError, EXIT_BAD_INPUT, "error"),
+)
+
+
+def error_status(error: CvmlaunchError) -> tuple[int, str]:
+    """The exit status of `error` and the words it is reported with."""
+    return next((code, words) for kind, code, words in ERROR_STATUS if isinstance(error, kind))
+
+
+_EXIT_STATUS_HEADING = "exit status:"
+
+
+def exit_status_text() -> str:
+    rows = (f"  {code:<4} {meaning}" for code, meaning in EXIT_STATUS)
+    return "\n".join((_EXIT_STATUS_HEADING, *rows))
 
 
 def json_text(doc: object) -> str:

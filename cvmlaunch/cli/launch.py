@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
+from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.flags import default_profile
 
 
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.outputs import check_output, write_output
     from cvmlaunch.plan import build_plan
 
+    if args.sim_host is not None and args.backend in ("kvm", "rehearsal"):
+        reason = f"plays a host for the emulated kernel; --backend {args.backend} does not use it"
+        raise ProfileError([FieldProblem("--sim-host", reason)])
     path = args.profile if args.profile is not None else default_profile()
     spec = load_profile(path).to_spec()
     inputs = [path, *spec.files()]
