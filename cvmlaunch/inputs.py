@@ -74,8 +74,6 @@ def _open(path: Path | str, name: str, what: str, *, stream: bool) -> tuple[int,
         st = os.fstat(fd)
         if (stat.S_IFMT(st.st_mode), st.st_rdev) != (stat.S_IFMT(before.st_mode), before.st_rdev):
             raise InputError(where, "changed while it was opened")
-        if stat.S_ISFIFO(st.st_mode):  # opened without waiting for a writer; now wait
-            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -128,9 +126,17 @@ def stream_input(
         while True:
             try:
                 n = f.readinto(buffer)
+                if n is None:  # a pipe with a writer and nothing in it yet: wait for it
+                    os.set_blocking(fd, True)
+                    continue
             except OSError as e:
                 raise InputError(_where(name, path), e.strerror or str(e)) from None
             if not n:
+                if total == 0 and stat.S_ISFIFO(st.st_mode):
+                    # Opened without waiting: an end before any byte means no writer (or
+                    # one that wrote nothing), never a result to measure.
+                    reason = f"a pipe with no writer, or an empty one; expected {what}"
+                    raise InputError(_where(name, path), reason)
                 return total
             total += n
             if total > limit:

@@ -115,3 +115,31 @@ def test_words() -> None:
         "1 MiB", "64 KiB", "100 bytes", "4294967295 bytes", "3 GiB",
     ]  # fmt: skip
     assert kind_name(os.stat("/").st_mode) == "a directory"
+
+
+def test_a_named_fifo_streams_from_its_writer_and_never_waits_for_none(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "kernel"
+    os.mkfifo(fifo)
+    # Nobody writes: refused at once, not measured as an empty file and not waited for.
+    with pytest.raises(InputError, match="a pipe with no writer, or an empty one"):
+        stream_input(fifo, lambda b: None, limit=1 << 20, what="a kernel image", name="k")
+    # A writer that is there: its bytes are streamed, however slowly they come.
+    data = os.urandom(3 << 20)
+    writer_ready = threading.Event()
+
+    def write() -> None:
+        with fifo.open("wb") as f:
+            writer_ready.set()
+            f.write(data)
+
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer's open return
+    thread = threading.Thread(target=write)
+    thread.start()
+    writer_ready.wait()
+    h = hashlib.sha256()
+    assert stream_input(fifo, h.update, limit=len(data), what="k", name="n") == len(data)
+    thread.join()
+    os.close(fd)
+    assert h.digest() == hashlib.sha256(data).digest()
