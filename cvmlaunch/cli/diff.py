@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cvmlaunch.analysis.diff import diff
 
-    result = diff(_evidence(args.a), _evidence(args.b))
+    result = diff(_evidence(args.a, "A"), _evidence(args.b, "B"))
     print(json_text(result.doc()) if args.json else result.text())
     return EXIT_OK if result.same else EXIT_MISMATCH
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 MAX_EVIDENCE_SIZE = 64 << 20
 
 
-def _evidence(path: Path) -> Evidence:
+def _evidence(path: Path, name: str) -> Evidence:
     """A measurement to compare: a profile (TOML), or a saved trace or launch record (JSON)."""
     import json
 
@@ -44,7 +44,8 @@ def _evidence(path: Path) -> Evidence:
     from cvmlaunch.errors import InputError
     from cvmlaunch.inputs import read_input
 
-    data = read_input(path, limit=MAX_EVIDENCE_SIZE, what="a profile, trace or launch record")
+    what = "a profile, trace or launch record"
+    data = read_input(path, limit=MAX_EVIDENCE_SIZE, what=what, name=name)
     try:
         doc = json.loads(data) if data[:1] in (b"{", b"[") else None
     except (ValueError, UnicodeDecodeError) as e:
