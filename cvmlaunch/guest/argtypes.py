@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from cvmlaunch.guest.spec import MAX_VCPUS, Vmm
+from cvmlaunch.guest.technology import MODE_ALIASES, Technology
 
 
 def integer(text: str) -> int:
@@ -92,6 +93,20 @@ def vmm(text: str) -> Vmm:
     except ValueError:
         choices = ", ".join(v.value for v in Vmm)
         raise argparse.ArgumentTypeError(f"expected one of {choices}, got {text!r}") from None
+
+
+def technology(text: str) -> Technology:
+    """A technology by name, or by sev-snp-measure's `--mode` name for it (`snp`, `seves`)."""
+    if text in MODE_ALIASES:
+        return MODE_ALIASES[text]
+    try:
+        return Technology(text)
+    except ValueError:
+        names = ", ".join(t.value for t in Technology)
+        aliases = ", ".join(MODE_ALIASES)
+        raise argparse.ArgumentTypeError(
+            f"expected one of {names} (or {aliases} as sev-snp-measure names them), got {text!r}"
+        ) from None
 
 
 def td_attributes(text: str) -> int:

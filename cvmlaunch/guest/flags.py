@@ -18,6 +18,7 @@ from cvmlaunch.guest.argtypes import (
     list_of,
     range_list,
     td_attributes,
+    technology,
     vmm,
 )
 from cvmlaunch.guest.fields import BY_FLAG, FIELDS, inapplicable
@@ -33,6 +34,7 @@ from cvmlaunch.guest.spec import (
     Technology,
     cpu_from_forms,
 )
+from cvmlaunch.guest.technology import MODE_ALIASES
 
 _log = log.get_logger("cvmlaunch.guest")
 
@@ -45,7 +47,12 @@ def add_guest_arguments(m: argparse.ArgumentParser, multi: bool = False) -> None
         return list_of(parse) if multi else parse
 
     g = m.add_argument_group("guest (override the profile)")
-    g.add_argument("--technology", choices=[t.value for t in Technology])
+    g.add_argument(
+        "--technology",
+        type=technology,
+        metavar="|".join(Technology),
+        help="also sev-snp-measure's --mode names: " + ", ".join(MODE_ALIASES),
+    )
     g.add_argument("--firmware", type=Path, metavar="PATH", help="OVMF image")
     g.add_argument("--firmware-sha256", type=hex_bytes(32), metavar="HEX", help="pin")
     g.add_argument(

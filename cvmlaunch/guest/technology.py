@@ -12,3 +12,8 @@ class Technology(StrEnum):
     SEV_ES = "sev-es"
     SEV_SNP = "sev-snp"
     TDX = "tdx"
+
+
+# sev-snp-measure's `--mode` names, which `--technology` accepts as well (its `sev` is ours).
+# Flags only: a profile's `technology` key takes the names above, its one spelling.
+MODE_ALIASES = {"snp": Technology.SEV_SNP, "seves": Technology.SEV_ES}

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cvmlaunch.cli import build_parser
 from cvmlaunch.guest.fields import BY_FLAG, FIELDS
+from cvmlaunch.guest.technology import MODE_ALIASES, Technology
 from tests.conftest import CliRunner
 
 ROOT = Path(__file__).parents[2]
@@ -58,3 +60,33 @@ def test_memory_is_every_guests(cli: CliRunner) -> None:
     # QEMU's -m: accepted for every technology, measured for a TD only (its TD HOB).
     r = cli("measure", PROFILES["sev-snp"], "--memory-mib", "4096", "--json")
     assert r.code == 0, r.err
+
+
+# ---- --technology: sev-snp-measure's mode names --------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["measure", "solve", "matrix"])
+@pytest.mark.parametrize(("mode", "technology"), [*MODE_ALIASES.items(), ("sev", "sev")])
+def test_technology_takes_sev_snp_measure_mode_names(
+    command: str, mode: str, technology: Technology
+) -> None:
+    required = ["--measurement", "00" * 48] if command == "solve" else []
+    args = build_parser(command).parse_args([command, "--technology", mode, *required])
+    assert args.technology is Technology(technology)
+
+
+def test_technology_help_and_error_name_the_aliases(cli: CliRunner) -> None:
+    text = cli("measure", "--help").out
+    assert "--technology sev|sev-es|sev-snp|tdx" in text and "snp, seves" in text
+    r = cli("measure", "--technology", "snp:svsm")
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1
+    assert "--technology: expected one of sev, sev-es, sev-snp, tdx (or snp, seves" in r.err
+
+
+def test_profile_keeps_one_spelling(cli: CliRunner, tmp_path: Path) -> None:
+    # The profile is the canonical format: sev-snp-measure's names are for the flag only.
+    profile = tmp_path / "p.toml"
+    text = PROFILES["sev-snp"].read_text()
+    profile.write_text(text.replace('technology = "sev-snp"', 'technology = "snp"'))
+    r = cli("profile", "check", profile)
+    assert r.code == 2 and "technology" in r.err and "snp" in r.err
