@@ -19,7 +19,7 @@ EXIT_STATUS = (
     (EXIT_BAD_INPUT, "unusable input or output: one line on stderr names the flag, key or "
      "offset"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
-    (EXIT_BROKEN_PIPE, "the reader of the output went away (e.g. `| head`)"),
+    (EXIT_BROKEN_PIPE, "the reader of the output went away (e.g. a pipe into `head`)"),
 )  # fmt: skip
 
 # What argparse assumes without a terminal (shutil.get_terminal_size's fallback).

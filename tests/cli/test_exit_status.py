@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,12 @@ def test_help_lists_the_exit_statuses(cli: CliRunner) -> None:
         table = result.out[result.out.index("exit status:") :]
         for code, meaning in EXIT_STATUS:
             assert f"  {code:<4} {meaning}\n" in table
+
+
+def test_the_readme_shows_the_same_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| (\d+) +\| (.+?) \|$", readme, re.MULTILINE)
+    assert [(int(code), meaning) for code, meaning in rows] == list(EXIT_STATUS)
 
 
 def test_version(cli: CliRunner) -> None:
