@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.cpu import split_signature
 from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.guest.spec import Technology
+from cvmlaunch.guest.spec import Technology, Vmm
 from cvmlaunch.measure import Measurement
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import TD_RECORDS, Step
@@ -26,7 +26,9 @@ def _inputs(plan: LaunchPlan) -> dict[str, Any]:
     }
     if spec.technology is not Technology.SEV:
         doc.update(vcpus=spec.vcpus, vmm=str(spec.vmm))
-        if spec.cpu is not None:
+        # EC2 and GCE put a fixed RDX in the VMSAs, not the CPU signature: a CPU given for
+        # them is not measured, so it is not named (the guest without one is the same guest).
+        if spec.cpu is not None and spec.vmm is Vmm.QEMU:
             fms = split_signature(spec.cpu.signature)
             doc["cpu"] = {
                 "name": spec.cpu.name,

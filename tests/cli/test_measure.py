@@ -59,6 +59,19 @@ def test_expect(cli: CliRunner) -> None:
     assert json.loads(r.out)["match"] is False
 
 
+@pytest.mark.parametrize("vmm", ["ec2", "gce"])
+def test_cloud_guest_names_no_cpu(cli: CliRunner, vmm: str) -> None:
+    # EC2 and GCE put a fixed RDX in the VMSAs: the CPU model given is not what is measured.
+    args = ("measure", "--technology", "sev-snp", "--firmware", AMDSEV, "--vmm", vmm)
+    given = cli(*args, "--vcpus", "2", "--vcpu-type", "EPYC-Milan")
+    assert given.code == 0, given.err
+    assert "vcpus            2, vmm " + vmm in given.out.splitlines()
+    assert "EPYC" not in given.out and "0xa00f11" not in given.out
+    assert given.out == cli(*args, "--vcpus", "2").out
+    doc = json.loads(cli(*args, "--vcpus", "2", "--vcpu-sig", "0xa00f11", "--json").out)
+    assert "cpu" not in doc["inputs"]
+
+
 def test_trace_chains_page_info(cli: CliRunner) -> None:
     r = cli("measure", *SNP_AMDSEV, "--vcpu-type", "EPYC-v4", "--json", "--trace")
     doc = json.loads(r.out)

@@ -169,6 +169,16 @@ def test_sev_es_inputs() -> None:
     assert "cpu" not in ec2 and ec2["vmm"] == "ec2"
 
 
+@pytest.mark.parametrize("vmm", [Vmm.EC2, Vmm.GCE])
+def test_cloud_inputs_name_no_cpu(vmm: Vmm) -> None:
+    # EC2 and GCE measure a fixed RDX in the VMSAs: a CPU given for them is not measured, so
+    # the document is that of the same guest without one.
+    given, absent = build_plan(_snp(vmm=vmm)), build_plan(_snp(vmm=vmm, cpu=None))
+    assert measure(given).digest == measure(absent).digest
+    assert "cpu" not in inputs_json(given) and inputs_json(given) == inputs_json(absent)
+    assert inputs_json(build_plan(_snp()))["cpu"]["name"] == "EPYC-Milan"  # QEMU measures it
+
+
 def test_snp_inputs() -> None:
     doc = inputs_json(build_plan(_snp(guest_features=0x21, boot=None)))
     snp_keys = {"guest_features", "guest_feature_names", "vmsa_gpa"}
