@@ -4,25 +4,31 @@ table of an extended report, and gathering certificates from files into roles.""
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 
+from cvmlaunch import log
 from cvmlaunch.abi.guid import guid_text
 from cvmlaunch.abi.snp_report import (
     CERT_TABLE_ENTRY,
     CERT_TABLE_GUIDS,
     PRODUCTS,
+    REPORT_SIZE,
     VEK_EXTENSIONS,
+    VERSIONS,
 )
 from cvmlaunch.attest import der
 from cvmlaunch.attest.certs import common_name, load_certificate, load_certificates
 from cvmlaunch.attest.files import read_bounded
-from cvmlaunch.errors import AttestationError
+from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
 
 _T = TypeVar("_T")
+_log = log.get_logger("cvmlaunch.attest")
 
 # A report needs four certificates at most (VEK, ASK or ASVK, ARK); more is not evidence.
 MAX_CERTIFICATES = 16
@@ -156,65 +162,170 @@ def _rfc4122_text(raw: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def _known_guid(data: bytes) -> bool:
+    head = data[:16]
+    return len(head) == 16 and (
+        _rfc4122_text(head) in CERT_TABLE_GUIDS or guid_text(head) in CERT_TABLE_GUIDS
+    )
+
+
 def looks_like_cert_table(data: bytes) -> bool:
     """A certificate table, not a certificate: it starts with a known GUID, or at least is
     neither PEM nor a DER SEQUENCE (a table may lead with a GUID we do not know)."""
-    head = data[:16]
-    if len(head) == 16 and (
-        _rfc4122_text(head) in CERT_TABLE_GUIDS or guid_text(head) in CERT_TABLE_GUIDS
-    ):
+    if _known_guid(data):
         return True
-    # A DER certificate is a SEQUENCE: 0x30 and a long-form length (0x81-0x84).
-    der_cert = len(data) > 1 and data[0] == 0x30 and 0x81 <= data[1] <= 0x84
-    return len(data) >= CERT_TABLE_ENTRY.size and not (der_cert or _PEM_MARK in data)
+    return len(data) >= CERT_TABLE_ENTRY.size and not (_der_sequence(data) or _PEM_MARK in data)
 
 
 _PEM_MARK = b"-----BEGIN"
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 
 
-def certs_from_file(path: Path) -> list[x509.Certificate]:
-    """The certificates in one file: a certificate table, a PEM bundle, or one DER."""
-    data = read_bounded(path, "a certificate")
+def _der_sequence(data: bytes) -> bool:
+    # A DER certificate is a SEQUENCE: 0x30 and a long-form length (0x81-0x84).
+    return len(data) > 1 and data[0] == 0x30 and 0x81 <= data[1] <= 0x84
+
+
+def _der_certificate(data: bytes) -> bool:
+    """`data` has the shape of a DER X.509 v2/v3 certificate: a SEQUENCE whose first element,
+    the TBSCertificate SEQUENCE, starts with the [0] version tag. A CRL's TBSCertList starts
+    with an INTEGER or a SEQUENCE instead (RFC 5280, 4.1 and 5.1)."""
+    if not _der_sequence(data):
+        return False
+    try:
+        outer = der.read_tlv(data)
+        tbs = der.read_tlv(outer.value)
+        first = der.read_tlv(tbs.value)
+    except AttestationError:
+        return True  # a damaged certificate is still named as one when it fails to load
+    return tbs.tag == der.SEQUENCE and first.tag == _VERSION_TAG
+
+
+_VERSION_TAG = 0xA0  # [0] EXPLICIT Version
+
+
+def certs_from_file(path: Path, flag: str = "--certs") -> list[x509.Certificate]:
+    """The certificates in one file: a certificate table, a PEM bundle, or one DER. `flag`
+    names the option that gave the file, in errors."""
+    data = read_bounded(path, "a certificate", flag=flag)
+    where = f"{flag} {path}"
+    if not data.strip():
+        raise AttestationError(
+            f"{where}: empty; expected a DER or PEM certificate, a PEM bundle or an extended "
+            "report's certificate table"
+        )
     if looks_like_cert_table(data):
-        table = parse_cert_table(data, str(path))
-        if not table:
-            raise AttestationError(f"{path}: no certificate table entry of a known kind")
-        return [load_certificate(blob, f"{path} [{role}]") for role, blob in table]
-    return load_certificates(data, str(path))
+        return _table_certificates(data, where)
+    return load_certificates(data, where)
+
+
+def _table_certificates(data: bytes, where: str) -> list[x509.Certificate]:
+    try:
+        table = parse_cert_table(data, where)
+    except AttestationError:
+        if _known_guid(data):
+            raise
+        # Nothing says this is a table: it is just not a certificate (a README, a report).
+        what = "neither a DER or PEM certificate nor a certificate table"
+        if _snp_report(data):
+            what = "an SEV-SNP attestation report, not a certificate (give it as --report)"
+        raise AttestationError(f"{where}: {what}") from None
+    if not table:
+        raise AttestationError(f"{where}: no certificate table entry of a known kind")
+    return [load_certificate(blob, f"{where} [{role}]") for role, blob in table]
+
+
+def _snp_report(data: bytes) -> bool:
+    return len(data) == REPORT_SIZE and int.from_bytes(data[:4], "little") in VERSIONS
+
+
+def _certificate_file(data: bytes) -> bool:
+    """`data` is meant as certificates (PEM certificates, a DER certificate or a certificate
+    table led by a known GUID): what a `--certs` directory entry must be to be read."""
+    return _PEM_CERTIFICATE in data or _der_certificate(data) or _known_guid(data)
+
+
+def _directory_certificates(folder: Path) -> list[x509.Certificate]:
+    """The certificates in the files of `folder`. Files that are not certificates (a README,
+    the report itself, a CRL, which is not checked here) are skipped, and so is what is not a
+    regular file; each skip is logged as `attest.certs_file_skipped`."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as e:
+        raise AttestationError(f"--certs {folder}: {e.strerror or e}") from None
+    files: list[Path] = []
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            continue
+        if "crl" in entry.name.lower():  # snpguest keeps the CRL beside the certificates
+            _skipped(path, "a CRL: revocation is not checked")
+            continue
+        try:
+            regular = entry.is_file()  # follows symbolic links
+        except OSError:
+            regular = False
+        if not regular:
+            _skipped(path, "not a regular file")
+            continue
+        files.append(path)
+    if len(files) > MAX_CERTIFICATES:
+        raise AttestationError(f"--certs {folder}: more than {MAX_CERTIFICATES} files")
+    found: list[x509.Certificate] = []
+    for path in files:
+        data = read_bounded(path, "a certificate", flag="--certs")
+        if not _certificate_file(data):
+            _skipped(path, "not a certificate")
+            continue
+        where = f"--certs {path}"
+        if _known_guid(data):
+            found += _table_certificates(data, where)
+        else:
+            found += load_certificates(data, where)
+    return found
+
+
+def _skipped(path: Path, reason: str) -> None:
+    _log.info("attest.certs_file_skipped", path=str(path), reason=reason)
 
 
 def gather(
     vcek: Path | None = None, vlek: Path | None = None, certs: Path | None = None
 ) -> AmdCerts:
     """Certificates from `--vcek`, `--vlek` and `--certs` (a directory of DER/PEM files or
-    one file: certificate table, PEM bundle or DER), sorted into roles."""
+    one file: certificate table, PEM bundle or DER), sorted into roles. A report is signed by
+    one key, so `vcek` and `vlek` are not both given."""
+    if vcek is not None and vlek is not None:
+        raise ProfileError(
+            [FieldProblem("--vlek", "given with --vcek; a report is signed by its VCEK or by a "
+                          "VLEK: give the one that signed it")]
+        )  # fmt: skip
     found: list[x509.Certificate] = []
     sources = []
     if certs is not None:
         sources.append(str(certs))
-        if certs.is_dir():
-            # snpguest keeps the CRL beside the certificates; revocation is not checked here.
-            files = sorted(
-                p
-                for p in certs.iterdir()
-                if p.is_file() and not p.name.startswith(".") and "crl" not in p.name.lower()
-            )
-            if len(files) > MAX_CERTIFICATES:
-                raise AttestationError(f"{certs}: more than {MAX_CERTIFICATES} files")
-            for p in files:
-                found += certs_from_file(p)
+        if _is_directory(certs):
+            found += _directory_certificates(certs)
         else:
             found += certs_from_file(certs)
-    for path, role in ((vcek, "SEV-VCEK"), (vlek, "SEV-VLEK")):
+    for path, role, flag in ((vcek, "SEV-VCEK", "--vcek"), (vlek, "SEV-VLEK", "--vlek")):
         if path is None:
             continue
-        cert = load_certificate(read_bounded(path, "a certificate"), str(path))
+        where = f"{flag} {path}"
+        cert = load_certificate(read_bounded(path, "a certificate", flag=flag), where)
         if common_name(cert) != role:
             raise AttestationError(
-                f"{path}: expected a {role} certificate, got CN={common_name(cert)!r}"
+                f"{where}: expected a {role} certificate, got CN={common_name(cert)!r}"
             )
         found.append(cert)
         sources.append(str(path))
     if len(found) > MAX_CERTIFICATES:
         raise AttestationError(f"{', '.join(sources)}: more than {MAX_CERTIFICATES} certificates")
     return sort_certificates(found, ", ".join(sources))
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):  # read_bounded names what is wrong with the path
+        return False

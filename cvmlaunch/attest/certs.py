@@ -28,6 +28,8 @@ _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
     """Every certificate in `data`: one DER certificate, or PEM blocks (a trailing NUL, as
     in TDX quotes, is tolerated)."""
+    if not data.strip(b"\0 \t\r\n"):
+        raise AttestationError(f"{source}: empty; expected a DER or PEM certificate")
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*serial number", category=CryptographyDeprecationWarning
@@ -37,8 +39,10 @@ def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
                 certs = x509.load_pem_x509_certificates(data.rstrip(b"\0"))
             else:
                 certs = [x509.load_der_x509_certificate(data)]
-        except (ValueError, x509.InvalidVersion) as e:
-            raise AttestationError(f"{source}: not a DER or PEM X.509 certificate ({e})") from None
+        except (ValueError, x509.InvalidVersion):
+            # What `cryptography` says here is its ASN.1 parser's state (a Rust debug
+            # rendering), which tells a user nothing the sentence below does not.
+            raise AttestationError(f"{source}: not a DER or PEM X.509 certificate") from None
         try:
             for cert in certs:
                 _parse_fully(cert)

@@ -11,10 +11,13 @@ from cvmlaunch.inputs import read_input
 MAX_EVIDENCE_FILE = 1 << 20
 
 
-def read_bounded(path: Path, what: str, limit: int = MAX_EVIDENCE_FILE) -> bytes:
+def read_bounded(
+    path: Path, what: str, *, flag: str = "", limit: int = MAX_EVIDENCE_FILE
+) -> bytes:
     """The bytes of the regular file `path`, refusing anything larger than `limit` (a wrong
-    file, not data) or not a regular file."""
+    file, not data) or not a regular file, before reading it. `flag` names the option that
+    gave the path (`--report`); errors say "FLAG PATH: reason"."""
     try:
-        return read_input(path, limit=limit, what=what)
+        return read_input(path, limit=limit, what=what, name=flag)
     except InputError as e:
-        raise AttestationError(f"{path}: {e.reason}") from None
+        raise AttestationError(str(e)) from None

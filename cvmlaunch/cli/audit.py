@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.attest.amd import AmdCerts, gather
     from cvmlaunch.attest.files import read_bounded
 
-    evidence = read_evidence(read_bounded(args.report, "an attestation report"))
+    evidence = read_evidence(read_bounded(args.report, "an attestation report", flag="--report"))
     now = _now(args.now)
     expect = _expectations(args, evidence.kind)
     certs = AmdCerts()
