@@ -19,14 +19,25 @@ def _hex16(value: bytes | None) -> str:
     return "" if value is None else value.hex()[:16]
 
 
-def _verdict(expected: bytes | None, digest: bytes) -> list[str]:
+def digest_text(value: bytes, output_format: str = "hex") -> str:
+    """A digest as `measure` prints it: lowercase hex, or base64 as sev-snp-measure's
+    `--output-format base64` does."""
+    if output_format == "base64":
+        import base64  # only for this output
+
+        return base64.b64encode(value).decode()
+    return value.hex()
+
+
+def _verdict(expected: bytes | None, digest: bytes, output_format: str) -> list[str]:
     if expected is None:
         return []
-    verdict = "match" if expected == digest else f"MISMATCH (expected {expected.hex()})"
+    wanted = digest_text(expected, output_format)
+    verdict = "match" if expected == digest else f"MISMATCH (expected {wanted})"
     return [f"expected         {verdict}"]
 
 
-def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
+def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None, output_format: str) -> str:
     from cvmlaunch.abi.tdx import PAGE_SIZE
 
     lines = []
@@ -57,14 +68,18 @@ def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None) -> str:
     lines.append(f"vcpus, memory    {inputs['vcpus']}, {inputs['memory_mib']} MiB")
     if inputs["td_hob_sha384"] is not None:
         lines.append(f"TD HOB sha384    {inputs['td_hob_sha384']}")
-    lines.append(f"mrtd             {result.digest.hex()}")
-    return "\n".join(lines + _verdict(expected, result.digest))
+    lines.append(f"mrtd             {digest_text(result.digest, output_format)}")
+    return "\n".join(lines + _verdict(expected, result.digest, output_format))
 
 
-def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) -> str:
-    """A short human summary; with a trace, one line per step before it."""
+def measurement_text(
+    plan: Plan, result: Measurement, expected: bytes | None, output_format: str = "hex"
+) -> str:
+    """A short human summary; with a trace, one line per step before it. The digests
+    (measurement, firmware digest, launch measure, expected) are in `output_format`: hex or
+    base64; the trace's abbreviated digests and input hashes stay hex."""
     if isinstance(plan, TdPlan):
-        return _td_text(plan, result, expected)
+        return _td_text(plan, result, expected, output_format)
     lines = []
     if result.trace is not None:
         lines.append(
@@ -91,11 +106,11 @@ def measurement_text(plan: Plan, result: Measurement, expected: bytes | None) ->
         lines.append(f"initrd sha256    {inputs['initrd_sha256']}")
         lines.append(f"cmdline          {inputs['cmdline']!r}")
     if result.firmware_digest is not None:
-        lines.append(f"firmware digest  {result.firmware_digest.hex()}")
+        lines.append(f"firmware digest  {digest_text(result.firmware_digest, output_format)}")
     if result.launch_measure is not None:
-        lines.append(f"launch measure   {result.launch_measure.hex()}")
-    lines.append(f"measurement      {result.digest.hex()}")
-    return "\n".join(lines + _verdict(expected, result.digest))
+        lines.append(f"launch measure   {digest_text(result.launch_measure, output_format)}")
+    lines.append(f"measurement      {digest_text(result.digest, output_format)}")
+    return "\n".join(lines + _verdict(expected, result.digest, output_format))
 
 
 def firmware_json(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> dict[str, Any]:

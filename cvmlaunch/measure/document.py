@@ -185,3 +185,20 @@ def step_json(step: Step) -> dict[str, object]:
 
 def _hex(value: bytes | None) -> str | None:
     return None if value is None else value.hex()
+
+
+# The digests of `measure --json`, in lowercase hex.
+DIGEST_KEYS = ("measurement", "mrtd", "firmware_digest", "launch_measure", "expected")
+
+
+def with_base64(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with each digest also in base64 as sev-snp-measure prints it (`KEY_base64`,
+    right after `KEY`). The hex values stay: the document reads back as before."""
+    import base64  # only for this output
+
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        out[key] = value
+        if key in DIGEST_KEYS:
+            out[f"{key}_base64"] = base64.b64encode(bytes.fromhex(value)).decode()
+    return out

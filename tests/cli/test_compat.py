@@ -4,6 +4,7 @@ output formats, its `--dump-vmsa` files. Expected values come from running the p
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Callable
@@ -47,3 +48,51 @@ def test_technology_takes_the_peers_mode_names(cli: CliRunner, peer: Peer, mode:
     doc = json.loads(r.out)
     assert doc["technology"] == SevMode.from_str(mode).name.lower().replace("_", "-")
     assert doc["measurement"] == theirs
+
+
+# ---- --output-format, --expect -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output_format", ["hex", "base64"])
+@pytest.mark.parametrize("mode", ["sev", "seves", "snp"])
+def test_measurement_printed_and_expected_as_the_peer_prints_it(
+    cli: CliRunner, peer: Peer, mode: str, output_format: str
+) -> None:
+    theirs = peer("--mode", mode, "--ovmf", AMDSEV, *CPU, "--output-format", output_format)
+    ours = ("measure", "--technology", mode, "--firmware", AMDSEV, *CPU)
+    r = cli(*ours, "--output-format", output_format, "--expect", theirs)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[-2:] == [f"measurement      {theirs}", "expected         match"]
+    # --expect takes the peer's value in either format: the same digest.
+    other = peer("--mode", mode, "--ovmf", AMDSEV, *CPU)  # hex
+    assert cli(*ours, "--output-format", output_format, "--expect", other).out == r.out
+
+
+def test_json_keeps_hex_and_adds_base64(cli: CliRunner, peer: Peer) -> None:
+    args = ("measure", "--technology", "snp", "--firmware", AMDSEV, *CPU, "--json")
+    hex_doc = cli(*args).out
+    assert cli(*args, "--output-format", "hex").out == hex_doc  # the default, unchanged
+    assert "_base64" not in hex_doc
+    theirs = peer("--mode", "snp", "--ovmf", AMDSEV, *CPU, "--output-format", "base64")
+    doc = json.loads(cli(*args, "--output-format", "base64", "--expect", theirs).out)
+    plain = json.loads(hex_doc)
+    assert doc["measurement_base64"] == doc["expected_base64"] == theirs
+    assert doc["measurement"] == doc["expected"] == plain["measurement"] and doc["match"]
+    digest = bytes.fromhex(plain["firmware_digest"])
+    assert doc["firmware_digest_base64"] == base64.b64encode(digest).decode()
+    # Each base64 value right after its hex value; nothing else changes.
+    assert list(doc)[:4] == ["technology", "measurement", "measurement_base64", "firmware_digest"]
+    assert {k: v for k, v in doc.items() if not k.endswith("_base64")} == plain | {
+        "expected": plain["measurement"], "match": True,
+    }  # fmt: skip
+
+
+def test_launch_measure_in_base64(cli: CliRunner, tmp_path: Path) -> None:
+    tik = tmp_path / "tik.bin"
+    tik.write_bytes(bytes(range(16)))
+    secret = ("--tik", str(tik), "--sev-api", "0.24", "--sev-build", "15", "--mnonce", "11" * 16)
+    args = ("measure", "--technology", "sev", "--firmware", AMDSEV, *secret)
+    hmac = bytes.fromhex(json.loads(cli(*args, "--json").out)["launch_measure"])
+    text = cli(*args, "--output-format", "base64").out
+    assert f"launch measure   {base64.b64encode(hmac).decode()}" in text.splitlines()

@@ -3,6 +3,7 @@ one-line errors (exit 2, nothing on stdout) for every kind of bad input."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def test_expect_compares_the_mrtd(cli: CliRunner) -> None:
     assert cli(*TDX, "--expect", mrtd).code == 0
     r = cli(*TDX, "--expect", "00" * 48)
     assert r.code == 1 and "MISMATCH" in r.out
+
+
+def test_mrtd_in_base64(cli: CliRunner) -> None:
+    mrtd = bytes.fromhex(json.loads(cli(*TDX, "--json").out)["mrtd"])
+    b64 = base64.b64encode(mrtd).decode()
+    r = cli(*TDX, "--output-format", "base64", "--expect", b64)
+    assert r.code == 0 and f"mrtd             {b64}" in r.out.splitlines(), r
+    doc = json.loads(cli(*TDX, "--output-format", "base64", "--json").out)
+    assert (
+        doc["mrtd"] == mrtd.hex() and (doc["mrtd_base64"], doc["measurement_base64"]) == (b64,) * 2
+    )
+    line = _bad(cli, *TDX, "--expect", base64.b64encode(mrtd[:32]).decode())
+    assert line.endswith("--expect: expected the 48-byte measurement as 96 hex digits or 64 "
+                         "base64 characters, got 44 base64 characters (32 bytes)")  # fmt: skip
 
 
 def test_trace_lists_every_record(cli: CliRunner) -> None:
