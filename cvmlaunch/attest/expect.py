@@ -74,6 +74,36 @@ def refuse_others(expect: Expectations, evidence: str) -> None:
                 )
 
 
+U32_MAX, U64_MAX = (1 << 32) - 1, (1 << 64) - 1
+# The integer expectations and the values their report or quote field can hold.
+_RANGES = {
+    "policy": (U64_MAX, "a 64-bit POLICY"),
+    "vmpl": (3, "a VMPL"),
+    "min_guest_svn": (U32_MAX, "a 32-bit GUEST_SVN"),
+    "td_attributes": (U64_MAX, "64-bit TDATTRIBUTES"),
+    "xfam": (U64_MAX, "a 64-bit XFAM"),
+}
+
+
+def _range_problem(field: str, value: object) -> str | None:
+    """Why `value` cannot be the integer expectation `field`, or None if it can."""
+    high, what = _RANGES[field]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high:
+        return None
+    shown = f"{high:#x}" if high > 0xFFFF else str(high)
+    return f"expected 0..{shown} ({what}), got {value!r}"
+
+
+def refuse_out_of_range(expect: Expectations) -> None:
+    """AttestationError naming the field if an integer expectation is a value its field
+    cannot hold (VMPL 5): such a check could only fail, which would read as a mismatch."""
+    for field in _RANGES:
+        value = getattr(expect, field)
+        problem = None if value is None else _range_problem(field, value)
+        if problem:
+            raise AttestationError(f"{field}: {problem}")
+
+
 def report_data(value: bytes) -> bytes:
     """REPORT_DATA/REPORTDATA as the guest supplies it: up to 64 bytes, zero-padded (a
     32-byte nonce or hash is the common case)."""
@@ -156,8 +186,9 @@ def merged(base: Expectations, kind: str, overrides: Mapping[str, Any]) -> Expec
     `overrides` maps flags (OVERRIDE_FLAGS) to their parsed values, None for a flag not
     given: bytes or ints as the field takes them, except `--expect-report-data` (1..64
     bytes, zero-padded here), `--expect-rtmr` ((index, value) pairs) and `--min-tcb` (its
-    text). ProfileError names the flag for one the evidence has no claim for, empty report
-    data or an RTMR index given twice; AttestationError for a `--min-tcb` that does not parse.
+    text). ProfileError names the flag for one the evidence has no claim for, a number its
+    field cannot hold, empty report data or an RTMR index given twice; AttestationError for
+    a `--min-tcb` that does not parse.
     """
     evidence = _evidence(kind)
     given = {flag: value for flag, value in overrides.items() if value is not None}
@@ -169,6 +200,12 @@ def merged(base: Expectations, kind: str, overrides: Mapping[str, Any]) -> Expec
     wrong = [f for f, field in _FLAG_FIELDS.items() if f in given and field in unclaimed]
     if wrong:
         raise ProfileError([FieldProblem(wrong[0], f"applies to {_EVIDENCE_PLURAL[other]} only")])
+    for flag, field in _FLAG_FIELDS.items():
+        problem = (
+            _range_problem(field, given[flag]) if flag in given and field in _RANGES else None
+        )
+        if problem:
+            raise ProfileError([FieldProblem(flag, problem)])
     changes = {_FLAG_FIELDS[flag]: value for flag, value in given.items() if flag in _FLAG_FIELDS}
     if "report_data" in changes:
         if not changes["report_data"]:  # an unset $NONCE must not expect all zeros

@@ -42,6 +42,7 @@ from cvmlaunch.attest.expect import (
     SNP_TCB_COMPONENTS,
     Expectations,
     refuse_others,
+    refuse_out_of_range,
     report_data,
 )
 from cvmlaunch.attest.result import AuditResult, Check, check
@@ -125,6 +126,7 @@ def audit_snp(
 ) -> AuditResult:
     """Verify `report` with `certs` at `now` and validate it against `expect`."""
     refuse_others(expect, "SEV-SNP")
+    refuse_out_of_range(expect)
     checks = _format_checks(report)
     sk = signing_key(report.signer_info)
     wanted = "vlek" if sk == SigningKey.VLEK else "vcek"

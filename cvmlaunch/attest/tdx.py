@@ -41,7 +41,7 @@ from cvmlaunch.attest.certs import (
     utc,
     valid_at,
 )
-from cvmlaunch.attest.expect import Expectations, refuse_others
+from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import INTEL_SGX_ROOT_SHA256, intel_root
@@ -522,6 +522,7 @@ def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResu
     (a naive `now` is taken as UTC). AttestationError only for expectations a TDX quote
     cannot be checked against."""
     refuse_others(expect, "TDX")
+    refuse_out_of_range(expect)
     pck = _pck(quote.pck_chain)
     checks = [
         check("quote.att_key_type", abi.ATT_KEY_TYPE_ECDSA_P256, quote.att_key_type),
