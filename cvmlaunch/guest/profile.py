@@ -8,10 +8,11 @@ once, each under its dotted key. Paths are resolved relative to the profile file
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     BaseModel,
@@ -282,22 +283,101 @@ def parse_profile(data: Mapping[str, Any], source: str | None = None) -> Profile
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        problems = [_problem(err) for err in e.errors()]
+        problems = _problems(e.errors())
         semantic = _semantic_problems(data, e)
     raise ProfileError(_unique(problems + semantic), source)
 
 
-def _semantic_problems(data: Mapping[str, Any], error: ValidationError) -> list[FieldProblem]:
+_Loc = tuple[int | str, ...]
+
+
+def _key_parts(loc: _Loc) -> tuple[_Loc, _Loc]:
+    """A pydantic error location split into the key the document holds and what lies past
+    it inside the value: the union member it was tried as (`constrained-int`, `list[str]`)
+    and an item's index. Those are not keys a user wrote."""
+    model: Any = Profile
+    for i, part in enumerate(loc):
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:  # an unknown key, or a value that is not a table
+            return loc[: i + 1], loc[i + 1 :]
+        annotation = fields[part].annotation
+        members = [a for a in get_args(annotation) or (annotation,) if a is not type(None)]
+        if len(members) != 1 or not hasattr(members[0], "model_fields"):
+            return loc[: i + 1], loc[i + 1 :]
+        model = members[0]
+    return loc, ()
+
+
+def _problems(errors: list[Any]) -> list[FieldProblem]:
+    """One problem per key: a value a union tried in several forms fails once, with why
+    the forms it has failed (a list with a bad item, a number out of range), or else why
+    each form did not fit ("a valid integer or a valid list")."""
+    by_key: dict[_Loc, list[tuple[_Loc, Any]]] = {}
+    for err in errors:
+        key, inside = _key_parts(tuple(err["loc"]))
+        by_key.setdefault(key, []).append((inside, err))
+    out = []
+    for key, found in by_key.items():
+        fitting = [
+            (inside, err)
+            for inside, err in found
+            if len(inside) > 1 or not err["type"].endswith("_type")
+        ]
+        messages = [_message(err, inside) for inside, err in fitting or found]
+        message = messages[0] + "".join(
+            f" or {m.removeprefix('Input should be ')}" for m in messages[1:]
+        )
+        out.append(FieldProblem(_dotted(key), message))
+    return out
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _dotted(key: _Loc) -> str:
+    """A key path as TOML writes it: each part bare if it can be, else a basic string
+    (`"a b".c`), so that the name says where each key ends and is one printable line."""
+    return ".".join(map(_toml_key, key)) or "profile"
+
+
+def _toml_key(part: int | str) -> str:
+    text = str(part)
+    if _BARE_KEY.fullmatch(text):
+        return text
+    return '"' + "".join(_escaped(c) for c in text) + '"'
+
+
+def _escaped(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    if char.isprintable():
+        return char
+    return f"\\u{ord(char):04X}" if ord(char) < 0x10000 else f"\\U{ord(char):08X}"
+
+
+def _message(err: Any, inside: _Loc) -> str:
+    message = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    items = [part for part in inside if isinstance(part, int)]
+    return f"item {items[0]}: {message}" if items else message
+
+
+def _semantic_problems(data: object, error: ValidationError) -> list[FieldProblem]:
     """The problems of `data` as a guest once the keys that failed validation are dropped
     (none if what is left cannot be validated either, e.g. a required key is missing)."""
+    if not isinstance(data, Mapping):
+        return []
     pruned: Any = copy.deepcopy(dict(data))
     for err in error.errors():
-        loc = err["loc"]
+        key, _ = _key_parts(tuple(err["loc"]))
         parent = pruned
-        for part in loc[:-1]:
+        for part in key[:-1]:
             parent = parent.get(part) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and loc and err["type"] != "missing":
-            parent.pop(loc[-1], None)
+        if isinstance(parent, dict) and key and err["type"] != "missing":
+            parent.pop(key[-1], None)
     try:
         profile = Profile.model_validate(pruned)
     except ValidationError:
@@ -340,16 +420,6 @@ def load_profile(path: Path | str) -> Profile:
     except RecursionError:
         raise ProfileError([FieldProblem("profile", "nested too deeply")], str(path)) from None
     return parse_profile(data, str(path)).resolve_paths(path.parent)
-
-
-def _problem(err: Any) -> FieldProblem:
-    loc = ".".join(str(part) for part in err["loc"]) or "profile"
-    message = str(err["msg"])
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
-    return FieldProblem(loc, message)
 
 
 def profile_json_schema() -> dict[str, Any]:

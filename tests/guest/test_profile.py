@@ -248,3 +248,62 @@ def test_nul_in_a_profile_path_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as e:
         load_profile(path).to_spec()
     assert {p.field for p in e.value.problems} == {"firmware.path"}
+
+
+TD_BASE: dict[str, Any] = {**BASE, "technology": "tdx"}
+del TD_BASE["cpu"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "reason"),
+    [
+        ("PKS", "Input should be a valid integer or a valid list"),
+        ({}, "Input should be a valid integer or a valid list"),
+        (-1, "Input should be greater than or equal to 0"),
+        (["PKS", 1], "item 1: Input should be a valid string"),
+    ],
+)
+def test_a_union_value_is_one_problem_under_its_key(attributes: object, reason: str) -> None:
+    """`tdx.attributes` (a number or names) fails under its own key, once: not under
+    pydantic's union members `tdx.attributes.constrained-int` and `...list[str].0`."""
+    found = problems({**TD_BASE, "tdx": {"attributes": attributes}, "vcpus": 0})
+    assert found == {"tdx.attributes": reason, "vcpus": found["vcpus"]}
+
+
+def test_a_bad_union_value_does_not_hide_semantic_problems() -> None:
+    found = problems({**TD_BASE, "tdx": {"attributes": "PKS", "xfam": 0x4}})
+    assert set(found) == {"tdx.attributes", "tdx.xfam"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"a b": 1}, '"a b"'),
+        ({"a.b": 1}, '"a.b"'),  # one key with a dot, not b in table a
+        ({"": 1}, '""'),
+        ({"line\nbreak": 1}, '"line\\u000Abreak"'),
+        ({"\x7f\u202e": 1}, '"\\u007F\\u202E"'),
+        ({"é😀": 1}, '"é😀"'),
+        ({'quote"back\\': 1}, '"quote\\"back\\\\"'),
+        ({"firmware": {"path": "/fw.fd", "tab\t": 1}}, 'firmware."tab\\u0009"'),
+    ],
+)
+def test_unknown_keys_are_named_as_toml_writes_them(data: dict[str, Any], field: str) -> None:
+    """A key that is not bare is quoted and escaped as in TOML: the name says where the key
+    ends, reads back as the same key, and keeps the error on one printable line."""
+    with pytest.raises(ProfileError) as e:
+        parse_profile({**BASE, **data})
+    assert [p.field for p in e.value.problems] == [field]
+    assert e.value.problems[0].reason == "unknown key"
+    assert str(e.value).isprintable()
+    unknown = {k: {"tab\t": 1} if k == "firmware" else v for k, v in data.items()}
+    assert tomllib.loads(f"{field} = 1") == unknown
+
+
+@pytest.mark.parametrize("data", [[], [1, 2], "ab", None, 5, [("schema_version", 1)]])
+def test_a_document_that_is_not_a_table_is_one_problem(data: object) -> None:
+    """Through the API anything may arrive: not a TypeError from copying it for the
+    semantic pass, but a ProfileError naming the profile."""
+    with pytest.raises(ProfileError) as e:
+        parse_profile(data)  # type: ignore[arg-type]
+    assert [p.field for p in e.value.problems] == ["profile"]
