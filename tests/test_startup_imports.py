@@ -5,6 +5,7 @@ Each probe runs in a fresh interpreter, since this process has imported everythi
 
 from __future__ import annotations
 
+import argparse
 import gc
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from cvmlaunch.abi import tdx
+from cvmlaunch.cli import _COMMANDS, _parse, build_parser, command_parser
 from cvmlaunch.cli.common import terminal_columns
 from cvmlaunch.guest import spec
 from tests.conftest import SNP_VECTORS, CliRunner
@@ -140,3 +142,20 @@ def test_a_command_after_verbose_flags_parses_as_alone(cli: CliRunner) -> None:
         assert cli(*before, "measure", "-h").out == alone.out
     r = cli("-v", "bogus", "measure")
     assert r.code == 2 and "invalid choice: 'bogus'" in r.err and "'matrix'" in r.err
+
+
+def test_a_command_alone_parses_as_within_the_whole_parser() -> None:
+    whole = build_parser()
+    commands = next(a for a in whole._actions if isinstance(a, argparse._SubParsersAction))
+    for name in _COMMANDS:
+        within, alone = commands.choices[name], command_parser(name)
+        assert alone.format_help() == within.format_help(), name
+        assert alone.format_usage() == within.format_usage(), name
+    argv = ["measure", "--technology", "sev-snp", "--firmware", "f.fd", "--vcpus", "2", "-v"]
+    within_args = whole.parse_args(["-vv", *argv])
+    alone_args = _parse(["-vv", *argv])
+    assert vars(alone_args).keys() == vars(within_args).keys()
+    assert {k: v for k, v in vars(alone_args).items() if k != "handler"} == {
+        k: v for k, v in vars(within_args).items() if k != "handler"
+    }
+    assert (alone_args.verbose, alone_args.verbose_after) == (2, 1)

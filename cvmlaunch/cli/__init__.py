@@ -30,9 +30,8 @@ _COMMANDS = {
 }
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The full parser; with `only`, the parser of that command alone (start-up time), for a
-    command line that names it after nothing but -v flags (see `_named_command`)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the whole command line."""
     from cvmlaunch import __version__
     from cvmlaunch.cli.common import Parser, exit_status_text
 
@@ -42,34 +41,51 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help=_VERBOSE)
     parser.add_argument("--version", action="version", version=f"cvmlaunch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name, (help_text, module) in _COMMANDS.items():
-        if only in (None, name):
-            sub = commands.add_parser(name, help=help_text, epilog=status)
-            # -v after the command as well; counted with those before it.
-            sub.add_argument(
-                "-v", "--verbose", action="count", default=0, dest="verbose_after", help=_VERBOSE
-            )
-            # The submodule itself (a non-empty fromlist), without loading importlib.
-            __import__(f"cvmlaunch.cli.{module}", fromlist=["add_arguments"]).add_arguments(sub)
+    for name, (help_text, _) in _COMMANDS.items():
+        _add_command(commands.add_parser(name, help=help_text, epilog=status), name)
     return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of command `name` alone, as the whole parser would build it: what a
+    command line that names it after nothing but -v flags needs (start-up time)."""
+    from cvmlaunch.cli.common import Parser, exit_status_text
+
+    return _add_command(Parser(prog=f"cvmlaunch {name}", epilog=exit_status_text()), name)
+
+
+def _add_command(sub: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    # -v after the command as well; counted with those before it.
+    sub.add_argument(
+        "-v", "--verbose", action="count", default=0, dest="verbose_after", help=_VERBOSE
+    )
+    module = _COMMANDS[name][1]
+    # The submodule itself (a non-empty fromlist), without loading importlib.
+    __import__(f"cvmlaunch.cli.{module}", fromlist=["add_arguments"]).add_arguments(sub)
+    return sub
 
 
 _VERBOSE = "log to stderr (-vv: debug)"
 
 
-def _named_command(argv: Sequence[str]) -> str | None:
-    """The command of `argv` if only -v flags come before it, else None.
-
-    Then the other commands' parsers cannot change the outcome: no help lists them and no
-    error names them, so they need not be built. Anything else before the command (-h, an
-    abbreviation, `--`, a stray value) gets the full parser.
-    """
-    for arg in argv:
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed; when only -v flags come before the command, by the command's own
+    parser: then the other commands' parsers cannot change the outcome (no help lists them
+    and no error names them), so they need not be built. Anything else before the command
+    (-h, --version, an abbreviation, `--`, a stray value) gets the whole parser."""
+    verbose = 0
+    for n, arg in enumerate(argv):
         if arg in _COMMANDS:
-            return arg
-        if arg != "--verbose" and not (arg[:1] == "-" and set(arg[1:]) == {"v"}):
-            return None
-    return None
+            args = command_parser(arg).parse_args(argv[n + 1 :])
+            args.command, args.verbose = arg, verbose
+            return args
+        if arg == "--verbose":
+            verbose += 1
+        elif arg[:1] == "-" and set(arg[1:]) == {"v"}:
+            verbose += len(arg) - 1
+        else:
+            break
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +147,7 @@ def _run(argv: list[str]) -> int:
     if sys.stdout is None:  # started with stdout closed: no result could be delivered
         print("cvmlaunch: error: standard output is closed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    args = build_parser(_named_command(argv)).parse_args(argv)
+    args = _parse(argv)
     verbose = args.verbose + args.verbose_after
     log.set_level(log.INFO if verbose == 1 else log.DEBUG if verbose > 1 else log.WARNING)
     try:

@@ -71,7 +71,7 @@ def test_technology_takes_sev_snp_measure_mode_names(
     command: str, mode: str, technology: Technology
 ) -> None:
     required = ["--measurement", "00" * 48] if command == "solve" else []
-    args = build_parser(command).parse_args([command, "--technology", mode, *required])
+    args = build_parser().parse_args([command, "--technology", mode, *required])
     assert args.technology is Technology(technology)
 
 
