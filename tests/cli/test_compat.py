@@ -96,3 +96,52 @@ def test_launch_measure_in_base64(cli: CliRunner, tmp_path: Path) -> None:
     hmac = bytes.fromhex(json.loads(cli(*args, "--json").out)["launch_measure"])
     text = cli(*args, "--output-format", "base64").out
     assert f"launch measure   {base64.b64encode(hmac).decode()}" in text.splitlines()
+
+
+# ---- explain --dump-vmsa -------------------------------------------------------------------
+
+# sev-snp-measure's arguments, and our profile's top-level keys and tables besides
+# [firmware]: the same guest on Debian's OVMF.fd.
+DUMP_GUESTS = {
+    "snp-qemu": (
+        ("--mode", "snp", "--vcpus", "4", "--vcpu-type", "EPYC-v4"),
+        'technology = "sev-snp"\nvcpus = 4',
+        '[cpu]\nname = "EPYC-v4"',
+    ),
+    "seves-qemu": (
+        ("--mode", "seves", "--vcpus", "3", "--vcpu-type", "EPYC-Milan"),
+        'technology = "sev-es"\nvcpus = 3',
+        '[cpu]\nname = "EPYC-Milan"',
+    ),
+    "snp-ec2": (
+        ("--mode", "snp", "--vcpus", "2", "--vmm-type", "ec2", "--guest-features", "0x21"),
+        'technology = "sev-snp"\nvcpus = 2\nvmm = "ec2"',
+        "[snp]\nguest_features = 0x21",
+    ),
+    "snp-gce": (
+        ("--mode", "snp", "--vcpus", "1", "--vmm-type", "gce"),
+        'technology = "sev-snp"\nvcpus = 1\nvmm = "gce"',
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("guest", DUMP_GUESTS)
+def test_dump_vmsa_writes_the_peers_files(
+    cli: CliRunner, peer: Peer, debian_ovmf: Path, tmp_path: Path, guest: str
+) -> None:
+    peer_args, keys, tables = DUMP_GUESTS[guest]
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    theirs.mkdir()
+    ours.mkdir()
+    peer(*peer_args, "--ovmf", str(debian_ovmf), "--dump-vmsa", cwd=theirs)
+    profile = tmp_path / "guest.toml"
+    firmware = f'[firmware]\npath = "{debian_ovmf}"'
+    profile.write_text(f"schema_version = 1\n{keys}\n{firmware}\n{tables}\n")
+    r = cli("explain", profile, "--dump-vmsa", ours)
+    assert r.code == 0, r.err
+    assert r.out == cli("explain", profile).out  # the story is the same
+    names = sorted(p.name for p in theirs.iterdir())
+    assert names == sorted(p.name for p in ours.iterdir()) and "vmsa0.bin" in names
+    for name in names:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
