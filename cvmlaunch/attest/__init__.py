@@ -12,6 +12,8 @@ Unusable evidence raises AttestationError; evidence that parses is always judged
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import struct
 from datetime import datetime
@@ -27,6 +29,15 @@ from cvmlaunch.errors import AttestationError
 SEV_SNP, TDX = "sev-snp", "tdx"
 _TDX_PROBE = struct.Struct("<HHI")  # quote header: version, attestation key type, TEE type
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
+# Shorter text is no report or quote in base64 (a report is 1580 characters): read it as
+# bytes, so that a few stray letters are not decoded into a few stray bytes.
+_MIN_BASE64 = 64
+# TDREPORT_STRUCT (Intel TDX module ABI): REPORTMACSTRUCT first, whose REPORTTYPE starts
+# with TYPE 0x81 (TDX) and SUBTYPE 0. Its MAC is checkable only on the platform that made it.
+TDREPORT_SIZE = 1024
+_TDREPORT_TYPE = b"\x81\x00"
 SNP_REPORT_RESP_SIZE = 4000  # struct snp_report_resp (include/uapi/linux/sev-guest.h)
 
 
@@ -35,17 +46,37 @@ class Evidence(NamedTuple):
     data: bytes  # the report or quote itself, unwrapped and decoded
 
 
-def read_evidence(data: bytes) -> Evidence:
-    """Detect what `data` holds: an SNP report (raw, hex text, or inside /dev/sev-guest's
-    MSG_REPORT_RSP) or a TDX quote (version 4 or 5, TEE type TDX)."""
+def _decoded(data: bytes) -> bytes:
+    """`data` itself, or the bytes it spells as hex or base64 text (as clouds ship reports
+    and quotes), across line breaks and surrounding whitespace."""
     stripped = data.strip()
-    if stripped[:2] in (b"0x", b"0X"):
-        stripped = stripped[2:]
-    if _HEX_TEXT.fullmatch(stripped) and stripped:
-        text = b"".join(stripped.split())
+    hex_text = stripped[2:] if stripped[:2] in (b"0x", b"0X") else stripped
+    if _HEX_TEXT.fullmatch(hex_text) and hex_text:
+        text = b"".join(hex_text.split())
         if len(text) % 2:
             raise AttestationError("evidence: hex text with an odd number of digits")
-        data = bytes.fromhex(text.decode("ascii"))
+        return bytes.fromhex(text.decode("ascii"))
+    text = b"".join(stripped.split())
+    if _BASE64_TEXT.fullmatch(text) and len(text) >= _MIN_BASE64:
+        # Standard or URL-safe alphabet, padded or not.
+        body = text.rstrip(b"=").translate(_URL_SAFE)
+        try:
+            return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
+        except binascii.Error:  # a length no encoding has (4n + 1 characters)
+            pass
+    return data
+
+
+def read_evidence(data: bytes) -> Evidence:
+    """Detect what `data` holds: an SNP report (raw, hex or base64 text, or inside
+    /dev/sev-guest's MSG_REPORT_RSP) or a TDX quote (version 4 or 5, TEE type TDX; raw, hex
+    or base64). A TDREPORT, which only the TD's own platform can check, is refused."""
+    data = _decoded(data)
+    if len(data) == TDREPORT_SIZE and data[:2] == _TDREPORT_TYPE:
+        raise AttestationError(
+            "evidence: a TDX TDREPORT (TDREPORT_STRUCT, 1024 bytes, MACed for the local "
+            "platform only), not signed evidence: give the TD quote made from it"
+        )
     if len(data) >= _TDX_PROBE.size:
         # An SNP report's VERSION is a u32 below 2^16: its bytes 2-3 are zero, where a quote
         # has its (non-zero) attestation key type.

@@ -163,12 +163,15 @@ def encode(data: bytes, how: str) -> bytes:
     if how == "HEX-lines":
         text = data.hex().upper().encode()
         return b"\n".join(text[i : i + 60] for i in range(0, len(text), 60)) + b"\n"
+    if how == "base64-lines":
+        text = base64.b64encode(data)
+        return b"\n".join(text[i : i + 76] for i in range(0, len(text), 76)) + b"\n"
     if how == "msg_report_rsp":
         return MSG_REPORT_RSP.pack(0, REPORT_SIZE) + data
     return data
 
 
-ENCODINGS = st.sampled_from(["raw", "raw", "hex", "HEX-lines", "msg_report_rsp"])
+ENCODINGS = st.sampled_from(["raw", "raw", "hex", "HEX-lines", "base64-lines", "msg_report_rsp"])
 # Where mutations land in an SNP report: anywhere, the signed region, the signature, the tail.
 WHOLE = (0, REPORT_SIZE)
 SNP_WINDOWS = st.sampled_from(
