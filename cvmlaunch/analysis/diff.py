@@ -16,11 +16,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
-from cvmlaunch.abi.snp import PAGE_SIZE, ZERO_CONTENTS, PageType, sev_feature_names
+from cvmlaunch.abi.snp import PAGE_SIZE, PageType, sev_feature_names
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
-from cvmlaunch.analysis.evidence import STEP_FIELDS, Evidence, section_types
+from cvmlaunch.analysis.evidence import (
+    PRECOMPUTED,
+    STEP_FIELDS,
+    Evidence,
+    precomputed,
+    section_types,
+)
 from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.guest.fields import BY_KEY, listing_rank
+from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.sev import EC2_CPUID_LAST, GCE_SEC_MEM
 from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
@@ -171,7 +178,8 @@ def _first_difference(
 
 def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Divergence | None:
     xs, ys = a.steps, b.steps
-    if _precomputed(xs) or _precomputed(ys):
+    whole = _precomputed(xs) or _precomputed(ys)
+    if whole:
         xs, ys = _firmware_as_one(xs), _firmware_as_one(ys)
     n = _first_difference(xs, ys)
     if n is None:
@@ -184,6 +192,8 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
         where, causes = _td_step(a, b, x, y, inputs)
     elif x.kind != y.kind:
         where, causes = _different_kinds(x, y, inputs)
+    elif x.kind is StepKind.FIRMWARE and whole:
+        where, causes = _precomputed_step(a, b, x, inputs)
     elif x.kind is StepKind.FIRMWARE:
         where, causes = _firmware_step(a, b, x, y, inputs)
     elif x.kind is StepKind.SEV_METADATA:
@@ -196,13 +206,7 @@ def _step_divergence(a: Evidence, b: Evidence, inputs: dict[str, Cause]) -> Dive
 
 
 def _precomputed(steps: Sequence[Step]) -> bool:
-    return bool(steps) and _is_precomputed(steps[0])
-
-
-def _is_precomputed(step: Step) -> bool:
-    """Whether `step` stands for every firmware page with a precomputed digest: the only
-    firmware step whose CONTENTS is zero (a page's is its SHA-384)."""
-    return step.kind is StepKind.FIRMWARE and step.contents == ZERO_CONTENTS
+    return bool(steps) and precomputed(steps[0])
 
 
 def _firmware_as_one(steps: Sequence[Step]) -> tuple[Step, ...]:
@@ -262,6 +266,83 @@ def _boot_cause(inputs: dict[str, Cause], side: str) -> Cause:
     return Cause("boot", *values, meaning)
 
 
+def _precomputed_step(
+    a: Evidence, b: Evidence, x: Step, inputs: dict[str, Cause]
+) -> tuple[str, list[Cause]]:
+    """The digest after the firmware pages differs, and A or B gives it precomputed
+    (firmware.digest): a wrong digest, or a different image."""
+    where = f"the launch digest after the firmware pages at {x.gpa:#x} ({PRECOMPUTED})"
+    digest = inputs.get(PRECOMPUTED)
+    sha = inputs.get("firmware.sha256")
+    if digest is None:  # unknown on one side: the steps show both
+        digest = Cause(PRECOMPUTED, *_after_firmware(a, b), _digest_meaning(a, b))
+    if sha is None or _wrong_digests(a, b):
+        return where, [digest] if sha is None else [digest, sha]
+    return where, [sha._replace(meaning="different firmware images"), digest]
+
+
+def _after_firmware(a: Evidence, b: Evidence, unknown: str = "") -> tuple[str, str]:
+    """A's and B's launch digest after the firmware pages, as hex (`unknown` where it is
+    not known)."""
+    return _after(a) or unknown, _after(b) or unknown
+
+
+def _after(e: Evidence) -> str | None:
+    if PRECOMPUTED in e.inputs:
+        return e.inputs[PRECOMPUTED]
+    return None if e.firmware_digest is None else e.firmware_digest.hex()
+
+
+def _image_digest(e: Evidence) -> bytes | None:
+    """What `e`'s firmware image measures to (its pages alone), where the image is at hand:
+    the digest a precomputed firmware.digest must equal."""
+    if PRECOMPUTED not in e.inputs:
+        return e.firmware_digest
+    if not isinstance(e.plan, LaunchPlan):
+        return None
+    firmware = tuple(op for op in e.plan.ops if op.kind is StepKind.FIRMWARE)
+    return snp_digest(e.plan._replace(ops=firmware, firmware_digest=None)).firmware_digest
+
+
+def _wrong_digests(*sides: Evidence) -> bool:
+    """Whether any of `sides` gives a precomputed firmware.digest its own image does not
+    measure to."""
+    return any(
+        PRECOMPUTED in e.inputs
+        and (image := _image_digest(e)) is not None
+        and image.hex() != e.inputs[PRECOMPUTED]
+        for e in sides
+    )
+
+
+def _digest_meaning(a: Evidence, b: Evidence) -> str:
+    parts = []
+    for name, e in (("A", a), ("B", b)):
+        if PRECOMPUTED not in e.inputs:
+            continue
+        image = _image_digest(e)
+        if image is None:
+            parts.append(f"{name}'s is precomputed (its firmware image is not at hand)")
+        elif image.hex() != e.inputs[PRECOMPUTED]:
+            found = _short(image.hex())
+            parts.append(f"{name}'s is precomputed, not what its firmware measures to ({found})")
+        else:
+            parts.append(f"{name}'s is precomputed, as its firmware measures")
+    lead = "a wrong precomputed digest" if _wrong_digests(a, b) else "different digests"
+    return f"{lead} of the firmware pages: {'; '.join(parts)}"
+
+
+def _digest_cause(a: Evidence, b: Evidence) -> Cause | None:
+    """firmware.digest as an input difference: where A or B gives it precomputed and the
+    digests after the firmware pages differ."""
+    if PRECOMPUTED not in a.inputs and PRECOMPUTED not in b.inputs:
+        return None
+    va, vb = _after_firmware(a, b)
+    if not va or not vb or va == vb:
+        return None
+    return Cause(PRECOMPUTED, va, vb, _digest_meaning(a, b))
+
+
 def _firmware_step(
     a: Evidence, b: Evidence, x: Step, y: Step, inputs: dict[str, Cause]
 ) -> tuple[str, list[Cause]]:
@@ -270,12 +351,6 @@ def _firmware_step(
         where = f"firmware image at {x.gpa:#x} ({x.pages} pages)"
     else:
         where = f"firmware page {x.gpa:#x} (file offset {offset:#x})"
-    if _is_precomputed(x) or _is_precomputed(y):
-        return where, [
-            Cause(
-                "firmware.digest", _text(x.digest), _text(y.digest), "precomputed digests differ"
-            )
-        ]
     if (x.gpa, x.pages) != (y.gpa, y.pages):
         detail = f"images of different sizes (mapped from {x.gpa:#x} vs {y.gpa:#x})"
     else:
@@ -586,6 +661,13 @@ def _finish_divergence(
         )
         cause = Cause("tdx.page_order", *_pair(a, b, "tdx.page_order", order), meaning)
         return Divergence(step, None, None, where, (cause,))
+    if _wrong_digests(a, b):
+        # The calls agree, but a precomputed digest stands for the firmware pages they
+        # measured, and is not what they measure to.
+        where = "the launch digest after the firmware pages (firmware.digest is precomputed)"
+        after = _after_firmware(a, b, "not recorded")
+        digest = inputs.get(PRECOMPUTED) or Cause(PRECOMPUTED, *after, _digest_meaning(a, b))
+        return Divergence(step, None, None, where, (digest,))
     populated = [c for c in inputs.values() if c.field not in STEP_FIELDS["vmsa"]]
     if populated and any(s.contents is None for s in _populate(a) + _populate(b)):
         # The populated pages could not be compared byte for byte: the inputs say more.
@@ -598,6 +680,10 @@ def _finish_divergence(
     )
     vcpu_state = Cause("vmsa", _vcpu_state(a), _vcpu_state(b), meaning)
     known = _relevant(inputs, STEP_FIELDS["vmsa"])
+    if any(PRECOMPUTED in e.inputs and _image_digest(e) is None for e in (a, b)):
+        # A precomputed digest that nothing here can check could be the cause too.
+        after = _after_firmware(a, b, "not recorded")
+        known.append(inputs.get(PRECOMPUTED) or Cause(PRECOMPUTED, *after, _digest_meaning(a, b)))
     return Divergence(step, None, None, where, (vcpu_state, *known))
 
 
@@ -670,7 +756,7 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
         else:
             pages = sum(s.pages for s in group)
             contents = first.contents if e.technology != "sev-snp" else None
-            if first.kind is StepKind.FIRMWARE and not _is_precomputed(first):
+            if first.kind is StepKind.FIRMWARE and not precomputed(first):
                 sha = e.inputs.get("firmware.sha256")
                 contents = None if sha is None else bytes.fromhex(sha)
         kind = StepKind.TD_SECTION if action is not None else first.kind
@@ -685,13 +771,18 @@ def _traced_calls(e: Evidence) -> tuple[Step, ...]:
 
 
 def _input_differences(a: Evidence, b: Evidence) -> tuple[Cause, ...]:
-    fields = [f for f in a.inputs if f in b.inputs and a.inputs[f] != b.inputs[f]]
-    fields.sort(key=lambda f: (listing_rank(f), f))
+    fields = [
+        f for f in a.inputs if f in b.inputs and a.inputs[f] != b.inputs[f] and f != PRECOMPUTED
+    ]
     tech = a.technology
-    return tuple(
+    causes = [
         Cause(f, a.inputs[f], b.inputs[f], _input_meaning(f, a.inputs[f], b.inputs[f], tech))
         for f in fields
-    )
+    ]
+    digest = _digest_cause(a, b)
+    if digest is not None:
+        causes.append(digest)
+    return tuple(sorted(causes, key=lambda c: (listing_rank(c.field), c.field)))
 
 
 def _input_meaning(field: str, a: str, b: str, technology: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
-from cvmlaunch.abi.snp import PAGE_SIZE, PageType
+from cvmlaunch.abi.snp import PAGE_SIZE, ZERO_CONTENTS, PageType
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
 from cvmlaunch.errors import InputError
 from cvmlaunch.guest.fields import (
@@ -33,7 +33,11 @@ from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
 
 
 class Evidence(NamedTuple):
-    """A measurement and how it came about; `plan` is kept when built from a profile."""
+    """A measurement and how it came about; `plan` is kept when built from a profile.
+
+    `firmware_digest` is the SNP launch digest right after the firmware pages, where it is
+    known (a profile, a trace): precomputed when `inputs` name `firmware.digest`.
+    """
 
     source: str
     form: str  # "profile" | "trace" | "record"
@@ -42,6 +46,7 @@ class Evidence(NamedTuple):
     inputs: dict[str, str]
     steps: tuple[Step, ...]
     plan: Plan | None = None
+    firmware_digest: bytes | None = None
 
 
 def evidence_from_plan(plan: Plan, source: str) -> Evidence:
@@ -57,8 +62,12 @@ def evidence_from_plan(plan: Plan, source: str) -> Evidence:
         inputs = _td_inputs(read, inputs_json(plan), td_identity(plan))
     else:
         inputs = _sev_inputs(read, inputs_json(plan))
+        if plan.firmware_digest is not None:
+            inputs[PRECOMPUTED] = plan.firmware_digest.hex()
     steps = section_types(plan, result.trace or ())
-    return Evidence(source, "profile", technology, result.digest, inputs, steps, plan)
+    return Evidence(
+        source, "profile", technology, result.digest, inputs, steps, plan, result.firmware_digest
+    )
 
 
 def section_types(plan: Plan, steps: Iterable[Step]) -> tuple[Step, ...]:
@@ -189,7 +198,18 @@ def _from_trace(read: _Reader, doc: Mapping[str, Any]) -> Evidence:
             read.fail(f"trace[{n}]: expected an object, got {type(entry).__name__}")
         steps.append(_td_step(read, entry, where) if td else _sev_step(read, entry, where))
     known = _td_inputs(read, inputs, doc.get("td")) if td else _sev_inputs(read, inputs)
-    return Evidence(read.source, "trace", technology, measurement, known, tuple(steps))
+    after_firmware = None if td else read.optional_digest(doc, "firmware_digest")
+    if after_firmware is not None and steps and precomputed(steps[0]):
+        known[PRECOMPUTED] = after_firmware.hex()
+    return Evidence(
+        read.source, "trace", technology, measurement, known, tuple(steps), None, after_firmware
+    )
+
+
+def precomputed(step: Step) -> bool:
+    """Whether `step` stands for every firmware page with a precomputed digest: the only
+    firmware step whose CONTENTS is zero (a page's is its SHA-384)."""
+    return step.kind is StepKind.FIRMWARE and step.contents == ZERO_CONTENTS
 
 
 def _sev_step(read: _Reader, entry: Mapping[str, Any], where: str) -> Step:
@@ -283,6 +303,8 @@ _TD_IDENTITY = {
     for f in FIELDS
     if f.expectation is not None and f.key.startswith("tdx.")
 }
+# The profile field of a precomputed SNP firmware digest: an input only where it is given.
+PRECOMPUTED = "firmware.digest"
 NO_BOOT = "none"
 DIRECT_BOOT = "measured direct boot"
 
@@ -318,4 +340,11 @@ def _td_inputs(read: _Reader, inputs: Mapping[str, Any], identity: object) -> di
     return out
 
 
-__all__ = ["STEP_FIELDS", "Evidence", "evidence_from_json", "evidence_from_plan"]
+__all__ = [
+    "PRECOMPUTED",
+    "STEP_FIELDS",
+    "Evidence",
+    "evidence_from_json",
+    "evidence_from_plan",
+    "precomputed",
+]

@@ -18,12 +18,14 @@ from cvmlaunch.errors import FieldProblem, KvmError, ProfileError
 from cvmlaunch.kvm import Kernel, Kvm, LinuxKernel
 from cvmlaunch.kvm.caps import vm_types
 from cvmlaunch.launch.executor import Transcript, run_confidential, run_rehearsal, vm_type_for
-from cvmlaunch.launch.record import LaunchRecord, Verdict, divergence
+from cvmlaunch.launch.record import FirmwareDigests, LaunchRecord, Verdict, divergence
 from cvmlaunch.launch.steps import plan_steps
 from cvmlaunch.log import get_logger
 from cvmlaunch.measure import measure
 from cvmlaunch.measure.document import inputs_json
+from cvmlaunch.measure.snp import snp_digest
 from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.plan.step import StepKind
 
 _log = get_logger("cvmlaunch.launch")
 
@@ -83,7 +85,9 @@ def launch(
         "expected_measurement": expected.hex(),
         "reported_measurement": reported.hex() if reported is not None else None,
         "verdict": str(verdict),
-        "divergence": divergence(steps, t.calls) if verdict is Verdict.MISMATCH else None,
+        "divergence": divergence(steps, t.calls, _firmware_digests(plan))
+        if verdict is Verdict.MISMATCH
+        else None,
         "timings": t.timings,
     }
     if t.snp_policy is not None:
@@ -94,6 +98,15 @@ def launch(
     if t.readback:
         doc["readback"] = t.readback
     return LaunchRecord(verdict, expected, reported, str(chosen), reason, doc)
+
+
+def _firmware_digests(plan: Plan) -> FirmwareDigests | None:
+    """A precomputed firmware digest, and what the plan's firmware pages measure to."""
+    if isinstance(plan, TdPlan) or plan.firmware_digest is None:
+        return None
+    pages = tuple(op for op in plan.ops if op.kind is StepKind.FIRMWARE)
+    measured = snp_digest(plan._replace(ops=pages, firmware_digest=None)).firmware_digest
+    return FirmwareDigests(plan.firmware_digest, measured)
 
 
 def _choose(

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from cvmlaunch.kvm import MapCall
-from cvmlaunch.plan.step import Step
+from cvmlaunch.plan.step import Step, StepKind
 
 
 class Verdict(StrEnum):
@@ -17,8 +17,20 @@ class Verdict(StrEnum):
     UNATTESTED = "unattested"  # nothing reported a digest: a rehearsal, or real SNP/TDX
 
 
-def divergence(steps: list[Step], calls: list[MapCall]) -> dict[str, object]:
-    """The first map_memory call that differs from the plan, or the finalize step."""
+class FirmwareDigests(NamedTuple):
+    """SNP: the precomputed digest of the firmware pages a plan was measured with
+    (`firmware.digest`), and what the pages it hands the kernel measure to."""
+
+    given: bytes
+    measured: bytes
+
+
+def divergence(
+    steps: list[Step], calls: list[MapCall], firmware: FirmwareDigests | None = None
+) -> dict[str, object]:
+    """The first map_memory call that differs from the plan (or, with a precomputed
+    `firmware` digest that its pages do not measure to, the firmware step), or the finalize
+    step."""
     for number, (step, call) in enumerate(zip(steps, calls, strict=False)):
         source = None if step.source is None else hashlib.sha256(step.source).digest()
         expected = (step.gpa, step.pages, source)
@@ -29,6 +41,17 @@ def divergence(steps: list[Step], calls: list[MapCall]) -> dict[str, object]:
                 "label": step.label,
                 "expected": _step_json(*expected),
                 "actual": _step_json(*actual),
+            }
+        if step.kind is StepKind.FIRMWARE and firmware and firmware.given != firmware.measured:
+            return {
+                "step": number,
+                "label": step.label,
+                "field": "firmware.digest",
+                "expected": {"digest": firmware.given.hex()},
+                "actual": {"digest": firmware.measured.hex()},
+                "reason": "the expected measurement starts from the precomputed firmware.digest"
+                f" {firmware.given.hex()}, but the firmware pages handed to the kernel measure"
+                f" to {firmware.measured.hex()}: firmware.digest is wrong for this image",
             }
     if len(steps) != len(calls):
         return {"step": min(len(steps), len(calls)), "reason": "a different number of steps"}
