@@ -30,27 +30,42 @@ def _text(value: object) -> str:
     return str(value)
 
 
+NO_CLAIMS = "no claims checked"
+
+
 class AuditResult(NamedTuple):
-    """All checks of one audit (none short-circuits another) and the parsed evidence."""
+    """All checks of one audit (none short-circuits another) and the parsed evidence.
+
+    `claims_checked` counts the checks that compared a reported value with an expected one
+    (a measurement, policy, report data...: from a profile or expectation flags). With none,
+    the evidence may be genuine but says nothing about which guest it comes from: the
+    verdict is then "no-claims", not "pass".
+    """
 
     kind: str  # "sev-snp" or "tdx"
     checks: tuple[Check, ...]
     report: dict[str, Any]
+    claims_checked: int
 
     @property
     def passed(self) -> bool:
+        """Every check passed (signatures, chain, format, and the claims, if any)."""
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+        """ "fail" if a check failed; else "pass", or "no-claims" if nothing was claimed."""
+        if not self.passed:
+            return "fail"
+        return "pass" if self.claims_checked else "no-claims"
 
     @property
     def failures(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
-    def text(self) -> str:
-        """One line per check, failures marked, then the verdict."""
+    def text(self, no_claims_hint: str = "give a profile or expected values") -> str:
+        """One line per check, failures marked, a line if no claim was checked (ending in
+        `no_claims_hint`), then the verdict."""
         width = max((len(c.name) for c in self.checks), default=0)
         lines = []
         for c in self.checks:
@@ -58,6 +73,8 @@ class AuditResult(NamedTuple):
                 lines.append(f"  ok    {c.name:<{width}}  {c.actual}")
             else:
                 lines.append(f"  FAIL  {c.name:<{width}}  {c.actual} (expected {c.expected})")
+        if not self.claims_checked:
+            lines.append(f"{NO_CLAIMS}: nothing was expected of this guest ({no_claims_hint})")
         failed = len(self.failures)
         summary = f"verdict: {self.verdict} ({self.kind}; {len(self.checks)} checks"
         lines.append(summary + (f", {failed} failed)" if failed else ")"))
@@ -67,6 +84,7 @@ class AuditResult(NamedTuple):
         return {
             "kind": self.kind,
             "verdict": self.verdict,
+            "claims_checked": self.claims_checked,
             "checks": [c.doc() for c in self.checks],
             "report": self.report,
         }

@@ -143,8 +143,11 @@ def audit_snp(
         checks.append(_tcb_binding(report, vek, product))
     if vek.kind == "vcek":
         checks.append(_hwid_binding(report, vek, product))
-    checks += _claim_checks(report, expect, product)
-    return AuditResult("sev-snp", tuple(checks), report_doc(report, product, vek))
+    checks.append(_debug_check(report, expect))
+    claims = _claim_checks(report, expect, product)
+    return AuditResult(
+        "sev-snp", (*checks, *claims), report_doc(report, product, vek), len(claims)
+    )
 
 
 def _format_checks(report: SnpReport) -> list[Check]:
@@ -260,12 +263,17 @@ def _hwid_binding(report: SnpReport, vek: Vek, product: str | None) -> Check:
     return check("vek.hwid", chip, vek.hwid or b"")
 
 
-def _claim_checks(report: SnpReport, expect: Expectations, product: str | None) -> list[Check]:
+def _debug_check(report: SnpReport, expect: Expectations) -> Check:
+    """Checked by default, so not a claim: a debuggable guest's memory is open to the host."""
     debug = bool(report.policy >> GuestPolicyBit.DEBUG & 1)
-    out = [
-        check("guest.debug", "allowed" if expect.allow_debug else "DEBUG clear",
-              "DEBUG set" if debug else "DEBUG clear", expect.allow_debug or not debug)
-    ]  # fmt: skip
+    expected = "allowed" if expect.allow_debug else "DEBUG clear"
+    actual = "DEBUG set" if debug else "DEBUG clear"
+    return check("guest.debug", expected, actual, expect.allow_debug or not debug)
+
+
+def _claim_checks(report: SnpReport, expect: Expectations, product: str | None) -> list[Check]:
+    """A check for each expectation given (none by default)."""
+    out: list[Check] = []
     if expect.measurement is not None:
         out.append(check("guest.measurement", expect.measurement, report.measurement))
     if expect.policy is not None:

@@ -532,6 +532,6 @@ def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResu
         *_qe_report_checks(quote, pck),
         _debug_check(quote.body, expect.allow_debug),
         *_module_checks(quote.body),
-        *_claim_checks(quote.body, expect),
     ]
-    return AuditResult("tdx", tuple(checks), quote_doc(quote))
+    claims = _claim_checks(quote.body, expect)
+    return AuditResult("tdx", (*checks, *claims), quote_doc(quote), len(claims))

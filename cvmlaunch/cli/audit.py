@@ -30,7 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Verify an SEV-SNP attestation report or a TDX quote offline (signature, certificate "
         "chain to the pinned vendor roots) and check every field against the profile and the "
-        "--expect flags. Exit 0 pass, 1 a check failed, 2 unusable input."
+        "--expect flags. Genuine evidence alone does not say which guest it comes from: with "
+        "no claim checked (no --profile, --expect-* or --min-* flag), the verdict is "
+        "'no-claims' and the exit status 1, unless --allow-no-claims. "
+        "Exit 0 pass, 1 a check failed or no claim was checked, 2 unusable input."
     )
     p.add_argument("--report", type=Path, required=True, metavar="FILE",
                    help="SNP report (raw, hex, or MSG_REPORT_RSP) or TDX quote")  # fmt: skip
@@ -69,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "32 hex digits, byte by byte",
     )
     e.add_argument("--allow-debug", action="store_true", help="accept a debuggable guest")
+    e.add_argument(
+        "--allow-no-claims",
+        action="store_true",
+        help="exit 0 when the evidence verifies but nothing was expected of it (it is still "
+        "said: 'no claims checked', verdict no-claims)",
+    )
     p.add_argument("--now", metavar="ISO8601", help="verify certificates at this time")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run)
@@ -96,9 +105,13 @@ def run(args: argparse.Namespace) -> int:
               failed=[c.name for c in result.failures])  # fmt: skip
     if args.json:
         print(json_text(result.doc()))
+    elif args.allow_no_claims:
+        print(result.text(no_claims_hint="accepted: --allow-no-claims"))
     else:
-        print(result.text())
-    return EXIT_OK if result.passed else EXIT_MISMATCH
+        print(result.text(no_claims_hint="--profile, --expect-*, --min-*; or --allow-no-claims"))
+    if result.verdict == "no-claims" and args.allow_no_claims:
+        return EXIT_OK
+    return EXIT_OK if result.verdict == "pass" else EXIT_MISMATCH
 
 
 def _now(text: str | None) -> datetime | None:

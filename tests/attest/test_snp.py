@@ -211,12 +211,12 @@ def test_fixture_report_verifies(name: str) -> None:
         assert check_of(result, "guest.debug").actual == "DEBUG set"
     else:
         assert failed(result) == set(), result.text()
-        assert result.verdict == "pass"
+        assert result.verdict == "no-claims"
 
 
 def test_debug_report_passes_when_debug_allowed() -> None:
     result = audit_fixture(DEBUG, Expectations(allow_debug=True))
-    assert result.verdict == "pass", result.text()
+    assert result.verdict == "no-claims", result.text()
     assert check_of(result, "guest.debug").ok
 
 
@@ -243,7 +243,7 @@ def test_msg_report_rsp_is_unwrapped() -> None:
     wrapped = MSG_REPORT_RSP.pack(0, REPORT_SIZE) + raw
     assert len(wrapped) == 0x20 + REPORT_SIZE and wrapped[8:32] == bytes(24)
     assert read_evidence(wrapped) == (SEV_SNP, raw)
-    assert audit(wrapped, certs=certs_for(GENOA), now=NOW).verdict == "pass"
+    assert audit(wrapped, certs=certs_for(GENOA), now=NOW).verdict == "no-claims"
     assert read_evidence(wrapped.hex().encode()).data == raw
 
 
@@ -414,7 +414,7 @@ def test_every_bit_of_the_signed_region_matters() -> None:
     """672 x 8 single-bit flips of 0x000-0x29F: each one fails the signature check (or, in
     VERSION, makes the report unusable)."""
     base, certs = report_bytes(GENOA), certs_for(GENOA)
-    assert audit(base, certs=certs, now=NOW).verdict == "pass"
+    assert audit(base, certs=certs, now=NOW).verdict == "no-claims"
     wrong: list[tuple[int, int, object]] = []
     for offset in range(SIGNED_SIZE):
         for bit in range(8):
@@ -590,7 +590,7 @@ def test_genoa_ark_for_a_milan_report() -> None:
 def test_supplied_pinned_ark_and_ask_are_accepted() -> None:
     ask, ark = pinned("Milan")
     result = audit_fixture(MILAN_VCEK, certs=certs_for(MILAN_VCEK)._replace(ask=ask, ark=ark))
-    assert result.verdict == "pass"
+    assert result.verdict == "no-claims"
     assert check_of(result, "ark.pinned").actual == "ARK-Milan"
 
 
@@ -1059,7 +1059,7 @@ def test_gather_from_a_directory(tmp_path: Path, encoding: Encoding) -> None:
         None,
     )
     result = audit_fixture(GENOA, certs=certs)
-    assert result.verdict == "pass"
+    assert result.verdict == "no-claims"
     assert check_of(result, "ark.pinned").actual == "ARK-Genoa"
 
 
@@ -1073,7 +1073,7 @@ def test_gather_from_a_pem_bundle(tmp_path: Path) -> None:
     roots = ROOTS / EXPECTED[GENOA]["chain_file"]
     certs = gather(vcek=SNP / "oak_genoa_vcek.der", certs=roots)
     assert (certs.vcek, certs.ask, certs.ark) == tuple(chain.values())
-    assert audit_fixture(GENOA, certs=certs).verdict == "pass"
+    assert audit_fixture(GENOA, certs=certs).verdict == "no-claims"
 
 
 @pytest.mark.parametrize("order", ["rfc4122", "efi"])
@@ -1086,7 +1086,7 @@ def test_certificate_table(tmp_path: Path, order: str) -> None:
     path.write_bytes(table)
     certs = gather(certs=path)
     assert (certs.vcek, certs.ask, certs.ark) == tuple(chain.values())
-    assert audit_fixture(GENOA, certs=certs).verdict == "pass"
+    assert audit_fixture(GENOA, certs=certs).verdict == "no-claims"
 
 
 @pytest.mark.parametrize("order", ["rfc4122", "efi"])
@@ -1104,7 +1104,7 @@ def test_certificate_table_with_vlek(tmp_path: Path, order: str) -> None:
     path.write_bytes(table)
     certs = gather(certs=path)
     assert certs.vlek is not None and certs.vcek is None and certs.asvk == asvk
-    assert audit_fixture(MILAN_VLEK, certs=certs).verdict == "pass"
+    assert audit_fixture(MILAN_VLEK, certs=certs).verdict == "no-claims"
 
 
 def test_certificate_table_skips_unknown_guids() -> None:
@@ -1273,7 +1273,7 @@ def test_result_text() -> None:
     assert lines[-1].startswith("verdict: fail") and "2 failed" in lines[-1]
     passed = audit_fixture(GENOA).text().splitlines()
     assert not any("FAIL" in line for line in passed)
-    assert passed[-1].startswith("verdict: pass")
+    assert passed[-1].startswith("verdict: no-claims")
 
 
 def test_report_doc_without_vek_or_product() -> None:
@@ -1286,7 +1286,7 @@ def test_report_doc_without_vek_or_product() -> None:
 
 def test_audit_snp_directly() -> None:
     report = parse_snp_report(report_bytes(GENOA))
-    assert audit_snp(report, certs_for(GENOA), Expectations(), NOW).verdict == "pass"
+    assert audit_snp(report, certs_for(GENOA), Expectations(), NOW).verdict == "no-claims"
 
 
 # ---- regressions: defects these tests found, now fixed ------------------------------------

@@ -24,6 +24,7 @@ NOW = "2025-09-01T00:00:00Z"
 GENOA = ("--report", SNP / "oak_genoa_report_v5.bin", "--vcek", SNP / "oak_genoa_vcek.der")
 DEBUG_REPORT = ("--report", SNP / "gosevguest_milan_report_v2.bin")
 DEBUG_VCEK = ("--vcek", SNP / "gosevguest_milan_vcek.der")
+CLAIM = ("--expect-policy", "0x30000")  # true of the Genoa report
 
 
 def _doc(out: str) -> dict[str, object]:
@@ -39,10 +40,10 @@ def _checks(doc: dict[str, object]) -> dict[str, dict[str, object]]:
 
 
 def test_real_report_passes_with_json(cli: CliRunner) -> None:
-    r = cli("audit", *GENOA, "--now", NOW, "--json")
+    r = cli("audit", *GENOA, "--now", NOW, "--json", *CLAIM)
     assert r.code == 0, r.err
     doc = _doc(r.out)
-    assert doc["verdict"] == "pass" and doc["kind"] == "sev-snp"
+    assert doc["verdict"] == "pass" and doc["kind"] == "sev-snp" and doc["claims_checked"] == 1
     checks = _checks(doc)
     assert all(c["ok"] for c in checks.values())
     assert {"report.signature", "vek.signature", "ark.pinned", "vek.tcb", "vek.hwid"} <= set(
@@ -53,7 +54,7 @@ def test_real_report_passes_with_json(cli: CliRunner) -> None:
 
 
 def test_text_output_lists_checks_and_verdict(cli: CliRunner) -> None:
-    r = cli("audit", *GENOA, "--now", NOW)
+    r = cli("audit", *GENOA, "--now", NOW, *CLAIM)
     assert r.code == 0
     assert "report.signature" in r.out and r.out.rstrip().splitlines()[-1].startswith(
         "verdict: pass"
@@ -64,7 +65,8 @@ def test_debug_guest_fails_unless_allowed(cli: CliRunner) -> None:
     r = cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW)
     assert r.code == 1
     assert "FAIL  guest.debug" in r.out
-    assert cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW, "--allow-debug").code == 0
+    allowed = ("--allow-debug", "--allow-no-claims")
+    assert cli("audit", *DEBUG_REPORT, *DEBUG_VCEK, "--now", NOW, *allowed).code == 0
 
 
 def test_all_mismatches_reported_at_once(cli: CliRunner) -> None:
@@ -213,7 +215,8 @@ def test_library_audit_needs_a_vek_for_snp() -> None:
     with pytest.raises(AttestationError, match="no VCEK or VLEK"):
         audit(data)
     result = audit(data, certs=gather(vcek=SNP / "oak_genoa_vcek.der"))
-    assert result.verdict == "pass"  # the default `now` is today, inside the VCEK's 7 years
+    # The default `now` is today, inside the VCEK's 7 years.
+    assert result.passed and result.verdict == "no-claims"
 
 
 TDX_NOW = "2026-06-20T00:00:00Z"  # inside every fixture quote's PCK chain validity
@@ -221,10 +224,10 @@ DCAP = ("--report", TDX / "dcapqvl_tdx_quote_v4.dat")
 
 
 def test_tdx_quote_passes_and_names_its_checks(cli: CliRunner) -> None:
-    r = cli("audit", *DCAP, "--now", TDX_NOW, "--json")
+    r = cli("audit", *DCAP, "--now", TDX_NOW, "--json", "--allow-no-claims")
     assert r.code == 0, r.out
     doc = _doc(r.out)
-    assert doc["kind"] == "tdx" and doc["verdict"] == "pass"
+    assert doc["kind"] == "tdx" and doc["verdict"] == "no-claims"
     assert {"quote.signature", "pck.root_pinned", "qe_report.binding", "td.debug"} <= set(
         _checks(doc)
     )
@@ -251,7 +254,7 @@ def test_debug_td_fails_unless_allowed(cli: CliRunner) -> None:
     quote = ("--report", TDX / "trustee_tdx_quote_4.dat", "--now", TDX_NOW)
     r = cli("audit", *quote)
     assert r.code == 1 and "FAIL  td.debug" in r.out
-    assert cli("audit", *quote, "--allow-debug").code == 0
+    assert cli("audit", *quote, "--allow-debug", "--allow-no-claims").code == 0
 
 
 def test_tdx_profile_expectations(cli: CliRunner, debian_ovmf: Path) -> None:
@@ -281,7 +284,7 @@ def test_tdx_unusable_input(cli: CliRunner, args: tuple[str | Path, ...], words:
 def test_hex_quote_is_detected(cli: CliRunner, tmp_path: Path) -> None:
     text = tmp_path / "quote.hex"
     text.write_text((TDX / "dcapqvl_tdx_quote_v4.dat").read_bytes().hex() + "\n")
-    r = cli("audit", "--report", text, "--now", TDX_NOW, "--json")
+    r = cli("audit", "--report", text, "--now", TDX_NOW, "--json", "--allow-no-claims")
     assert r.code == 0 and _doc(r.out)["kind"] == "tdx"
 
 
@@ -361,7 +364,8 @@ def test_sev_guest_response_and_0x_hex(cli: CliRunner, tmp_path: Path) -> None:
     hex_file = tmp_path / "report.hex"
     hex_file.write_text("0x" + report.hex())
     for path in (response, hex_file):
-        r = cli("audit", "--report", path, "--vcek", SNP / "oak_genoa_vcek.der", "--now", NOW)
+        r = cli("audit", "--report", path, "--vcek", SNP / "oak_genoa_vcek.der", "--now", NOW,
+                *CLAIM)  # fmt: skip
         assert r.code == 0, r.err
 
 
@@ -378,7 +382,8 @@ def test_certificate_sources_are_bounded(cli: CliRunner, tmp_path: Path) -> None
     certs.mkdir()
     (certs / "vcek.der").write_bytes(vcek)
     (certs / "crl.der").write_bytes(b"not a certificate: skipped as a CRL")
-    r = cli("audit", "--report", SNP / "oak_genoa_report_v5.bin", "--certs", certs, "--now", NOW)
+    r = cli("audit", "--report", SNP / "oak_genoa_report_v5.bin", "--certs", certs, "--now", NOW,
+            *CLAIM)  # fmt: skip
     assert r.code == 0, r.err
     for n in range(20):
         (certs / f"copy{n}.der").write_bytes(vcek)
