@@ -42,6 +42,7 @@ bench: $(OVMF)
 	.venv-bench/bin/python -m pip install --quiet . sev-snp-measure==0.0.13 omne-attest==0.1.0 dcap-qvl==0.7.0
 	.venv-bench/bin/python benchmarks/measure_vs_reference.py
 	.venv-bench/bin/python benchmarks/mrtd_vs_sha384.py
+	.venv-bench/bin/python benchmarks/authenticode_vs_sha384sum.py
 	.venv-bench/bin/python benchmarks/launch_population.py
 	.venv-bench/bin/python benchmarks/audit_throughput.py
 	.venv-bench/bin/python benchmarks/matrix_vs_reference.py

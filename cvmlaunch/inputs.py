@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cvmlaunch.errors import InputError
@@ -82,6 +83,21 @@ def _open(path: Path | str, name: str, what: str, *, stream: bool) -> tuple[int,
 
 def _too_large(name: str, path: Path | str, limit: int, what: str) -> InputError:
     return InputError(_where(name, path), f"larger than {size_text(limit)}; not {what}")
+
+
+@contextmanager
+def open_input(
+    path: Path | str, *, limit: int, what: str, name: str = ""
+) -> Iterator[tuple[int, int]]:
+    """A descriptor on the regular file at `path` and its size (at most `limit`), to read at
+    offsets (`os.pread`); closed on leaving the block."""
+    fd, st = _open(path, name, what, stream=False)
+    try:
+        if st.st_size > limit:
+            raise _too_large(name, path, limit, what)
+        yield fd, st.st_size
+    finally:
+        os.close(fd)
 
 
 def read_input(path: Path | str, *, limit: int, what: str, name: str = "") -> bytes:
