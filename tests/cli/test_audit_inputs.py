@@ -48,8 +48,15 @@ def fifo(tmp_path: Path) -> Path:
 # ---- every file through the bounded reader, named by its flag ----------------------------
 
 
-@pytest.mark.parametrize("flag", ["--report", "--vcek", "--vlek", "--certs"])
-@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "missing", "directory"])
+@pytest.mark.parametrize(
+    ("flag", "kind"),
+    [
+        (flag, kind)
+        for flag in ("--report", "--vcek", "--vlek", "--certs")
+        for kind in ("fifo", "/dev/zero", "missing", "directory")
+        if (flag, kind) != ("--certs", "directory")  # a directory of certificates
+    ],
+)
 def test_unreadable_inputs_are_named_by_flag(
     cli: CliRunner, tmp_path: Path, fifo: Path, flag: str, kind: str
 ) -> None:
@@ -59,8 +66,6 @@ def test_unreadable_inputs_are_named_by_flag(
         "missing": tmp_path / "absent.bin",
         "directory": tmp_path,
     }[kind]
-    if flag == "--certs" and kind == "directory":
-        pytest.skip("a --certs directory is a directory of certificates")
     base: tuple[str | Path, ...] = () if flag == "--report" else ("--report", REPORT)
     start = time.monotonic()
     r = cli("audit", *base, flag, path, "--now", NOW, *CLAIM)
