@@ -6,7 +6,8 @@
                    expect=Expectations(measurement=expected_digest))
     result.verdict, [c for c in result.checks if not c.ok]
 
-The evidence kind (SEV-SNP report, raw or hex, or TDX quote) is detected from its bytes.
+The evidence kind (SEV-SNP report or TDX quote; raw, hex or base64) is detected from its
+bytes.
 Unusable evidence raises AttestationError; evidence that parses is always judged by checks.
 """
 

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Exit 0 pass, 1 a check failed or no claim was checked, 2 unusable input."
     )
     p.add_argument("--report", type=Path, required=True, metavar="FILE",
-                   help="SNP report (raw, hex, or MSG_REPORT_RSP) or TDX quote")  # fmt: skip
+                   help="SNP report (raw, MSG_REPORT_RSP, hex or base64) or TDX quote (raw, "
+                   "hex or base64)")  # fmt: skip
     c = p.add_argument_group("SEV-SNP certificates (TDX quotes carry their own)")
     c.add_argument("--vcek", type=Path, metavar="FILE", help="VCEK, DER or PEM")
     c.add_argument("--vlek", type=Path, metavar="FILE", help="VLEK, DER or PEM")
