@@ -14,7 +14,7 @@ EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # as a shell reports SIGINT and S
 
 # The exit status of every outcome, for the help text and the README: the one table.
 EXIT_STATUS = (
-    (EXIT_OK, "success: the values match, or nothing was compared (an unattested launch)"),
+    (EXIT_OK, "success: the values match, or a launch had nothing to compare (unattested)"),
     (EXIT_MISMATCH, "a check failed: a measurement or claim differs, or the launch failed"),
     (EXIT_BAD_INPUT, "unusable input or output: one line on stderr names the flag, key or "
      "offset"),
