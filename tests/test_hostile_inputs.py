@@ -22,12 +22,13 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import DEBIAN_OVMF, SNP_VECTORS
+from tests.conftest import DEBIAN_OVMF, SNP_VECTORS, VECTORS
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 AMDSEV = SNP_VECTORS / "ovmf_AmdSev_suffix.bin"
 SNP_PROFILE = PROFILES / "debian-ovmf-qemu-snp.toml"
+GENOA_REPORT = VECTORS / "attestation" / "snp" / "oak_genoa_report_v5.bin"
 MAX_SECONDS = 2.0
 MAX_RSS_MIB = 100
 
@@ -150,7 +151,9 @@ TAKERS: dict[str, tuple[Callable[[str], list[str]], str]] = {
         ],
         "sev.tik",
     ),
-    "audit-report": (lambda p: ["audit", "--report", p], ""),
+    "audit-report": (lambda p: ["audit", "--report", p], "--report "),
+    "audit-vcek": (lambda p: ["audit", "--report", str(GENOA_REPORT), "--vcek", p], "--vcek "),
+    "audit-certs": (lambda p: ["audit", "--report", str(GENOA_REPORT), "--certs", p], "--certs "),
 }
 # The wrong kinds of path: attributes of Hostile.
 KINDS = ("zero", "fifo", "folder", "sparse", "absent")
