@@ -29,6 +29,7 @@ class StepKind(StrEnum):
     MR_EXTEND = "MR.EXTEND"  # a TDX MRTD record: a 256-byte chunk and its GPA
     TD_SECTION = "td-section"  # a TDVF section handed to the kernel in one call
     MAP_MEMORY = "map_memory"  # a recorded call, of whatever operation
+    EVENT = "event"  # a TCG event-log event: what was extended into an RTMR (or logged only)
 
 
 TD_RECORDS = frozenset({StepKind.PAGE_ADD, StepKind.MR_EXTEND})
@@ -65,6 +66,15 @@ class Step(NamedTuple):
     file_offset: int | None = None
     source: memoryview | None = None  # the bytes a map_memory call hands over
     section_type: str | None = None  # the SEV metadata or TDVF type of `section`, by name
+    # An EVENT step (`contents` is the event's digest in the replayed bank, `digest` the
+    # RTMR right after it, `file_offset` the record's offset in the log, `size` the event
+    # data's, `label` the decoded event data):
+    rtmr: int | None = None  # the RTMR (0..3) it extends; None: not extended
+    mr_index: int | None = None  # the CC MR index as logged (1..4 = RTMR0..3)
+    event_type: int | None = None  # the TCG event type (abi.eventlog.EventType)
+    digests: Mapping[int, bytes] | None = None  # every bank's digest, by TPM_ALG_ID
+    event_data: bytes | None = None  # the event data as logged
+    details: Mapping[str, object] | None = None  # the event data decoded, field by field
 
     @property
     def pages(self) -> int:
