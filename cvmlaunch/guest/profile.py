@@ -408,18 +408,20 @@ def load_profile(path: Path | str) -> Profile:
         reason = f"expected a path, got {type(given).__name__} {given!r}"
         raise ProfileError([FieldProblem("profile", reason)])
     path = given
+    # The name errors give the file by: one printable line, whatever the path holds.
+    source = str(path) if str(path).isprintable() else repr(str(path))
     if "\0" in str(path):
         raise ProfileError([FieldProblem("profile", "a path cannot contain a NUL character")])
     try:
         text = read_input(path, limit=MAX_PROFILE_SIZE, what="a TOML profile").decode()
         data = tomllib.loads(text)
     except InputError as e:
-        raise ProfileError([FieldProblem("profile", e.reason)], str(path)) from None
+        raise ProfileError([FieldProblem("profile", e.reason)], source) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], str(path)) from None
+        raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], source) from None
     except RecursionError:
-        raise ProfileError([FieldProblem("profile", "nested too deeply")], str(path)) from None
-    return parse_profile(data, str(path)).resolve_paths(path.parent)
+        raise ProfileError([FieldProblem("profile", "nested too deeply")], source) from None
+    return parse_profile(data, source).resolve_paths(path.parent)
 
 
 def profile_json_schema() -> dict[str, Any]:

@@ -307,3 +307,17 @@ def test_a_document_that_is_not_a_table_is_one_problem(data: object) -> None:
     with pytest.raises(ProfileError) as e:
         parse_profile(data)  # type: ignore[arg-type]
     assert [p.field for p in e.value.problems] == ["profile"]
+
+
+@pytest.mark.parametrize("name", ["line\nbreak.toml", "cr\r.toml", "tab\t.toml", "rtl\u202e.toml"])
+def test_a_profile_path_is_named_on_one_printable_line(tmp_path: Path, name: str) -> None:
+    """The CLI prints a ProfileError as one line: a path with a line break or another
+    unprintable character is quoted and escaped, for a missing file and an invalid one."""
+    missing = tmp_path / name
+    with pytest.raises(ProfileError) as e:
+        load_profile(missing)
+    assert str(e.value).isprintable() and repr(str(missing)) in str(e.value)
+    missing.write_text("schema_version = 2\n")
+    with pytest.raises(ProfileError) as e:
+        load_profile(missing)
+    assert str(e.value).isprintable() and repr(str(missing)) in str(e.value)
