@@ -8,18 +8,28 @@ one) does, and `launch` compares.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import mmap
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-from cvmlaunch.abi.kvm import GHCB_VERSION_DEFAULT, PAGE_SHIFT, GuestMemfdFlag, MapFlag, VmType
+from cvmlaunch.abi.kvm import (
+    GHCB_VERSION_DEFAULT,
+    PAGE_SHIFT,
+    GuestMemfdFlag,
+    MapFlag,
+    SevCmd,
+    VmType,
+)
 from cvmlaunch.abi.snp import SevFeature
 from cvmlaunch.abi.tdx import XFAM_FIXED1, TdvfSectionType
 from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.firmware.ovmf import GpaRange
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.kvm import Kvm, MapCall, Vcpu, Vm, map_memory
+from cvmlaunch.kvm.fd import new_struct
 from cvmlaunch.launch.layout import free_page, regions
 from cvmlaunch.launch.rehearsal import (
     CHECKER_CODE,
@@ -28,6 +38,7 @@ from cvmlaunch.launch.rehearsal import (
     flat_protected_mode,
     read_back,
 )
+from cvmlaunch.launch.steps import partial, whole_pages
 from cvmlaunch.log import get_logger
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
@@ -109,6 +120,11 @@ def _anonymous(memory: ExitStack, size: int) -> mmap.mmap:
 
 def _populate(vcpu: Vcpu, steps: list[Step], t: Transcript, flags: int) -> None:
     for step in steps:
+        if partial(step):
+            call = _update_data(vcpu.vm, step)
+            _log.debug("launch.map_memory", **call.to_json())
+            t.calls.append(call)
+            continue
         call = map_memory(
             vcpu,
             step.gpa >> PAGE_SHIFT,
@@ -120,6 +136,27 @@ def _populate(vcpu: Vcpu, steps: list[Step], t: Transcript, flags: int) -> None:
         )
         _log.debug("launch.map_memory", **call.to_json())
         t.calls.append(call)
+
+
+def _update_data(vm: Vm, step: Step) -> MapCall:
+    """Part of a page populated and measured on an SEV or SEV-ES VM: QEMU hands the 176-byte
+    kernel hashes table to LAUNCH_UPDATE_DATA as it is, at its GPA, and the firmware hashes
+    those bytes alone (map_memory's lowering takes whole pages, which would measure more).
+
+    Written into the slot's memory, then encrypted in place, as map_memory does for SEV.
+    """
+    name = "KVM_MEMORY_ENCRYPT_OP(LAUNCH_UPDATE_DATA)"
+    if vm.type not in (VmType.SEV, VmType.SEV_ES) or step.source is None:
+        raise KvmError(name, errno.EINVAL, {"gpa": step.gpa, "len": step.size})
+    data = step.source
+    with vm.memory_at(step.gpa, len(data)) as memory:
+        memory[:] = data
+    uaddr = vm.userspace_address(step.gpa, len(data))
+    update = new_struct("kvm_sev_launch_update_data", name, uaddr=uaddr, len=len(data))
+    vm.sev_command(SevCmd.LAUNCH_UPDATE_DATA, update, vm.sev_fd)
+    page_type = step.page_type.name if step.page_type is not None else "NORMAL"
+    sha256 = hashlib.sha256(data).digest()
+    return MapCall(step.gpa, step.pages, name, page_type, sha256, 1, 0)
 
 
 def _launch_sev(
@@ -206,6 +243,8 @@ def run_rehearsal(kvm: Kvm, steps: list[Step], t: Transcript) -> Vm:
         vcpu = vm.create_vcpu(0)
         t.capabilities = vm.probe_capabilities(vcpu).to_json()
     with t.phase("populate"):
+        # A default VM takes whole pages: part of one is handed over padded to them.
+        steps = [whole_pages(step) for step in steps]
         _populate(vcpu, steps, t, 0)
     with t.phase("readback"):
         flat_protected_mode(vcpu)

@@ -17,7 +17,9 @@ CHECKER_GPA_FLOOR = 0x1000
 def regions(steps: list[Step]) -> list[GpaRange]:
     """The merged, sorted, page-aligned GPA ranges the steps populate."""
     spans = sorted(
-        (s.gpa // PAGE_SIZE * PAGE_SIZE, s.gpa + s.pages * PAGE_SIZE) for s in steps if s.pages
+        (s.gpa // PAGE_SIZE * PAGE_SIZE, -(-(s.gpa + s.size) // PAGE_SIZE) * PAGE_SIZE)
+        for s in steps
+        if s.size
     )
     merged: list[list[int]] = []
     for start, end in spans:

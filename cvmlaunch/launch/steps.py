@@ -7,7 +7,7 @@ differ names where a mismatching launch went wrong.
 
 from __future__ import annotations
 
-from cvmlaunch.abi.kvm import PAGE_SHIFT
+from cvmlaunch.abi.kvm import PAGE_SIZE
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
 
@@ -32,6 +32,9 @@ def plan_steps(plan: Plan) -> list[Step]:
 
 
 def _sev_steps(plan: LaunchPlan) -> list[Step]:
+    # A step's size is what the platform measures: an SEV/SEV-ES kernel hashes table is 176
+    # bytes (QEMU's PaddedSevHashTable), in one page (Step.pages rounds up), handed over
+    # and measured as those bytes alone (executor.py: a partial page).
     ops = [op for op in plan.ops if op.kind is not StepKind.VMSA]
     return [
         Step(
@@ -39,14 +42,33 @@ def _sev_steps(plan: LaunchPlan) -> list[Step]:
             StepKind(op.kind),
             op.label,
             op.gpa,
-            # Whole pages: map_memory populates pages.
-            op.size >> PAGE_SHIFT << PAGE_SHIFT,
+            op.size,
             op.page_type,
             section=op.section,
             source=memoryview(op.data) if op.data is not None else None,
         )
         for n, op in enumerate(ops)
     ]
+
+
+def partial(step: Step) -> bool:
+    """Whether `step` measures part of a page (an SEV/SEV-ES kernel hashes table)."""
+    return step.size % PAGE_SIZE != 0 or step.gpa % PAGE_SIZE != 0
+
+
+def whole_pages(step: Step) -> Step:
+    """`step` as the pages it lies in, its source padded with zeros around it: what a VM
+    that populates whole pages (a rehearsal) is handed."""
+    if not partial(step):
+        return step
+    start = step.gpa - step.gpa % PAGE_SIZE
+    end = -(-(step.gpa + step.size) // PAGE_SIZE) * PAGE_SIZE
+    source = None
+    if step.source is not None:
+        padded = bytearray(end - start)
+        padded[step.gpa - start : step.gpa - start + step.size] = step.source
+        source = memoryview(padded)
+    return step._replace(gpa=start, size=end - start, source=source)
 
 
 def _full(prefix: memoryview | None, size: int) -> memoryview | None:
