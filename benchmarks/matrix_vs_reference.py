@@ -29,7 +29,7 @@ from sevsnpmeasure.sev_mode import SevMode as RefSevMode  # noqa: E402
 
 from cvmlaunch.analysis.space import matrix  # noqa: E402
 from cvmlaunch.guest.spec import CpuSpec, GuestSpec, Technology, Vmm  # noqa: E402
-from cvmlaunch.measure.sweep import Axes, Config, Row  # noqa: E402
+from cvmlaunch.measure.sweep import Axes, Row  # noqa: E402
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MODELS = ("EPYC-v4", "EPYC-Rome", "EPYC-Milan", "EPYC-Genoa", "EPYC-Turin")
@@ -57,7 +57,7 @@ def best_of(rounds: int, base: GuestSpec, space: Axes) -> tuple[float, list[Row]
     return best, rows
 
 
-def reference_digest(config: Config) -> bytes:
+def reference_digest(config: GuestSpec) -> bytes:
     """sev-snp-measure's digest of `config` on OVMF, with the arguments its CLI passes."""
     if config.cpu is None or config.cpu.name is None:
         raise SystemExit(f"{config} names no CPU model")
@@ -84,9 +84,9 @@ def versus_reference(sample: int | None) -> None:
     checked = rows if sample is None else random.Random(0xBE7C).sample(rows, sample)
     start = time.perf_counter()
     for row in checked:
-        theirs = reference_digest(row.config)
+        theirs = reference_digest(row.spec)
         if theirs != row.measurement:
-            raise SystemExit(f"digests differ for {row.config}: {row.measurement.hex()} != "
+            raise SystemExit(f"digests differ for {row.spec}: {row.measurement.hex()} != "
                              f"{theirs.hex()}")  # fmt: skip
     looped = time.perf_counter() - start
     reference = looped * len(rows) / len(checked)
