@@ -42,13 +42,15 @@ SNP_GUEST_FEATURES = (
 TDX_MEMORY_MIBS = (512, 1024, 2048, 3072, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
-def matrix(base: GuestSpec, axes: Axes) -> list[Row]:
+def matrix(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> list[Row]:
     """One Row per combination of `axes` applied to `base`, in product order.
 
-    Each measurement equals `measure(build_plan(row.spec)).digest`. Raises
-    ProfileError naming the first combination that is not a usable guest, before measuring.
+    Each measurement equals `measure(build_plan(row.spec)).digest`. With `cloud_cpu`, EC2
+    and GCE rows (whose VMSAs hold no CPU) come once, with cpu None, instead of once per CPU.
+    Raises ProfileError naming the first combination that is not a usable guest, before
+    measuring.
     """
-    return list(sweep(base, axes))
+    return list(sweep(base, axes, cloud_cpu=cloud_cpu))
 
 
 def solve(target: bytes, base: GuestSpec, axes: Axes) -> list[GuestSpec]:

@@ -22,11 +22,11 @@ def test_matrix_json_rows_equal_measure(cli: CliRunner, debian_ovmf: Path) -> No
             "--vmm", "qemu,gce", "--guest-features", "0x1,0x21", "--json")  # fmt: skip
     assert r.code == 0, r.err
     rows = json.loads(r.out)["rows"]
-    assert len(rows) == 4 * 2 * 2 * 2
+    assert len(rows) == 4 * 2 * 2 + 4 * 2  # GCE does not measure the CPU: its rows come once
     from cvmlaunch.guest.spec import CpuSpec, Vmm
 
     for row in rows[::5]:
-        cpu = CpuSpec.from_name(row["cpu"])
+        cpu = None if row["cpu"] is None else CpuSpec.from_name(row["cpu"])
         expected = profile_measurement(
             SNP_PROFILE, vcpus=row["vcpus"], cpu=cpu, vmm=Vmm(row["vmm"]),
             guest_features=int(row["guest_features"], 16),
@@ -66,3 +66,55 @@ def test_matrix_bad_lists_are_one_line_errors(cli: CliRunner, debian_ovmf: Path)
     ):
         r = cli("matrix", SNP_PROFILE, *args)
         assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1, (args, r)
+
+
+def _reference(vcpus: int, signature: int, vmm: str, firmware: Path) -> str:
+    """sev-snp-measure's SNP digest of Debian's OVMF with `vcpus` and no kernel."""
+    from sevsnpmeasure import guest
+    from sevsnpmeasure.sev_mode import SevMode
+    from sevsnpmeasure.vmm_types import VMMType
+
+    kind = VMMType[vmm if vmm != "qemu" else "QEMU"]
+    no_boot = (None, None, None)
+    digest = guest.calc_launch_digest(
+        SevMode.SEV_SNP, vcpus, signature, str(firmware), *no_boot, 0x1, "", vmm_type=kind
+    )
+    assert isinstance(digest, bytes)
+    return digest.hex()
+
+
+def test_matrix_names_no_cpu_for_cloud_rows(cli: CliRunner, debian_ovmf: Path) -> None:
+    from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
+
+    models = ("EPYC-Milan", "EPYC-Genoa")
+    args = (SNP_PROFILE, "--vcpus", "1,3", "--vcpu-type", ",".join(models),
+            "--vmm", "qemu,ec2,gce")  # fmt: skip
+    r = cli("matrix", *args, "--json")
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)["rows"]
+    signatures = [cpu_signature(*CPU_MODELS[m]) for m in models]
+    clouds = [row for row in rows if row["vmm"] != "qemu"]
+    assert [(row["vmm"], row["vcpus"]) for row in clouds] == [
+        ("ec2", 1), ("ec2", 3), ("gce", 1), ("gce", 3)
+    ]  # fmt: skip
+    for row in clouds:
+        assert row["cpu"] is None and row["cpu_signature"] is None
+        # The digest is every listed CPU's: none of them enters it.
+        for signature in signatures:
+            assert (
+                _reference(row["vcpus"], signature, row["vmm"], debian_ovmf) == row["measurement"]
+            )
+    qemu = [row for row in rows if row["vmm"] == "qemu"]
+    assert [row["cpu"] for row in qemu] == [m for m in models for _ in (1, 3)]
+    assert [row["measurement"] for row in qemu] == [
+        _reference(n, s, "qemu", debian_ovmf) for s in signatures for n in (1, 3)
+    ]
+    # Text and CSV show the same rows, with no CPU for the clouds.
+    text = cli("matrix", *args).out.splitlines()
+    assert len(text) == len(rows)
+    for line, row in zip(text, rows, strict=True):
+        assert line.startswith(row["measurement"])
+        assert ("cpu=" in line) == (row["vmm"] == "qemu")
+    table = list(csv.DictReader(io.StringIO(cli("matrix", *args, "--csv").out)))
+    assert [t["measurement"] for t in table] == [row["measurement"] for row in rows]
+    assert {(t["cpu"], t["cpu_signature"]) for t in table if t["vmm"] != "qemu"} == {("", "")}
