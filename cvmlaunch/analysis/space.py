@@ -33,6 +33,8 @@ from cvmlaunch.measure.sweep import VMSA_TECHNOLOGIES, Axes, Row, point, sweep
 
 # The names of the fields a configuration varies (the names `search_axes` takes as `fixed`).
 FIELDS = ("vcpus", "cpu", "vmm", "guest_features", "page_order", "raw_data_tail", "memory_mib")
+# The fields no value of which enters a technology's launch digest: a solution holds any.
+NOT_MEASURED = {Technology.SEV: ("vcpus", "cpu", "vmm")}
 
 # SNPActive alone, and with DebugSwap, which host kernels 6.6 to 6.8 turn on by themselves.
 SNP_GUEST_FEATURES = (
@@ -75,11 +77,16 @@ class Solution(NamedTuple):
 _AXIS_OF = {"memory_mib": "memory_mibs", "raw_data_tail": "raw_data_tails"}
 
 
-def fold(found: list[GuestSpec], axes: Axes, base: GuestSpec) -> list[Solution]:
+def fold(
+    found: list[GuestSpec], axes: Axes, base: GuestSpec, *, fixed: frozenset[str] = frozenset()
+) -> list[Solution]:
     """`found` with each field that takes every value of its axis (for fixed values of
     the others) folded into one solution, so that e.g. the memory sizes that never enter a
-    firmware's MRTD read as "any" rather than as ten profiles."""
-    solutions = [Solution(spec, ()) for spec in found]
+    firmware's MRTD read as "any" rather than as ten profiles. A field no value of which
+    enters the digest (NOT_MEASURED: the vCPUs of a plain SEV guest) is free too, unless it
+    is in `fixed` (names: FIELDS)."""
+    unmeasured = tuple(f for f in NOT_MEASURED.get(base.technology, ()) if f not in fixed)
+    solutions = [Solution(spec, unmeasured) for spec in found]
     for field, axis_name in _AXIS_OF.items():
         values = set(getattr(axes, axis_name))
         if len(values) < 2:
@@ -117,8 +124,9 @@ def search_axes(
     CPU_MODELS (named by its first model; `models_with_signature` lists the others), every
     VMM, SNP_GUEST_FEATURES; for tdx both page orders, both raw-data tails and
     TDX_MEMORY_MIBS. Fields that do not enter the digest keep the base's value (sev: vCPUs,
-    CPU and VMM; tdx: vCPUs and CPU, and the VMM is QEMU), so that a solution is not repeated
-    once per value of each; guest_features is 0 for all but sev-snp.
+    CPU and VMM, which `fold` reads as any; tdx: vCPUs and CPU, and the VMM is QEMU), so that
+    a solution is not repeated once per value of each; guest_features is 0 for all but
+    sev-snp.
     """
     problems = [
         FieldProblem("fixed", f"unknown field {name!r} (known: {', '.join(FIELDS)})")

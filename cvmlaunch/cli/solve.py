@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_vcpus < 1:
         raise ProfileError([FieldProblem("--max-vcpus", "expected at least 1")])
     axes = search_axes(base, fixed=fixed, max_vcpus=args.max_vcpus)
-    found = fold(solve(args.measurement, base, axes), axes, base)
+    found = fold(solve(args.measurement, base, axes), axes, base, fixed=fixed)
     _log.info("solve.done", solutions=len(found), fixed=sorted(fixed))
     solutions = []
     for spec, free in found:

@@ -87,7 +87,7 @@ def point(
 
 def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
     """The swept fields of a point, JSON-ready (a TD: only its TDX fields); those named in
-    `free` (any value of their axis gives the same digest) are None."""
+    `free` (any value gives the same digest) are None, and a free cpu has no signature."""
     if spec.technology is Technology.TDX:
         td = spec.td_config
         doc: dict[str, Any] = {
@@ -104,6 +104,8 @@ def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
             "vmm": str(spec.vmm),
             "guest_features": f"{spec.guest_features:#x}",
         }
+        if "cpu" in free:
+            doc["cpu_signature"] = None
     return doc | dict.fromkeys(free)
 
 

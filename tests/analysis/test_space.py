@@ -485,3 +485,25 @@ def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) ->
     (solution,) = space.fold(space.solve(target, base, axes), axes, base)
     assert solution.spec.td_config.page_order is PageOrder.SECTION
     assert solution.free == ("memory_mib", "raw_data_tail")
+
+
+# --------------------------------------------------------------------------------------------
+# Fields that do not enter the digest
+
+
+def test_sev_solutions_hold_any_vcpus_cpu_and_vmm(debian_ovmf: Path) -> None:
+    # Plain SEV measures the firmware alone (no VMSA): its digest is the image's SHA-256.
+    target = hashlib.sha256(debian_ovmf.read_bytes()).digest()
+    sev = GuestSpec(Technology.SEV, debian_ovmf, vcpus=3)
+    axes = search_axes(sev)
+    (solution,) = space.fold(solve(target, sev, axes), axes, sev)
+    assert solution == space.Solution(point(sev, 3, None, Vmm.QEMU, 0), ("vcpus", "cpu", "vmm"))
+    fixed = frozenset({"vcpus"})
+    axes = search_axes(sev, fixed=fixed)
+    (solution,) = space.fold(solve(target, sev, axes), axes, sev, fixed=fixed)
+    assert solution.free == ("cpu", "vmm")
+    # SEV-ES and SNP measure one VMSA per vCPU: nothing is free there.
+    es = GuestSpec(Technology.SEV_ES, debian_ovmf, vcpus=3, vmm=Vmm.GCE)
+    axes = search_axes(es, max_vcpus=4)
+    found = space.fold(solve(measure(build_plan(es)).digest, es, axes), axes, es)
+    assert [s.free for s in found] == [()]

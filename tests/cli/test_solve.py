@@ -3,6 +3,7 @@ codes and one-line errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -113,3 +114,26 @@ def test_solve_and_matrix_unusable_input(
         r = cli(*args)
         assert r.code == 2 and words in r.err, (args, r)
         assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_solve_plain_sev_reports_any_vcpus(cli: CliRunner, debian_ovmf: Path) -> None:
+    # Plain SEV measures the firmware alone: the digest is the SHA-256 of the image.
+    target = hashlib.sha256(debian_ovmf.read_bytes()).hexdigest()
+    flags = ("--technology", "sev", "--firmware", debian_ovmf)
+    r = cli("solve", "--measurement", target, *flags, "--json")
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["any"] == ["vcpus", "cpu", "vmm"]
+    assert solution["config"]["vcpus"] is None and solution["config"]["cpu_signature"] is None
+    assert (
+        measure(
+            build_plan(parse_profile(tomllib.loads(solution["profile"])).to_spec())
+        ).digest.hex()
+        == target
+    )
+    # A field given is fixed: it is the user's, not "any".
+    r = cli("solve", "--measurement", target, *flags, "--vcpus", "2", "--vmm", "gce")
+    assert r.code == 0, r.err
+    assert "vcpus=2 vmm=gce guest_features=0x0; any cpu (not in the digest)" in r.out
+    r = cli("solve", "--measurement", target, *flags)
+    assert "; any vcpus, cpu, vmm (not in the digest)" in r.out
