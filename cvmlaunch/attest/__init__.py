@@ -107,16 +107,25 @@ def audit(
     certs: AmdCerts | None = None,
     expect: Expectations | None = None,
     now: datetime | None = None,
+    event_log: bytes | None = None,
 ) -> AuditResult:
     """Parse, verify and validate `evidence` at `now` (default: the current time). SNP
-    reports need the VCEK or VLEK in `certs`; TDX quotes carry their PCK chain."""
+    reports need the VCEK or VLEK in `certs`; TDX quotes carry their PCK chain. A TDX
+    quote's `event_log` (CCEL, with or without its ACPI table, or dstack's JSON list) must
+    replay to the quote's RTMRs: one check per RTMR."""
     kind, data = read_evidence(evidence)
     expect = expect if expect is not None else Expectations()
     moment = utc(now) if now is not None else now_utc()
     if kind == TDX:
+        from cvmlaunch.attest.eventlog import read_event_log
         from cvmlaunch.attest.tdx import audit_tdx, parse_tdx_quote
 
-        return audit_tdx(parse_tdx_quote(data), expect, moment)
+        log = None if event_log is None else read_event_log(event_log)
+        return audit_tdx(parse_tdx_quote(data), expect, moment, log)
+    if event_log is not None:
+        raise AttestationError(
+            "an event log is replayed against a TDX quote's RTMRs; this is an SEV-SNP report"
+        )
     from cvmlaunch.attest.snp import audit_snp, parse_snp_report
 
     return audit_snp(parse_snp_report(data), certs or AmdCerts(), expect, moment)

@@ -365,6 +365,35 @@ def first_difference(
 # --------------------------------------------------------------------------------------
 
 
+def event_log_doc(log: EventLog) -> dict[str, object]:
+    """The log JSON-ready: its banks, each event that extends an RTMR (register, type,
+    digest in the main bank, the register after it, what it is), and the replayed RTMRs."""
+    return {
+        "banks": [abi.ALG_NAMES.get(a, f"{a:#06x}") for a in log.algorithms],  # type: ignore[call-overload]
+        "events": [
+            {
+                "index": step.number,
+                "rtmr": step.rtmr,
+                "type": abi.event_type_name(step.event_type or 0),
+                "digest": None if step.contents is None else step.contents.hex(),
+                "rtmr_after": None if step.digest is None else step.digest.hex(),
+                "label": step.label,
+            }
+            for step in log.events
+            if step.rtmr is not None
+        ],
+        "replayed": [value.hex() for value in replay(log)],
+    }
+
+
+def read_event_log(data: bytes) -> EventLog:
+    """A log as it is handed over: dstack's JSON list (it opens with `[` or `{`), or the CCEL
+    binary, with or without its ACPI table, padded to the log area as firmware leaves it."""
+    if data[:1] in (b"[", b"{") or data.lstrip()[:1] in (b"[", b"{"):
+        return parse_json_log(data)
+    return parse_ccel(data, allow_padding=True)
+
+
 def parse_json_log(text: str | bytes) -> EventLog:
     """dstack's event log: a JSON list of {imr, event_type, digest, event, event_payload}
     (or an object holding it as `event_log`, as dstack's GetQuote answer does).

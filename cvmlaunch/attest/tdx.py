@@ -41,6 +41,7 @@ from cvmlaunch.attest.certs import (
     utc,
     valid_at,
 )
+from cvmlaunch.attest.eventlog import EventLog, event_log_doc, replay
 from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
@@ -517,10 +518,13 @@ def _tee_tcb_svn_check(body: TdReportBody, minimum: bytes) -> Check:
     return check("td.tee_tcb_svn", f">= {minimum.hex()} byte by byte", body.tee_tcb_svn, ok)
 
 
-def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResult:
+def audit_tdx(
+    quote: TdxQuote, expect: Expectations, now: datetime, log: EventLog | None = None
+) -> AuditResult:
     """Every verification and claim check of `quote` (none stops another) at time `now`
-    (a naive `now` is taken as UTC). AttestationError only for expectations a TDX quote
-    cannot be checked against."""
+    (a naive `now` is taken as UTC), and, given its event `log`, that the log replays to the
+    quote's RTMRs. AttestationError only for expectations a TDX quote cannot be checked
+    against."""
     refuse_others(expect, "TDX")
     refuse_out_of_range(expect)
     pck = _pck(quote.pck_chain)
@@ -533,5 +537,18 @@ def audit_tdx(quote: TdxQuote, expect: Expectations, now: datetime) -> AuditResu
         _debug_check(quote.body, expect.allow_debug),
         *_module_checks(quote.body),
     ]
+    report = quote_doc(quote)
+    if log is not None:
+        checks += _event_log_checks(quote.body, log)
+        report["event_log"] = event_log_doc(log)
     claims = _claim_checks(quote.body, expect)
-    return AuditResult("tdx", (*checks, *claims), quote_doc(quote), len(claims))
+    return AuditResult("tdx", (*checks, *claims), report, len(claims))
+
+
+def _event_log_checks(body: TdReportBody, log: EventLog) -> list[Check]:
+    """The log's replay against each RTMR the quote signs: a log that does not replay to
+    them is not this TD's, or was cut or altered (the first differing RTMR names where)."""
+    replayed = replay(log)
+    return [
+        check(f"event_log.rtmr{n}", body.rtmrs[n], replayed[n]) for n in range(len(body.rtmrs))
+    ]

@@ -79,6 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="exit 0 when the evidence verifies but nothing was expected of it (it is still "
         "said: 'no claims checked', verdict no-claims)",
     )
+    p.add_argument(
+        "--event-log",
+        type=Path,
+        metavar="FILE",
+        help="TDX: the CC event log (CCEL, with or without its ACPI table, or dstack's JSON "
+        "list); it must replay to the quote's RTMR0-3, one check each",
+    )
     p.add_argument("--now", metavar="ISO8601", help="verify certificates at this time")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run)
@@ -101,7 +108,16 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         certs = gather(args.vcek, args.vlek, args.certs)
-    result = audit(evidence.data, certs=certs, expect=expect, now=now)
+        if args.event_log is not None:
+            reason = "replays against a TDX quote's RTMRs; an SEV-SNP report has none"
+            raise ProfileError([FieldProblem("--event-log", reason)])
+    event_log = None
+    if args.event_log is not None:
+        from cvmlaunch.attest.eventlog import MAX_LOG_SIZE
+
+        what = "a CC event log"
+        event_log = read_bounded(args.event_log, what, flag="--event-log", limit=MAX_LOG_SIZE)
+    result = audit(evidence.data, certs=certs, expect=expect, now=now, event_log=event_log)
     _log.info("audit.done", kind=result.kind, verdict=result.verdict,
               failed=[c.name for c in result.failures])  # fmt: skip
     if args.json:
