@@ -36,11 +36,13 @@ def in_product_order(base: GuestSpec, axes: Axes) -> list[GuestSpec]:
             page_order=order,
             raw_data_tail=tail,
             memory_mib=memory,
+            vmsa_gpa=gpa,
         )
-        for vmm, cpu, features, vcpus, order, tail, memory in product(
+        for vmm, cpu, features, gpa, vcpus, order, tail, memory in product(
             axes.vmms,
             axes.cpus,
             axes.guest_features,
+            axes.vmsa_gpas or (None,),
             axes.vcpus,
             axes.page_orders or (None,),
             axes.raw_data_tails or (None,),

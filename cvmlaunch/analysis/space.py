@@ -30,9 +30,13 @@ from cvmlaunch.guest.spec import (
     Vmm,
 )
 from cvmlaunch.measure.sweep import VMSA_TECHNOLOGIES, Axes, Row, point, sweep
+from cvmlaunch.plan.sev import GCE_GENOA_VMSA_GPA
 
 # The names of the fields a configuration varies (the names `search_axes` takes as `fixed`).
-FIELDS = ("vcpus", "cpu", "vmm", "guest_features", "page_order", "raw_data_tail", "memory_mib")
+FIELDS = (
+    *("vcpus", "cpu", "vmm", "guest_features", "vmsa_gpa"),
+    *("page_order", "raw_data_tail", "memory_mib"),
+)
 # The fields no value of which enters a technology's launch digest: a solution holds any.
 NOT_MEASURED = {Technology.SEV: ("vcpus", "cpu", "vmm")}
 
@@ -122,11 +126,11 @@ def search_axes(
     Each field in `fixed` (names: FIELDS) keeps the base's value; every other field takes
     every value it can have: vCPUs 1..max_vcpus, one CpuSpec per distinct signature of
     CPU_MODELS (named by its first model; `models_with_signature` lists the others), every
-    VMM, SNP_GUEST_FEATURES; for tdx both page orders, both raw-data tails and
-    TDX_MEMORY_MIBS. Fields that do not enter the digest keep the base's value (sev: vCPUs,
-    CPU and VMM, which `fold` reads as any; tdx: vCPUs and CPU, and the VMM is QEMU), so that
-    a solution is not repeated once per value of each; guest_features is 0 for all but
-    sev-snp.
+    VMM, SNP_GUEST_FEATURES and, where GCE is searched, its Genoa VMSA GPA besides the
+    base's; for tdx both page orders, both raw-data tails and TDX_MEMORY_MIBS. Fields that do
+    not enter the digest keep the base's value (sev: vCPUs, CPU and VMM, which `fold` reads
+    as any; tdx: vCPUs and CPU, and the VMM is QEMU), so that a solution is not repeated once
+    per value of each; guest_features is 0 for all but sev-snp.
     """
     problems = [
         FieldProblem("fixed", f"unknown field {name!r} (known: {', '.join(FIELDS)})")
@@ -141,6 +145,7 @@ def search_axes(
     cpus: tuple[CpuSpec | None, ...] = (base.cpu,)
     vmms: tuple[Vmm, ...] = (base.vmm,)
     features: tuple[int, ...] = (0,)
+    gpas: tuple[int, ...] = ()
     if technology in VMSA_TECHNOLOGIES:
         if "vcpus" not in fixed:
             vcpus = tuple(range(1, max_vcpus + 1))
@@ -154,8 +159,10 @@ def search_axes(
             features = (
                 SNP_GUEST_FEATURES if "guest_features" not in fixed else (base.guest_features,)
             )
+            if "vmsa_gpa" not in fixed and Vmm.GCE in vmms:
+                gpas = tuple(dict.fromkeys((base.vmsa_gpa, GCE_GENOA_VMSA_GPA)))
     if technology is not Technology.TDX:
-        return Axes(vcpus, cpus, vmms, features)
+        return Axes(vcpus, cpus, vmms, features, vmsa_gpas=gpas)
     td = base.td_config
     return Axes(
         vcpus,
@@ -183,6 +190,7 @@ _KEYS = {
     "cpu": ("cpu.name", "cpu.signature", "cpu.family"),
     "vmm": ("vmm",),
     "guest_features": ("snp.guest_features",),
+    "vmsa_gpa": ("snp.vmsa_gpa",),
     "page_order": ("tdx.page_order",),
     "raw_data_tail": ("tdx.raw_data_tail",),
     "memory_mib": ("memory_mib",),

@@ -1,16 +1,17 @@
 """Launch digests of many configurations of one guest, measuring what they share once.
 
 `analysis/space.py` asks for a digest per point of a product of vCPU counts, CPU models, VMM
-flavours and SNP guest features (TDX: page orders, raw-data tails and memory sizes); an
-ordinary `matrix` or `solve` asks for a thousand. Measured one by one, each would hash the
-same firmware again; here the points are taken in an order that lets them share a prefix:
+flavours, SNP guest features and VMSA GPAs (TDX: page orders, raw-data tails and memory
+sizes); an ordinary `matrix` or `solve` asks for a thousand. Measured one by one, each
+would hash the same firmware again; here the points are taken in an order that lets them
+share a prefix:
 
 * sev-snp: the launch digest is a chain, and only its end depends on the varied fields. The
   firmware pages are measured once per call, the SEV metadata pages once per VMM (the page
   types differ per VMM); each initial vCPU state (VMM, CPU signature, SEV_FEATURES) is hashed
-  once as a BSP and once as an AP page, and the chain is extended one PAGE_INFO per vCPU
-  (through `snp.extend`, the step every SNP measurement takes), yielding the digest of every
-  vCPU count on the way.
+  once as a BSP and once as an AP page, and the chain (per VMSA GPA) is extended one
+  PAGE_INFO per vCPU (through `snp.extend`, the step every SNP measurement takes), yielding
+  the digest of every vCPU count on the way.
 * sev-es: the same over the SHA-256 stream (`sev.sev_stream`), copying the hash state after
   the prefix.
 * sev: nothing varied enters the digest, which is measured once.
@@ -32,7 +33,7 @@ from hashlib import sha384
 from itertools import product
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from cvmlaunch.abi.snp import PageType
+from cvmlaunch.abi.snp import KVM_VMSA_GPA, PageType
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.files import read_firmware, sha256_file
 from cvmlaunch.guest.spec import (
@@ -68,11 +69,14 @@ def point(
     page_order: PageOrder | None = None,
     raw_data_tail: RawDataTail | None = None,
     memory_mib: int | None = None,
+    vmsa_gpa: int | None = None,
 ) -> GuestSpec:
-    """`base` at one point of a sweep: the swept fields replaced, a TD's field by field
-    (None: the base's value). `cpu` None is a VMM that puts no CPU in the VMSA (ec2, gce) or a
-    guest without VMSAs; `guest_features` is 0 but for sev-snp."""
+    """`base` at one point of a sweep: the swept fields replaced, a TD's field by field and
+    an SNP guest's VMSA GPA (None: the base's value). `cpu` None is a VMM that puts no CPU
+    in the VMSA (ec2, gce) or a guest without VMSAs; `guest_features` is 0 but for sev-snp."""
     spec = base._replace(vcpus=vcpus, cpu=cpu, vmm=vmm, guest_features=guest_features)
+    if vmsa_gpa is not None:
+        spec = spec._replace(vmsa_gpa=vmsa_gpa)
     if memory_mib is not None:
         spec = spec._replace(memory_mib=memory_mib)
     if page_order is not None or raw_data_tail is not None:
@@ -86,8 +90,9 @@ def point(
 
 
 def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The swept fields of a point, JSON-ready (a TD: only its TDX fields); those named in
-    `free` (any value gives the same digest) are None, and a free cpu has no signature."""
+    """The swept fields of a point, JSON-ready (a TD: only its TDX fields; the VMSA GPA only
+    where it is not KVM's); those named in `free` (any value gives the same digest) are None,
+    and a free cpu has no signature."""
     if spec.technology is Technology.TDX:
         td = spec.td_config
         doc: dict[str, Any] = {
@@ -104,6 +109,8 @@ def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
             "vmm": str(spec.vmm),
             "guest_features": f"{spec.guest_features:#x}",
         }
+        if spec.vmsa_gpa != KVM_VMSA_GPA:
+            doc["vmsa_gpa"] = f"{spec.vmsa_gpa:#x}"
         if "cpu" in free:
             doc["cpu_signature"] = None
     return doc | dict.fromkeys(free)
@@ -115,9 +122,10 @@ def point_text(spec: GuestSpec, free: tuple[str, ...] = ()) -> str:
 
 class Axes(NamedTuple):
     """The values to combine; a sweep is their product, in the order vmm, cpu,
-    guest_features, vcpus, then (tdx) page_order, raw_data_tail, memory_mib.
+    guest_features, vmsa_gpa, vcpus, then (tdx) page_order, raw_data_tail, memory_mib.
 
-    An empty tdx axis stands for the base's value; non-tdx guests take no tdx axes.
+    An empty tdx axis or `vmsa_gpas` stands for the base's value; non-tdx guests take no tdx
+    axes, and only sev-snp guests a `vmsa_gpas` axis.
     """
 
     vcpus: tuple[int, ...]
@@ -127,6 +135,7 @@ class Axes(NamedTuple):
     page_orders: tuple[PageOrder, ...] = ()
     raw_data_tails: tuple[RawDataTail, ...] = ()
     memory_mibs: tuple[int, ...] = ()
+    vmsa_gpas: tuple[int, ...] = ()
 
 
 class Row(NamedTuple):
@@ -153,18 +162,18 @@ def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[R
     firmware = read_firmware(base.firmware)
     if base.technology in VMSA_TECHNOLOGIES:
         chains = _VcpuChains(base, firmware, axes.vcpus)
-        for vmm, cpu, features in groups:
-            digests = chains.digests(vmm, cpu, features)
+        for vmm, cpu, features, gpa in groups:
+            digests = chains.digests(vmm, cpu, features, gpa)
             for vcpus in axes.vcpus:
-                yield Row(point(given, vcpus, cpu, vmm, features), digests[vcpus])
+                yield Row(point(given, vcpus, cpu, vmm, features, vmsa_gpa=gpa), digests[vcpus])
         return
-    (vmm, cpu, features), count = groups[0], axes.vcpus[0]
+    (vmm, cpu, features, _), count = groups[0], axes.vcpus[0]
     if base.technology is Technology.TDX:
         digests_at = _mrtds(point(base, count, cpu, vmm, features), points, firmware)
     else:
         first = point(base, count, cpu, vmm, features)
         digests_at = {_NOT_TD: measure(build_sev_plan(first, firmware)).digest}
-    for (vmm, cpu, features), vcpus, at in product(groups, axes.vcpus, points):
+    for (vmm, cpu, features, _), vcpus, at in product(groups, axes.vcpus, points):
         yield Row(point(given, vcpus, cpu, vmm, features, **at._asdict()), digests_at[at])
 
 
@@ -176,8 +185,9 @@ class _TdPoint(NamedTuple):
 
 _NOT_TD = _TdPoint(None, None, None)
 
-# (vmm, cpu, guest_features): what fixes the initial vCPU state of an SEV-ES/SNP guest.
-_Group = tuple[Vmm, CpuSpec | None, int]
+# (vmm, cpu, guest_features, vmsa_gpa): what fixes the initial vCPU state of an SEV-ES/SNP
+# guest, and where SNP measures it.
+_Group = tuple[Vmm, CpuSpec | None, int, int]
 
 
 def _td_points(base: GuestSpec, axes: Axes) -> list[_TdPoint]:
@@ -204,12 +214,16 @@ def _td_points(base: GuestSpec, axes: Axes) -> list[_TdPoint]:
 
 
 def _groups(base: GuestSpec, axes: Axes, *, cloud_cpu: bool) -> list[_Group]:
+    if axes.vmsa_gpas and base.technology is not Technology.SEV_SNP:
+        reason = f"varies sev-snp guests only, not {base.technology}"
+        raise ProfileError([FieldProblem("vmsa_gpas", reason)])
+    gpas = axes.vmsa_gpas or (base.vmsa_gpa,)
     out: list[_Group] = []
     for vmm in axes.vmms:
         cpus = axes.cpus
         if cloud_cpu and cpus and vmm is not Vmm.QEMU and base.technology in VMSA_TECHNOLOGIES:
             cpus = (None,)
-        out += [(vmm, cpu, features) for cpu in cpus for features in axes.guest_features]
+        out += product((vmm,), cpus, axes.guest_features, gpas)
     return out
 
 
@@ -221,8 +235,8 @@ def _check(
     The vCPU count is only range-checked, so its extremes stand for the whole axis.
     """
     extremes = sorted({min(vcpus), max(vcpus)})
-    for (vmm, cpu, features), count, at in product(groups, extremes, points):
-        spec = point(base, count, cpu, vmm, features, **at._asdict())
+    for (vmm, cpu, features, gpa), count, at in product(groups, extremes, points):
+        spec = point(base, count, cpu, vmm, features, **at._asdict(), vmsa_gpa=gpa)
         problems = spec.problems()
         if problems:
             raise ProfileError(problems, source=f"configuration {point_text(spec)}")
@@ -257,21 +271,24 @@ class _VcpuChains:
         self._snp = base.technology is Technology.SEV_SNP
         self._after_firmware = base.firmware_digest
         self._prefixes: dict[Vmm, tuple[int, bytes | _Hash]] = {}
-        self._chains: dict[tuple[Vmm, int, int], dict[int, bytes]] = {}
+        self._chains: dict[tuple[Vmm, int, int, int], dict[int, bytes]] = {}
 
-    def digests(self, vmm: Vmm, cpu: CpuSpec | None, guest_features: int) -> dict[int, bytes]:
+    def digests(
+        self, vmm: Vmm, cpu: CpuSpec | None, guest_features: int, vmsa_gpa: int
+    ) -> dict[int, bytes]:
         """The launch digest of every wanted vCPU count."""
-        # QEMU puts the CPU signature in RDX, EC2 and GCE a fixed value; only SNP has features.
+        # QEMU puts the CPU signature in RDX, EC2 and GCE a fixed value; only SNP has features
+        # and measures the VMSA's GPA.
         signature = cpu.signature if cpu is not None and vmm is Vmm.QEMU else 0
         features = guest_features if self._snp else 0
-        key = (vmm, signature, features)
+        key = (vmm, signature, features, vmsa_gpa if self._snp else 0)
         chain = self._chains.get(key)
         if chain is None:
             ap_eip, prefix = self._prefix(vmm, cpu, guest_features)
             bsp = save_area(vmm, BSP_RESET_ADDRESS, signature, features, bsp=True).pack()
             ap = save_area(vmm, ap_eip, signature, features, bsp=False).pack()
             if isinstance(prefix, bytes):
-                chain = self._snp_chain(prefix, bsp, ap)
+                chain = self._snp_chain(prefix, bsp, ap, vmsa_gpa)
             else:
                 chain = self._es_chain(prefix, bsp, ap)
             self._chains[key] = chain
@@ -303,8 +320,8 @@ class _VcpuChains:
         self._prefixes[vmm] = found
         return found
 
-    def _snp_chain(self, ld: bytes, bsp: bytes, ap: bytes) -> dict[int, bytes]:
-        gpa, wanted = self._base.vmsa_gpa, self._wanted
+    def _snp_chain(self, ld: bytes, bsp: bytes, ap: bytes, gpa: int) -> dict[int, bytes]:
+        wanted = self._wanted
         contents = sha384(bsp).digest()
         out = {}
         for count in range(1, self._top + 1):

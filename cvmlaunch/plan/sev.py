@@ -32,6 +32,11 @@ _NO_HASH_AREA = (
 # Where the VMMs measure the SEV metadata differently (diff names these as causes).
 EC2_CPUID_LAST = "EC2 measures the CPUID page after every other section"
 GCE_SEC_MEM = "GCE measures SNP_SEC_MEM pages as UNMEASURED, not ZERO"
+# GCE's hypervisor asks for VMSA GPA -1, which the platform truncates to the host's physical
+# address width: 48 bits on Milan (0xFFFFFFFFF000, KVM's constant), 52 bits on Genoa (this
+# value). Source: google/gce-tcb-verifier; sev-snp-measure always uses the Milan value
+# (reference/snp-measure.md, "VMSA GPA / type").
+GCE_GENOA_VMSA_GPA = 0xFFFFFFFFFF000
 
 
 def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:

@@ -488,6 +488,42 @@ def test_solve_tdx_folds_what_debian_ovmf_does_not_measure(debian_ovmf: Path) ->
 
 
 # --------------------------------------------------------------------------------------------
+# GCE on Genoa: the VMSAs at another GPA
+
+
+def test_search_axes_try_gce_genoa_vmsa_gpa(debian_ovmf: Path) -> None:
+    base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
+    assert search_axes(base).vmsa_gpas == (0xFFFFFFFFF000, 0xFFFFFFFFFF000)
+    # Fixed by --vmsa-gpa, or with no GCE among the VMMs searched: the base's alone.
+    assert search_axes(base, fixed=frozenset({"vmsa_gpa"})).vmsa_gpas == ()
+    assert search_axes(base, fixed=frozenset({"vmm"})).vmsa_gpas == ()
+    assert search_axes(GuestSpec(Technology.SEV_ES, debian_ovmf)).vmsa_gpas == ()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(("vcpus", "features"), [(1, 0x1), (5, 0x21)])
+def test_solve_recovers_a_gce_genoa_guest(
+    vcpus: int, features: int, debian_ovmf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference tool measures GCE's Genoa digest once told the VMSA GPA (it always uses
+    the Milan one): solve finds it, and reports the GPA."""
+    from sevsnpmeasure.gctx import GCTX
+
+    genoa_gpa = 0xFFFFFFFFFF000  # 52-bit physical addresses: gce-tcb-verifier
+    case = Case(vcpus, "EPYC-Genoa", Vmm.GCE, features, None)
+    milan = reference_digest(case, debian_ovmf)
+    monkeypatch.setattr(GCTX, "VMSA_GPA", genoa_gpa)
+    target = reference_digest(case, debian_ovmf)
+    assert target != milan
+    base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
+    (found,) = solve(target, base, search_axes(base, max_vcpus=8))
+    assert (found.vcpus, found.vmm, found.guest_features) == (vcpus, Vmm.GCE, features)
+    assert (found.cpu, found.vmsa_gpa) == (None, genoa_gpa)
+    assert alone(found) == target
+    assert solve(milan, base, search_axes(base, max_vcpus=8))[0].vmsa_gpa == base.vmsa_gpa
+
+
+# --------------------------------------------------------------------------------------------
 # Fields that do not enter the digest
 
 

@@ -137,3 +137,27 @@ def test_solve_plain_sev_reports_any_vcpus(cli: CliRunner, debian_ovmf: Path) ->
     assert "vcpus=2 vmm=gce guest_features=0x0; any cpu (not in the digest)" in r.out
     r = cli("solve", "--measurement", target, *flags)
     assert "; any vcpus, cpu, vmm (not in the digest)" in r.out
+
+
+def test_solve_gce_genoa_reports_its_vmsa_gpa(cli: CliRunner, debian_ovmf: Path) -> None:
+    gce = ROOT / "profiles" / "gce-snp.toml"
+    genoa = 0xFFFFFFFFFF000  # GCE on Genoa: 52-bit physical addresses
+    target = profile_measurement(gce, vcpus=3, vmsa_gpa=genoa)
+    r = cli("solve", "--measurement", target, gce, "--max-vcpus", "4", "--json")
+    assert r.code == 0, r.err
+    (solution,) = json.loads(r.out)["solutions"]
+    assert solution["config"] == {
+        "vcpus": 3, "cpu": None, "cpu_signature": None, "vmm": "gce", "guest_features": "0x1",
+        "vmsa_gpa": f"{genoa:#x}",
+    }  # fmt: skip
+    spec = parse_profile(tomllib.loads(solution["profile"])).to_spec()
+    assert spec.vmsa_gpa == genoa and measure(build_plan(spec)).digest.hex() == target
+    r = cli("solve", "--measurement", target, gce, "--max-vcpus", "4")
+    assert f"# vcpus=3 vmm=gce guest_features=0x1 vmsa_gpa={genoa:#x}\n" in r.out
+    # The Milan GPA is the default: its solutions do not name it.
+    milan = profile_measurement(gce, vcpus=3)
+    (solution,) = json.loads(cli("solve", "--measurement", milan, gce, "--json").out)["solutions"]
+    assert "vmsa_gpa" not in solution["config"]
+    # Given with --vmsa-gpa, the GPA is fixed: the Genoa digest is not found at the Milan one.
+    r = cli("solve", "--measurement", target, gce, "--vmsa-gpa", "0xFFFFFFFFF000")
+    assert r.code == 1 and r.out.startswith("0 configuration(s)")

@@ -20,6 +20,7 @@ import pytest
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE
+from cvmlaunch.errors import ProfileError
 from cvmlaunch.guest import files
 from cvmlaunch.guest.spec import CpuSpec, GuestSpec, PageOrder, RawDataTail, Technology, Vmm
 from cvmlaunch.measure import measure, snp
@@ -281,3 +282,30 @@ def test_config_spec_applies_td_fields_one_by_one(debian_ovmf: Path) -> None:
     assert spec.td_config == base.td_config._replace(page_order=PageOrder.SECTION)
     assert (spec.vcpus, spec.memory_mib) == (2, 1024)
     assert point(base, 2, None, Vmm.QEMU, 0, memory_mib=4096).memory_mib == 4096
+
+
+# --------------------------------------------------------------------------------------------
+# The VMSA GPA (SNP)
+
+
+def test_snp_rows_over_vmsa_gpas_equal_measuring_alone(debian_ovmf: Path) -> None:
+    base = GuestSpec(Technology.SEV_SNP, debian_ovmf)
+    gpas = (0xFFFFFFFFFF000, base.vmsa_gpa, 0x7FFF000)
+    axes = Axes((3, 1), (CpuSpec.from_name("EPYC-Genoa"),), ALL_VMMS, (0x1,), vmsa_gpas=gpas)
+    rows = list(sweep(base, axes))
+    assert [row.spec for row in rows] == in_product_order(base, axes)
+    assert [row.spec.vmsa_gpa for row in rows[:6]] == [g for g in gpas for _ in (3, 1)]
+    assert_each_row_measured_alone(rows)
+    # The GPA enters every VMSA's PAGE_INFO: each gives its own digest.
+    assert len({row.measurement for row in rows}) == len(rows)
+    # Without the axis, the base's GPA alone.
+    assert [r.spec.vmsa_gpa for r in sweep(base, axes._replace(vmsa_gpas=()))] == [
+        base.vmsa_gpa
+    ] * 6
+
+
+def test_vmsa_gpas_vary_snp_guests_only(debian_ovmf: Path) -> None:
+    es = GuestSpec(Technology.SEV_ES, debian_ovmf)
+    axes = Axes((1,), (CpuSpec.from_name("EPYC-v4"),), (Vmm.QEMU,), (0,), vmsa_gpas=(0x1000,))
+    with pytest.raises(ProfileError, match="vmsa_gpas: varies sev-snp guests only, not sev-es"):
+        list(sweep(es, axes))
