@@ -63,6 +63,18 @@ class SevVm(OwnedFd):
         self.sev_command(SevCmd.LAUNCH_START, start, self.sev_fd)
         return int(start.handle)
 
+    def sev_launch_update_data(self, uaddr: int, length: int) -> None:
+        """KVM_SEV_LAUNCH_UPDATE_DATA (SEV, SEV-ES): encrypt in place and measure `length`
+        bytes of guest memory at user address `uaddr`, exactly those bytes (QEMU hands over
+        the 176-byte kernel hashes table so)."""
+        update = new_struct(
+            "kvm_sev_launch_update_data",
+            _call(SevCmd.LAUNCH_UPDATE_DATA),
+            uaddr=uaddr,
+            len=length,
+        )
+        self.sev_command(SevCmd.LAUNCH_UPDATE_DATA, update, self.sev_fd)
+
     def sev_launch_update_vmsa(self) -> None:
         """KVM_SEV_LAUNCH_UPDATE_VMSA (SEV-ES): encrypt and measure every vCPU's VMSA, built
         from its current registers, which are then protected. ENOTTY on plain SEV."""

@@ -20,7 +20,6 @@ from cvmlaunch.abi.kvm import (
     PAGE_SHIFT,
     GuestMemfdFlag,
     MapFlag,
-    SevCmd,
     VmType,
 )
 from cvmlaunch.abi.snp import SevFeature
@@ -29,7 +28,6 @@ from cvmlaunch.errors import KvmError, LaunchError
 from cvmlaunch.firmware.ovmf import GpaRange
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.kvm import Kvm, MapCall, Vcpu, Vm, map_memory
-from cvmlaunch.kvm.fd import new_struct
 from cvmlaunch.launch.layout import free_page, regions
 from cvmlaunch.launch.rehearsal import (
     CHECKER_CODE,
@@ -151,9 +149,7 @@ def _update_data(vm: Vm, step: Step) -> MapCall:
     data = step.source
     with vm.memory_at(step.gpa, len(data)) as memory:
         memory[:] = data
-    uaddr = vm.userspace_address(step.gpa, len(data))
-    update = new_struct("kvm_sev_launch_update_data", name, uaddr=uaddr, len=len(data))
-    vm.sev_command(SevCmd.LAUNCH_UPDATE_DATA, update, vm.sev_fd)
+    vm.sev_launch_update_data(vm.userspace_address(step.gpa, len(data)), len(data))
     page_type = step.page_type.name if step.page_type is not None else "NORMAL"
     sha256 = hashlib.sha256(data).digest()
     return MapCall(step.gpa, step.pages, name, page_type, sha256, 1, 0)
