@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
-from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.flags import default_profile
 
 
@@ -41,9 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.outputs import check_output, write_output
     from cvmlaunch.plan import build_plan
 
-    if args.sim_host is not None and args.backend in ("kvm", "rehearsal"):
-        reason = f"plays a host for the emulated kernel; --backend {args.backend} does not use it"
-        raise ProfileError([FieldProblem("--sim-host", reason)])
     path = args.profile if args.profile is not None else default_profile()
     spec = load_profile(path).to_spec()
     inputs = [path, *spec.files()]
@@ -61,4 +57,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"verdict:   {record.verdict} (backend {record.backend}: {record.reason})")
         print(f"expected:  {record.expected.hex()}")
         print(f"reported:  {record.reported.hex() if record.reported else '-'}")
+        divergence = record.doc.get("divergence")
+        if isinstance(divergence, dict):
+            print(f"diverged:  {_divergence_text(divergence)}")
     return EXIT_MISMATCH if record.verdict is Verdict.MISMATCH else EXIT_OK
+
+
+def _divergence_text(divergence: dict[str, object]) -> str:
+    """Where a mismatched launch first left the plan, and why, on one line."""
+    where = f"step {divergence['step']}"
+    if "label" in divergence:
+        where += f" ({divergence['label']})"
+    reason = divergence.get("reason")
+    if reason is None:
+        reason = f"the plan has {divergence['expected']}, the kernel got {divergence['actual']}"
+    return f"{where}: {reason}"

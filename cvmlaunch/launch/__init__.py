@@ -112,6 +112,9 @@ def _firmware_digests(plan: Plan) -> FirmwareDigests | None:
 def _choose(
     plan: Plan, backend: Backend, kernel: Kernel | None, sim_host: str | None
 ) -> tuple[Backend, str, Kernel]:
+    if sim_host is not None and backend in (Backend.KVM, Backend.REHEARSAL):
+        reason = f"plays a host for the emulated kernel; --backend {backend} does not use it"
+        raise ProfileError([FieldProblem("--sim-host", reason)])
     if backend is Backend.SIM or (backend is Backend.AUTO and kernel is None and sim_host):
         return Backend.SIM, "the emulated kernel was asked for", kernel or _sim(plan, sim_host)
     if backend is Backend.REHEARSAL:
@@ -141,8 +144,20 @@ def _offered(kernel: Kernel) -> frozenset[VmType]:
 
 def _sim(plan: Plan, host: str | None) -> Kernel:
     from cvmlaunch.sim import SimKernel  # the emulator loads only when it is used
+    from cvmlaunch.sim.hosts import PROFILES, SimHost
 
-    return SimKernel(host or ("tdx" if isinstance(plan, TdPlan) else "snp"))
+    if host is not None and host not in set(SimHost):
+        known = ", ".join(SimHost)
+        raise ProfileError([FieldProblem("--sim-host", f"expected one of {known}, got {host!r}")])
+    chosen = SimHost(host) if host else SimHost.TDX if isinstance(plan, TdPlan) else SimHost.SNP
+    needed = vm_type_for(plan)
+    if needed not in PROFILES[chosen].vm_types:
+        reason = (
+            f"the {chosen} host offers no {needed.name.lower()} VM type, which a "
+            f"{plan.spec.technology} guest needs"
+        )
+        raise ProfileError([FieldProblem("--sim-host", reason)])
+    return SimKernel(str(chosen))
 
 
 __all__ = ["Backend", "LaunchRecord", "Verdict", "launch"]
