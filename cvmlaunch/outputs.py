@@ -36,9 +36,14 @@ def check_output(
     where = f"{name} {path}"
     if "\0" in str(path):
         raise OutputError(where, "a path cannot contain a NUL character")
-    target = Path(os.path.realpath(path))
-    if not target.parent.is_dir():
-        raise OutputError(where, f"no directory {target.parent}")
+    try:
+        target = Path(os.path.realpath(path))
+        if not stat.S_ISDIR(os.stat(target.parent).st_mode):
+            raise OutputError(where, f"{target.parent} is not a directory")
+    except FileNotFoundError:
+        raise OutputError(where, f"no directory {target.parent}") from None
+    except OSError as e:  # a name too long, a loop of links, no permission
+        raise OutputError(where, e.strerror or str(e)) from None
     try:
         st = os.stat(target)
     except FileNotFoundError:

@@ -77,3 +77,18 @@ def test_an_unwritable_folder_is_one_error() -> None:
     # /proc takes no new files, even from root.
     with pytest.raises(OutputError, match=r"^--record /proc/r: cannot create a file in /proc"):
         write_output("/proc/r", b"x", name="--record")
+
+
+def test_paths_the_os_refuses_are_one_error(tmp_path: Path) -> None:
+    long = tmp_path / ("x" * 300) / "r.json"
+    with pytest.raises(OutputError, match=r"^--record .*: File name too long$"):
+        write_output(long, b"x", name="--record")
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    with pytest.raises(OutputError, match=r"plain is not a directory$"):
+        write_output(plain / "r.json", b"x", name="--record")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(OutputError, match=r"^--record "):
+        write_output(loop / "r.json", b"x", name="--record")
+    assert sorted(os.listdir(tmp_path)) == ["loop", "plain"]
