@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,25 +67,45 @@ class Run(NamedTuple):
     rss_mib: float
 
 
+# Starts the command and reports its peak RSS. A child's ru_maxrss keeps the high-water mark
+# of the process it was forked from (Linux carries it across exec), so the command must be
+# forked by a small process, not by pytest.
+_LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.executable, [sys.executable, "-c",
+    "from cvmlaunch.cli import main; main()", *sys.argv[2:]], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_cli(argv: list[str]) -> Run:
     """`cvmlaunch ARGV` in a child process: its result, wall time and peak RSS (wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as rss,
+    ):
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from cvmlaunch.cli import main; main()", *argv],
+            [sys.executable, "-c", _LAUNCHER, rss.name, *argv],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err,
         )  # fmt: skip
-        watchdog = threading.Timer(30, proc.kill)  # a hang fails the test, never the run
-        watchdog.start()
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"cvmlaunch {' '.join(argv)} still ran after 30 s")
         seconds = time.perf_counter() - started
-        watchdog.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return Run(
-            proc.returncode, out.read().decode(), err.read().decode(), seconds,
-            usage.ru_maxrss / 1024,  # KiB on Linux
+            code, out.read().decode(), err.read().decode(), seconds,
+            int(rss.read() or 0) / 1024,  # KiB on Linux
         )  # fmt: skip
 
 
