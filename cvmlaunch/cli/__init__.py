@@ -137,6 +137,7 @@ def _run(argv: list[str]) -> int:
         EXIT_BROKEN_PIPE,
         EXIT_INTERRUPTED,
         error_status,
+        one_line,
     )
     from cvmlaunch.errors import CvmlaunchError
 
@@ -154,7 +155,7 @@ def _run(argv: list[str]) -> int:
         code: int = args.handler(args)
     except CvmlaunchError as e:
         code, words = error_status(e)
-        print(f"cvmlaunch: {words}: {e}", file=sys.stderr)
+        print(f"cvmlaunch: {words}: {one_line(str(e))}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -169,6 +170,6 @@ def _run(argv: list[str]) -> int:
         # Inputs and output files raise our errors; what is left is writing stdout itself
         # (e.g. a full disk), or a file the OS refused that no check foresaw: name it.
         what = f"{e.filename}: " if e.filename is not None else "cannot write the output: "
-        print(f"cvmlaunch: error: {what}{e.strerror or e}", file=sys.stderr)
+        print(f"cvmlaunch: error: {one_line(f'{what}{e.strerror or e}')}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code

@@ -164,3 +164,24 @@ def test_sim_host_needs_the_emulated_kernel(cli: CliRunner, tmp_path: Path) -> N
             "cvmlaunch: error: --sim-host: plays a host for the emulated kernel; "
             f"--backend {backend} does not use it\n"
         )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["diff", "a\nb", "c"],
+        ["firmware", "inspect", "x\u2028y"],
+        ["measure", "--technology", "sev", "--firmware", "f\rg"],
+        ["measure", "--vcpus", "1\n2"],  # argparse's own message
+        ["launch", "--backend", "sim", "--record", "/nodir\nx/out.json"],
+    ],
+)
+def test_an_error_stays_one_line_whatever_the_argument_holds(
+    argv: list[str], cli: CliRunner
+) -> None:
+    result = cli(*argv)
+    assert result.code == EXIT_BAD_INPUT and result.out == ""
+    assert result.err.count("\n") == 1 and result.err.endswith("\n"), result.err
+    assert len(result.err.splitlines()) == 1
+    bad = next(a for a in argv if not a.isprintable())
+    assert bad.encode("unicode_escape").decode() in result.err
