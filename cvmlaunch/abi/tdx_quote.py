@@ -30,6 +30,11 @@ HEADER_OFFSETS = {
     "USER_DATA": 0x1C,
 }
 QUOTE_VERSIONS = (4, 5)
+
+# TDREPORT_STRUCT (Intel TDX module ABI): REPORTMACSTRUCT first, whose REPORTTYPE starts with
+# TYPE 0x81 (TDX) and SUBTYPE 0. Its MAC is checkable only on the platform that made it.
+TDREPORT_SIZE = 1024
+TDREPORT_TYPE = b"\x81\x00"
 ATT_KEY_TYPE_ECDSA_P256 = 2  # 3 would be ECDSA P-384, which no QE produces
 TEE_TYPE_SGX = 0x00000000
 TEE_TYPE_TDX = 0x00000081

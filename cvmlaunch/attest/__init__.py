@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from cvmlaunch.abi.snp_report import MSG_REPORT_RSP, REPORT_SIZE
+from cvmlaunch.abi.tdx_quote import TDREPORT_SIZE, TDREPORT_TYPE
 from cvmlaunch.attest.amd import AmdCerts
 from cvmlaunch.attest.certs import now_utc, utc
 from cvmlaunch.attest.expect import Expectations
@@ -35,10 +36,6 @@ _URL_SAFE = bytes.maketrans(b"-_", b"+/")
 # Shorter text is no report or quote in base64 (a report is 1580 characters): read it as
 # bytes, so that a few stray letters are not decoded into a few stray bytes.
 _MIN_BASE64 = 64
-# TDREPORT_STRUCT (Intel TDX module ABI): REPORTMACSTRUCT first, whose REPORTTYPE starts
-# with TYPE 0x81 (TDX) and SUBTYPE 0. Its MAC is checkable only on the platform that made it.
-TDREPORT_SIZE = 1024
-_TDREPORT_TYPE = b"\x81\x00"
 SNP_REPORT_RESP_SIZE = 4000  # struct snp_report_resp (include/uapi/linux/sev-guest.h)
 
 
@@ -73,7 +70,7 @@ def read_evidence(data: bytes) -> Evidence:
     /dev/sev-guest's MSG_REPORT_RSP) or a TDX quote (version 4 or 5, TEE type TDX; raw, hex
     or base64). A TDREPORT, which only the TD's own platform can check, is refused."""
     data = _decoded(data)
-    if len(data) == TDREPORT_SIZE and data[:2] == _TDREPORT_TYPE:
+    if len(data) == TDREPORT_SIZE and data[:2] == TDREPORT_TYPE:
         raise AttestationError(
             "evidence: a TDX TDREPORT (TDREPORT_STRUCT, 1024 bytes, MACed for the local "
             "platform only), not signed evidence: give the TD quote made from it"
