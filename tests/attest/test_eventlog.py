@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from cvmlaunch.abi import eventlog as abi
 from cvmlaunch.abi import tdx_quote
 from cvmlaunch.abi.guid import guid
+from cvmlaunch.attest import event_data
 from cvmlaunch.attest import eventlog as el
 from cvmlaunch.errors import AttestationError
 from cvmlaunch.plan.step import StepKind
@@ -366,7 +367,7 @@ def test_load_option_with_a_command_line() -> None:
     option = struct.pack("<IH", 1, len(path)) + description + path + cmdline
     name = "Boot0001".encode("utf-16-le")
     data = abi.EFI_GLOBAL_VARIABLE + struct.pack("<QQ", 8, len(option)) + name + option
-    label, details = el.decode_event(abi.EventType.EV_EFI_VARIABLE_BOOT, data)
+    label, details = event_data.decode_event(abi.EventType.EV_EFI_VARIABLE_BOOT, data)
     assert label == "Boot0001: Linux \\vmlinuz console=ttyS0 quiet"
     load = details["load_option"]
     assert isinstance(load, dict)
@@ -374,10 +375,10 @@ def test_load_option_with_a_command_line() -> None:
 
 
 def test_undecodable_event_data_keeps_the_event() -> None:
-    label, details = el.decode_event(abi.EventType.EV_EFI_VARIABLE_BOOT, b"\x01" * 40)
+    label, details = event_data.decode_event(abi.EventType.EV_EFI_VARIABLE_BOOT, b"\x01" * 40)
     assert label == "EV_EFI_VARIABLE_BOOT"
     assert details["error_offset"] == 16
-    label, details = el.decode_event(0x12345678, b"anything")
+    label, details = event_data.decode_event(0x12345678, b"anything")
     assert (label, details) == ("0x12345678", {})
 
 
@@ -591,7 +592,7 @@ def test_fuzz_generated_logs_round_trip(
 @FUZZ
 @given(st.sampled_from(sorted(int(t) for t in abi.EventType)), st.binary(max_size=300))
 def test_fuzz_event_data_decoders(kind: int, data: bytes) -> None:
-    label, details = el.decode_event(kind, data)
+    label, details = event_data.decode_event(kind, data)
     assert label and "\n" not in label
     assert isinstance(details, dict)
 
