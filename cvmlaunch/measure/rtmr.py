@@ -1,0 +1,181 @@
+"""The boot events OVMF (TDVF) extends into RTMR0-2 on a QEMU direct kernel boot, and the
+RTMRs they give (reference/tdx-measure.md §2).
+
+Each event is a `Step` of kind EVENT: its RTMR, TCG event type, the event data OVMF logs, the
+SHA-384 it extends (`contents`) and the register after it (`digest`). An event whose digest
+cannot be known offline (QEMU's ACPI blobs when only the VMM knows them) has `contents` None,
+and so has every later value of its register: such a value is reported unknown, never
+invented.
+
+Which events come, and in which form, depends on the edk2 release the OVMF build is from,
+given as its stable tag's year and month (202411 for edk2-stable202411):
+* before 202411 the ReadyToBoot separator goes to RTMR0 (a second one, after Boot0000) and
+  none to RTMR1; from 202411 it goes to RTMR1 (edk2 efaf8931bb);
+* from 202508 the kernel command line follows `initrd=initrd ` instead of preceding
+  ` initrd=initrd` in the LoadOptions the Linux EFI stub measures (edk2 a2ac0fea49);
+* from 202505 OVMF also measures some fw_cfg items into RTMR0 when QEMU provides them; a
+  plain QEMU direct boot provides none of them, so none appear here.
+"""
+
+# No `from __future__ import annotations`: NamedTuple would compile each string annotation
+# into a ForwardRef.
+
+from collections.abc import Iterable, Sequence
+from hashlib import sha384
+from typing import NamedTuple
+
+from cvmlaunch.abi.eventlog import (
+    EFI_GLOBAL_VARIABLE,
+    EFI_IMAGE_SECURITY_DATABASE,
+    VARIABLE_DATA_HEADER,
+    EventType,
+)
+from cvmlaunch.plan.step import Step, StepKind
+
+RTMR_SIZE = 48
+RTMR_COUNT = 4
+# The first edk2 stable tags whose OVMF changed the events (see the module's text).
+SEPARATOR_IN_RTMR1 = 202411
+INITRD_OPTION_FIRST = 202508
+SEPARATOR_DATA = bytes(4)
+# Boot0000 on a direct boot: OVMF's hidden UiApp entry (attributes 0x109, "UiApp", its FV
+# and file device-path nodes).
+UIAPP_LOAD_OPTION = bytes.fromhex(
+    "090100002c0055006900410070007000000004071400c9bdb87cebf8344faaea3ee4af6516a1"
+    "0406140021aa2c4614760345836e8ab6f46623317fff0400"
+)
+BOOT_ORDER = bytes(2)  # Boot0000 alone
+CALLING_EFI_APPLICATION = b"Calling EFI Application from Boot Option"
+EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
+EXIT_BOOT_SERVICES_DONE = b"Exit Boot Services Returned with Success"
+ACPI_ITEMS = ("etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables")
+
+
+class BootInputs(NamedTuple):
+    """The SHA-384 digests the boot events of a TD extend, and the command line (a digest
+    given as None is not known offline: the RTMRs it enters are then unknown)."""
+
+    edk2: int  # the edk2 stable tag as YYYYMM (202502 for edk2-stable202502)
+    td_hob_sha384: bytes | None  # of the TD HOB, without its END_OF_HOB_LIST HOB
+    cfv_sha384: bytes | None  # of the firmware's CFV raw data (the initial variable store)
+    acpi: Sequence[bytes | None]  # of table-loader, rsdp, tables, as OVMF got them
+    kernel_authenticode: bytes | None  # measure/authenticode.py, of the bytes QEMU serves
+    cmdline: str | None  # None: no direct boot (no kernel events)
+    initrd_sha384: bytes | None  # None: no initrd
+    # The SHA-384 of the LoadOptions, where only it is published (dstack's cmdline digest):
+    # it stands for the command line's.
+    load_options_sha384: bytes | None = None
+
+
+def variable_data(vendor: bytes, name: str, data: bytes = b"") -> bytes:
+    """UEFI_VARIABLE_DATA: VariableName GUID, name and data lengths, UTF-16LE name, data."""
+    encoded = name.encode("utf-16-le")
+    return VARIABLE_DATA_HEADER.pack(vendor, len(name), len(data)) + encoded + data
+
+
+def load_options(cmdline: str, *, initrd: bool, edk2: int) -> bytes:
+    """The LoadOptions OVMF gives the kernel (UTF-16LE, NUL-terminated): the command line
+    with `initrd=initrd` after it (before 202508) or before it, when there is an initrd."""
+    if initrd:
+        prefix = edk2 >= INITRD_OPTION_FIRST
+        text = f"initrd=initrd {cmdline}" if prefix else f"{cmdline} initrd=initrd"
+    else:
+        text = cmdline
+    return (text + "\0").encode("utf-16-le")
+
+
+def _event(
+    rtmr: int, kind: EventType, label: str, digest: bytes | None, data: bytes | None = None
+) -> Step:
+    """An event extending `digest` (None: unknown) into `rtmr`; `data` is the event data OVMF
+    logs with it, where the digest is of that data."""
+    return Step(0, StepKind.EVENT, label, 0, len(data or b""), contents=digest, rtmr=rtmr,
+                mr_index=rtmr + 1, event_type=kind, event_data=data)  # fmt: skip
+
+
+def _logged(rtmr: int, kind: EventType, label: str, data: bytes) -> Step:
+    """An event whose digest is SHA-384 of the event data it logs."""
+    return _event(rtmr, kind, label, sha384(data).digest(), data)
+
+
+def _of(data: bytes) -> bytes:
+    return sha384(data).digest()
+
+
+def boot_events(inputs: BootInputs) -> list[Step]:
+    """Every RTMR0-2 event OVMF extends on a QEMU direct boot, in the order it extends them,
+    each with the register's value after it (None once an unknown digest is in it)."""
+    e = EventType
+    events = [
+        _event(0, e.EV_EFI_HANDOFF_TABLES2, "TdxTable (TD HOB)", inputs.td_hob_sha384),
+        _event(0, e.EV_EFI_PLATFORM_FIRMWARE_BLOB2, "CFV (variable store)", inputs.cfv_sha384),
+    ]
+    for vendor, name in (
+        (EFI_GLOBAL_VARIABLE, "SecureBoot"),
+        (EFI_GLOBAL_VARIABLE, "PK"),
+        (EFI_GLOBAL_VARIABLE, "KEK"),
+        (EFI_IMAGE_SECURITY_DATABASE, "db"),
+        (EFI_IMAGE_SECURITY_DATABASE, "dbx"),
+    ):
+        data = variable_data(vendor, name)
+        events.append(_logged(0, e.EV_EFI_VARIABLE_DRIVER_CONFIG, f"{name} (not set)", data))
+    events.append(_logged(0, e.EV_SEPARATOR, "separator", SEPARATOR_DATA))
+    for item, digest in zip(ACPI_ITEMS, inputs.acpi, strict=True):
+        events.append(_event(0, e.EV_PLATFORM_CONFIG_FLAGS, item, digest))
+    # The boot variables are logged whole (UEFI_VARIABLE_DATA) but measured by their data.
+    boot_order = variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", BOOT_ORDER)
+    events.append(_event(0, e.EV_EFI_VARIABLE_BOOT, "BootOrder", _of(BOOT_ORDER), boot_order))
+    boot0000 = variable_data(EFI_GLOBAL_VARIABLE, "Boot0000", UIAPP_LOAD_OPTION)
+    events.append(
+        _event(0, e.EV_EFI_VARIABLE_BOOT, "Boot0000 (UiApp)", _of(UIAPP_LOAD_OPTION), boot0000)
+    )
+    if inputs.cmdline is not None:
+        label = "kernel (Authenticode)"
+        events.append(_event(1, e.EV_EFI_BOOT_SERVICES_APPLICATION, label,
+                             inputs.kernel_authenticode))  # fmt: skip
+    events.append(_logged(1, e.EV_EFI_ACTION, CALLING_EFI_APPLICATION.decode(),
+                          CALLING_EFI_APPLICATION))  # fmt: skip
+    # ReadyToBoot: to RTMR0 before edk2-stable202411 (which then gets none), RTMR1 after.
+    separator_rtmr = 1 if inputs.edk2 >= SEPARATOR_IN_RTMR1 else 0
+    events.append(_logged(separator_rtmr, e.EV_SEPARATOR, "separator (ReadyToBoot)",
+                          SEPARATOR_DATA))  # fmt: skip
+    events.append(_logged(1, e.EV_EFI_ACTION, EXIT_BOOT_SERVICES.decode(), EXIT_BOOT_SERVICES))
+    events.append(_logged(1, e.EV_EFI_ACTION, EXIT_BOOT_SERVICES_DONE.decode(),
+                          EXIT_BOOT_SERVICES_DONE))  # fmt: skip
+    if inputs.cmdline is not None:
+        initrd = inputs.initrd_sha384 is not None
+        digest = inputs.load_options_sha384
+        if digest is None:
+            digest = _of(load_options(inputs.cmdline, initrd=initrd, edk2=inputs.edk2))
+        label = f"LoadOptions {inputs.cmdline!r}"
+        events.append(_event(2, e.EV_EVENT_TAG, label, digest))
+        if initrd:
+            events.append(_event(2, e.EV_EVENT_TAG, "initrd", inputs.initrd_sha384))
+    return _numbered(events)
+
+
+def _numbered(events: Iterable[Step]) -> list[Step]:
+    """`events` numbered in order, each with its register's value after it."""
+    registers: list[bytes | None] = [bytes(RTMR_SIZE)] * RTMR_COUNT
+    out = []
+    for number, step in enumerate(events):
+        index = step.rtmr if step.rtmr is not None else 0
+        before = registers[index]
+        after = None if before is None or step.contents is None else extend(before, step.contents)
+        registers[index] = after
+        out.append(step._replace(number=number, digest=after))
+    return out
+
+
+def extend(rtmr: bytes, digest: bytes) -> bytes:
+    """TDG.MR.RTMR.EXTEND: the register after extending `digest` into it."""
+    return sha384(rtmr + digest).digest()
+
+
+def rtmrs(events: Iterable[Step]) -> tuple[bytes | None, ...]:
+    """RTMR0..3 after `events` (None for a register holding an unknown digest)."""
+    registers: list[bytes | None] = [bytes(RTMR_SIZE)] * RTMR_COUNT
+    for step in events:
+        if step.rtmr is not None:
+            registers[step.rtmr] = step.digest
+    return tuple(registers)
