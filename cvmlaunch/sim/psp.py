@@ -12,12 +12,8 @@ status in kvm_sev_cmd.error. The ID block and ID auth of SNP_LAUNCH_FINISH are n
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
-import secrets
-import struct
 from collections.abc import Callable
-from enum import Enum, IntEnum
+from enum import IntEnum
 from itertools import count
 from typing import Any
 
@@ -26,17 +22,14 @@ from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBO,
     GUEST_POLICY_MBZ,
     KVM_VMSA_GPA,
-    LD_SIZE,
-    PAGE_INFO,
-    PAGE_INFO_SIZE,
     SEV_FEATURES_DEFINED,
-    ZERO_CONTENTS,
     PageType,
     SevFeature,
 )
 from cvmlaunch.sim.faults import PageBudget
 from cvmlaunch.sim.hosts import SEV_VM_TYPES
 from cvmlaunch.sim.memory import GuestMemfd
+from cvmlaunch.sim.sev_guest import GuestState, SevGuest
 from cvmlaunch.sim.usercopy import (
     copy_from_user,
     copy_to_user,
@@ -48,11 +41,6 @@ from cvmlaunch.sim.usercopy import (
 from cvmlaunch.sim.vm import Vm
 from cvmlaunch.sim.vmsa import vmsa_page
 
-# The firmware this PSP runs (reported inside LAUNCH_MEASURE's HMAC).
-API_MAJOR, API_MINOR, BUILD = 1, 55, 0
-_MEASURE_CONTEXT = 0x04
-_MEASURE_HEADER = struct.Struct("<BBBBI")
-_MNONCE_SIZE = 16
 _GHCB_VERSION_MAX = 2
 # INIT2 takes any defined SEV_FEATURES bit but SNP_ACTIVE, which KVM sets itself.
 SUPPORTED_VMSA_FEATURES = SEV_FEATURES_DEFINED & ~(1 << SevFeature.SNP_ACTIVE)
@@ -79,48 +67,6 @@ class FirmwareFailure(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
-
-
-class GuestState(Enum):
-    """The firmware's guest states (SEV API "Guest States"; SNP has no LSECRET)."""
-
-    INIT = "init"  # after KVM_SEV_INIT2, before LAUNCH_START
-    LUPDATE = "launching"
-    LSECRET = "measured"
-    RUNNING = "running"
-
-
-class SevGuest:
-    """The firmware's guest context of one VM, and the launch digest it accumulates."""
-
-    def __init__(self, vm_type: VmType, vmsa_features: int, handle: int) -> None:
-        self.snp = vm_type is VmType.SNP
-        self.es = vm_type is not VmType.SEV
-        self.vmsa_features = vmsa_features | (1 << SevFeature.SNP_ACTIVE if self.snp else 0)
-        self.handle = handle
-        self.state = GuestState.INIT
-        self.policy = 0
-        self.host_data = bytes(32)  # SNP: from SNP_LAUNCH_FINISH, reported as HOST_DATA
-        self.fd: int | None = None  # the /dev/sev fd LAUNCH_START recorded
-        self.ld = bytes(LD_SIZE)  # SNP: GCTX.LD
-        self.sha256 = hashlib.sha256()  # SEV, SEV-ES: the running launch digest
-        self.digest: bytes | None = None
-        # Secrets an attestation verifier would share with the platform owner.
-        self._tik = secrets.token_bytes(16)
-        self._mnonce = secrets.token_bytes(_MNONCE_SIZE)
-
-    def snp_measure(self, page_type: PageType, gpa: int, page: bytes) -> None:
-        """Extend GCTX.LD with the PAGE_INFO of one page."""
-        contents = hashlib.sha384(page).digest() if page_type.measures_contents else ZERO_CONTENTS
-        info = PAGE_INFO.pack(self.ld, contents, PAGE_INFO_SIZE, page_type, 0, 0, 0, 0, 0, gpa)
-        self.ld = hashlib.sha384(info).digest()
-
-    def measure_blob(self) -> bytes:
-        """LAUNCH_MEASURE's output: HMAC-SHA256(TIK, context ‖ versions ‖ policy ‖ LD ‖
-        MNONCE), then MNONCE."""
-        header = _MEASURE_HEADER.pack(_MEASURE_CONTEXT, API_MAJOR, API_MINOR, BUILD, self.policy)
-        message = header + self.sha256.digest() + self._mnonce
-        return hmac.digest(self._tik, message, "sha256") + self._mnonce
 
 
 Handler = Callable[[Vm, Any], None]

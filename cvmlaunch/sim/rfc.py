@@ -17,7 +17,8 @@ from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, MapFlag, VmType
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.sim.faults import PageBudget
 from cvmlaunch.sim.memory import GuestMemfd
-from cvmlaunch.sim.psp import GuestState, Psp, SevGuest
+from cvmlaunch.sim.psp import Psp
+from cvmlaunch.sim.sev_guest import GuestState, SevGuest
 from cvmlaunch.sim.usercopy import copy_from_user, fail, read_struct, write_struct
 from cvmlaunch.sim.vm import Vm
 

@@ -12,22 +12,17 @@ bit is not checked: the emulator does not model the TD's guest physical address 
 from __future__ import annotations
 
 import errno
-import hashlib
 from typing import Any
 
-from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, TDX_MEASURE_MEMORY_REGION, TdxCmd, ffi
+from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, TDX_MEASURE_MEMORY_REGION, TdxCmd
 from cvmlaunch.abi.tdx import (
-    MR_EXTEND_CHUNK,
-    MR_EXTEND_TAG,
-    MRTD_RECORD,
-    PAGE_ADD_TAG,
     TD_ATTRIBUTES_DEFINED,
     XFAM_FIXED0,
     XFAM_FIXED1,
-    TdAttribute,
 )
 from cvmlaunch.sim.faults import PageBudget
 from cvmlaunch.sim.memory import GuestMemfd
+from cvmlaunch.sim.td_guest import TdGuest
 from cvmlaunch.sim.usercopy import copy_from_user, fail, read_struct, user_struct, write_struct
 from cvmlaunch.sim.vcpu import Vcpu
 from cvmlaunch.sim.vm import Vm
@@ -44,33 +39,6 @@ class ModuleFailure(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
-
-
-class TdGuest:
-    """The TD as TDH.MNG.INIT configured it, and its MRTD."""
-
-    def __init__(self, params: Any) -> None:
-        self.attributes = int(params.attributes)
-        self.xfam = int(params.xfam)
-        # The identity a TDREPORT carries beside MRTD; no launch step measures it.
-        self.mrconfigid = bytes(ffi.buffer(params.mrconfigid))
-        self.mrowner = bytes(ffi.buffer(params.mrowner))
-        self.mrownerconfig = bytes(ffi.buffer(params.mrownerconfig))
-        self.mrtd = hashlib.sha384()
-        self.digest: bytes | None = None
-
-    @property
-    def debug(self) -> bool:
-        return bool(self.attributes & TdAttribute.DEBUG)
-
-    def add_page(self, gpa: int, page: bytes, extend: bool) -> None:
-        """TDH.MEM.PAGE.ADD, then TDH.MR.EXTEND over each 256-byte chunk if `extend`."""
-        self.mrtd.update(MRTD_RECORD.pack(PAGE_ADD_TAG, gpa))
-        if not extend:
-            return
-        for offset in range(0, PAGE_SIZE, MR_EXTEND_CHUNK):
-            self.mrtd.update(MRTD_RECORD.pack(MR_EXTEND_TAG, gpa + offset))
-            self.mrtd.update(page[offset : offset + MR_EXTEND_CHUNK])
 
 
 def _valid_xfam(xfam: int) -> bool:

@@ -14,8 +14,8 @@ from cvmlaunch.sim.memory import GuestMemory
 from cvmlaunch.sim.vcpu import Vcpu
 
 if TYPE_CHECKING:
-    from cvmlaunch.sim.psp import SevGuest
-    from cvmlaunch.sim.tdx_module import TdGuest
+    from cvmlaunch.sim.sev_guest import SevGuest
+    from cvmlaunch.sim.td_guest import TdGuest
 
 
 class Vm:
