@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from cvmlaunch.abi import eventlog as abi
 from cvmlaunch.attest.event_data import decode_event, one_line, plain_text
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.measure.document import event_json
 from cvmlaunch.plan.step import Step, StepKind
 
 # The largest log accepted (LAML is 64 KiB..1 MiB in the logs we know).
@@ -369,18 +370,7 @@ def event_log_doc(log: EventLog) -> dict[str, object]:
     digest in the main bank, the register after it, what it is), and the replayed RTMRs."""
     return {
         "banks": [abi.ALG_NAMES.get(a, f"{a:#06x}") for a in log.algorithms],  # type: ignore[call-overload]
-        "events": [
-            {
-                "index": step.number,
-                "rtmr": step.rtmr,
-                "type": abi.event_type_name(step.event_type or 0),
-                "digest": None if step.contents is None else step.contents.hex(),
-                "rtmr_after": None if step.digest is None else step.digest.hex(),
-                "label": step.label,
-            }
-            for step in log.events
-            if step.rtmr is not None
-        ],
+        "events": [event_json(step) for step in log.events if step.rtmr is not None],
         "replayed": [value.hex() for value in replay(log)],
     }
 

@@ -9,7 +9,7 @@ open to the host.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
@@ -146,12 +146,20 @@ def parse_tee_tcb_svn(text: str) -> bytes:
     return value
 
 
-def for_spec(spec: GuestSpec, measurement: bytes) -> Expectations:
+def for_spec(
+    spec: GuestSpec, measurement: bytes, rtmrs: Sequence[bytes | None] | None = None
+) -> Expectations:
     """What a guest launched from `spec` must report: its launch `measurement` (from
-    `measure/`), and the launch parameters the platform puts in the report."""
-    if spec.technology in (Technology.SEV_SNP, Technology.TDX):
-        return Expectations(measurement, **spec.expectations())
-    raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")
+    `measure/`), the launch parameters the platform puts in the report, and (a TD whose
+    boot events are predicted) the RTMRs the boot leaves. RTMR3 and any register holding
+    a digest not known offline are not claimed: the boot does not fix them."""
+    if spec.technology not in (Technology.SEV_SNP, Technology.TDX):
+        raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")
+    expected = Expectations(measurement, **spec.expectations())
+    if rtmrs is not None:
+        booted = {n: value for n, value in enumerate(rtmrs[:3]) if value is not None}
+        expected = expected._replace(rtmrs=booted or None)
+    return expected
 
 
 # The evidence kinds ("sev-snp", "tdx", as `read_evidence` names them) by their names above.

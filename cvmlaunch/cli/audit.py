@@ -163,6 +163,6 @@ def _profile_expectations(path: Path, kind: str) -> Expectations:
 
     spec = load_profile(path).to_spec()
     refuse_other_guest(spec, kind)
-    digest = measure(build_plan(spec)).digest
-    _log.info("audit.expected_measurement", profile=str(path), measurement=digest.hex())
-    return for_spec(spec, digest)
+    result = measure(build_plan(spec))
+    _log.info("audit.expected_measurement", profile=str(path), measurement=result.digest.hex())
+    return for_spec(spec, result.digest, result.rtmrs)

@@ -69,6 +69,19 @@ def _td_text(plan: TdPlan, result: Measurement, expected: bytes | None, output_f
     if inputs["td_hob_sha384"] is not None:
         lines.append(f"TD HOB sha384    {inputs['td_hob_sha384']}")
     lines.append(f"mrtd             {digest_text(result.digest, output_format)}")
+    if result.rtmrs is not None and result.events is not None:
+        if result.trace is not None:
+            lines += ["", f"{'event':>6}  {'rtmr':>4}  {'digest':<16}  {'after':<16}  event"]
+            lines += [
+                f"{e.number:>6}  {e.rtmr:>4}  {_hex16(e.contents)}  {_hex16(e.digest)}  {e.label}"
+                for e in result.events
+            ]
+            lines.append("")
+        for n, value in enumerate(result.rtmrs):
+            text = "unknown (a digest it holds is not known offline)"
+            if value is not None:
+                text = digest_text(value, output_format)
+            lines.append(f"rtmr{n}            {text}")
     return "\n".join(lines + _verdict(expected, result.digest, output_format))
 
 

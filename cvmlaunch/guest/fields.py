@@ -39,6 +39,8 @@ MAX_VCPUS = 4096
 MAX_MEMORY_MIB = 1 << 24  # 16 TiB
 U32 = (0, 0xFFFF_FFFF)
 U64 = (0, (1 << 64) - 1)
+# OVMF measures a TD's boot into RTMRs from edk2-stable202302 (OvmfPkgX64).
+EDK2 = (202302, 209912)
 # CPUID(1).EAX: the family is 0xF plus an 8-bit extended family.
 CPU_FAMILY, CPU_MODEL, CPU_STEPPING = (0, 0xF + 0xFF), (0, 0xFF), (0, 0xF)
 
@@ -89,13 +91,13 @@ FIELDS = (
           "guest_features", True, (VMSA,), 5, "guest_features", bounds=U64),
     Field("snp.vmsa_gpa", "--vmsa-gpa", Format.HEX, frozenset({SEV_SNP}), "vmsa_gpa", True,
           (VMSA,), 6, "vmsa_gpa", bounds=U64, meaning="VMSA GPA {a} vs {b}"),
-    Field("boot", None, Format.TEXT, _SEV_FAMILY, "boot", True, (METADATA, KERNEL_HASHES), 13,
+    Field("boot", None, Format.TEXT, _ALL, "boot", True, (METADATA, KERNEL_HASHES), 13,
           meaning="direct boot: {a} vs {b}"),
-    Field("boot.kernel", "--kernel", Format.PATH, _SEV_FAMILY, "boot.kernel", True,
+    Field("boot.kernel", "--kernel", Format.PATH, _ALL, "boot.kernel", True,
           (KERNEL_HASHES,), 10, "kernel_sha256", meaning="a different kernel (SHA-256)"),
-    Field("boot.initrd", "--initrd", Format.PATH, _SEV_FAMILY, "boot.initrd", True,
+    Field("boot.initrd", "--initrd", Format.PATH, _ALL, "boot.initrd", True,
           (KERNEL_HASHES,), 11, "initrd_sha256", meaning="a different initrd (SHA-256)"),
-    Field("boot.cmdline", "--append", Format.TEXT, _SEV_FAMILY, "boot.cmdline", True,
+    Field("boot.cmdline", "--append", Format.TEXT, _ALL, "boot.cmdline", True,
           (KERNEL_HASHES,), 12, "cmdline", meaning="kernel command line {a!r} vs {b!r}"),
     # The guest's RAM: every VMM needs it; only a TD measures it (in its TD HOB).
     Field("memory_mib", "--memory-mib", Format.DEC, _ALL, "memory_mib", True, (TD,), 9,
@@ -129,6 +131,14 @@ FIELDS = (
           "td.mrownerconfig", expectation="mrownerconfig", meaning=_TD_REPORTED),
     Field("tdx.xfam", "--xfam", Format.HEX, frozenset({TDX}), "td.xfam", expectation="xfam",
           bounds=U64, meaning=_TD_REPORTED),
+    Field("tdx.edk2", "--edk2", Format.DEC, frozenset({TDX}), "td.edk2", bounds=EDK2,
+          meaning="edk2 release {a} vs {b}: moves the ReadyToBoot separator (202411) and the "
+          "initrd= form of the LoadOptions (202508): RTMR0-2, not MRTD"),
+    Field("tdx.qemu", "--qemu-version", Format.TEXT, frozenset({TDX}), "td.qemu",
+          meaning="QEMU {a} vs {b}: before 10.2 it rewrites the kernel's setup header, which "
+          "RTMR1 measures"),
+    Field("tdx.acpi", None, Format.BYTES, frozenset({TDX}), "td.acpi",
+          meaning="QEMU's ACPI blobs (their SHA-384): RTMR0, not MRTD"),
     Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
           "firmware_digest", True),
     Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None, bounds=CPU_FAMILY),

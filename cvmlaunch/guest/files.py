@@ -51,10 +51,15 @@ def read_pinned_firmware(
 def sha256_file(path: Path, key: str) -> bytes:
     """SHA-256 of the file `key` names (boot.kernel, boot.initrd, profile), streamed: memory
     does not grow with its size."""
+    return file_digest(path, key, "sha256")[0]
+
+
+def file_digest(path: Path, key: str, algorithm: str) -> tuple[bytes, int]:
+    """The `algorithm` digest of the file `key` names, streamed, and the file's size."""
     what, limit = _STREAMED[key]
-    h = hashlib.sha256()
-    stream_input(path, h.update, limit=limit, what=what, name=key)
-    return h.digest()
+    h = hashlib.new(algorithm)
+    size = stream_input(path, h.update, limit=limit, what=what, name=key)
+    return h.digest(), size
 
 
 def read_tik(path: Path) -> bytes:

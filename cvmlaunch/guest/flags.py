@@ -103,6 +103,14 @@ def add_guest_arguments(m: argparse.ArgumentParser, multi: bool = False) -> None
     t.add_argument("--mrconfigid", type=hex_bytes(48), metavar="HEX")
     t.add_argument("--mrowner", type=hex_bytes(48), metavar="HEX")
     t.add_argument("--mrownerconfig", type=hex_bytes(48), metavar="HEX")
+    t.add_argument(
+        "--edk2", type=integer, metavar="YYYYMM",
+        help="the firmware's edk2 stable release: predicts RTMR0-2 (with --kernel: RTMR1-2)",
+    )  # fmt: skip
+    t.add_argument(
+        "--qemu-version", metavar="X.Y",
+        help="QEMU's version: before 10.2 it rewrites the kernel's setup header (RTMR1)",
+    )  # fmt: skip
     s = m.add_argument_group("SEV/SEV-ES LAUNCH_MEASURE (all four compute the HMAC)")
     s.add_argument("--sev-policy", type=integer, metavar="INT", help="guest policy")
     s.add_argument("--tik", type=Path, metavar="FILE", help="TIK (16 bytes) or TEK||TIK (32)")

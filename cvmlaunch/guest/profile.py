@@ -129,6 +129,15 @@ class Sev(_Model):
     )
 
 
+class TdxAcpi(_Model):
+    """SHA-384 of QEMU's ACPI blobs as OVMF measured them into RTMR0 (before patching them);
+    QEMU alone knows them: take them from a real TD's event log or from the VMM."""
+
+    table_loader: Hex48 = Field(description="etc/table-loader")
+    rsdp: Hex48 = Field(description="etc/acpi/rsdp")
+    tables: Hex48 = Field(description="etc/acpi/tables")
+
+
 class Tdx(_Model):
     """Intel TDX: the TD_PARAMS the VMM passes to KVM_TDX_INIT_VM, and how it measures TDVF."""
 
@@ -155,6 +164,17 @@ class Tdx(_Model):
         description="Memory past a section's RawDataSize: image (QEMU copies the image "
         "bytes that follow) or zero (TDVF specification).",
     )
+    edk2: Annotated[int, Strict(), _range("tdx.edk2")] | None = Field(
+        None,
+        description="The firmware's edk2 stable release as YYYYMM (e.g. 202502): predicts "
+        "the boot events OVMF extends into RTMR0-2.",
+    )
+    qemu: str | None = Field(
+        None,
+        description="QEMU's version (e.g. 8.2.2): before 10.2 it rewrites the kernel's setup "
+        "header, which RTMR1 measures.",
+    )
+    acpi: TdxAcpi | None = None
 
     @field_validator("attributes")
     @classmethod
@@ -170,6 +190,15 @@ class Tdx(_Model):
             mrownerconfig=_hex(self.mrownerconfig) or bytes(48),
             page_order=self.page_order,
             raw_data_tail=self.raw_data_tail,
+            edk2=self.edk2,
+            qemu=self.qemu,
+            acpi=None
+            if self.acpi is None
+            else (
+                bytes.fromhex(self.acpi.table_loader),
+                bytes.fromhex(self.acpi.rsdp),
+                bytes.fromhex(self.acpi.tables),
+            ),
         )
 
 
@@ -470,6 +499,13 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
             if any(getattr(td, name)):
                 tdx[name] = getattr(td, name).hex()
         tdx.update(page_order=str(td.page_order), raw_data_tail=str(td.raw_data_tail))
+        if td.edk2 is not None:
+            tdx["edk2"] = td.edk2
+        if td.qemu is not None:
+            tdx["qemu"] = td.qemu
+        if td.acpi is not None:
+            names = ("table_loader", "rsdp", "tables")
+            tdx["acpi"] = {name: d.hex() for name, d in zip(names, td.acpi, strict=True)}
         doc["tdx"] = tdx
     return doc
 

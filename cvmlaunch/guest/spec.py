@@ -161,6 +161,9 @@ class RawDataTail(StrEnum):
 
 
 ZERO_MR = bytes(MR_CONFIG_SIZE)
+SHA384_SIZE = 48
+# QEMU's fw_cfg items OVMF measures into RTMR0, in that order.
+ACPI_BLOBS = ("etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables")
 
 
 class TdConfig(NamedTuple):
@@ -173,6 +176,13 @@ class TdConfig(NamedTuple):
     mrownerconfig: bytes = ZERO_MR
     page_order: PageOrder = PageOrder.PAGE
     raw_data_tail: RawDataTail = RawDataTail.IMAGE
+    # The boot events OVMF extends into RTMR0-2 (measure/rtmr.py), predicted when `edk2`
+    # (the firmware's edk2 stable release, YYYYMM) is given.
+    edk2: int | None = None
+    qemu: str | None = None  # QEMU's version: before 10.2 it rewrites the kernel's header
+    # SHA-384 of QEMU's etc/table-loader, etc/acpi/rsdp, etc/acpi/tables as OVMF got them;
+    # None: not known offline (RTMR0 is then unknown).
+    acpi: tuple[bytes, bytes, bytes] | None = None
 
 
 class GuestSpec(NamedTuple):
@@ -348,6 +358,10 @@ def _typed(value: object, kind: object) -> tuple[object, str | None]:
         if _is_int(value):
             return value, None
         return value, f"expected an integer, got {type(value).__name__} {value!r}"
+    if base is str:
+        if isinstance(value, str):
+            return value, None
+        return value, f"expected a string, got {type(value).__name__}"
     if base is bytes:
         if isinstance(value, bytes | bytearray | memoryview):
             return bytes(value), None
@@ -393,6 +407,8 @@ _TD_TYPES: tuple[tuple[str, object], ...] = (
     ("tdx.mrownerconfig", bytes),
     ("tdx.page_order", PageOrder),
     ("tdx.raw_data_tail", RawDataTail),
+    ("tdx.edk2", (int, _OPTIONAL)),
+    ("tdx.qemu", (str, _OPTIONAL)),
 )
 
 
@@ -413,6 +429,15 @@ def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
         if problem is not None:
             problems.append(FieldProblem(key, problem))
             fields[name] = TdConfig._field_defaults[name]
+    acpi = fields["acpi"]
+    if acpi is not None:
+        digests = [_typed(d, bytes) for d in acpi] if isinstance(acpi, tuple | list) else []
+        if len(digests) != len(ACPI_BLOBS) or any(p is not None for _, p in digests):
+            reason = f"expected the SHA-384 of {', '.join(ACPI_BLOBS)}, as bytes"
+            problems.append(FieldProblem("tdx.acpi", reason))
+            fields["acpi"] = None
+        else:
+            fields["acpi"] = tuple(cast(bytes, d) for d, _ in digests)
     return TdConfig(**fields), problems
 
 
@@ -454,7 +479,26 @@ def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
     out = []
     if spec.vmm is not Vmm.QEMU:
         out.append(FieldProblem("vmm", f"tdx guests are launched by qemu, not {spec.vmm}"))
-    return out + td_config_problems(spec.td_config)
+    td = spec.td_config
+    boot = spec.boot
+    if boot is not None:
+        # A TD's kernel enters no MRTD: only RTMR1 (its Authenticode digest) and RTMR2.
+        if td.edk2 is None:
+            out.append(FieldProblem("boot", "a TD's kernel, initrd and command line enter "
+                                    "RTMR1-2 only: give tdx.edk2 to predict them"))  # fmt: skip
+        for name, item in (("boot.kernel", boot.kernel), ("boot.initrd", boot.initrd)):
+            if item is not None and item.path is None:
+                out.append(FieldProblem(f"{name}_sha256", "a TD measures the file itself "
+                                        "(Authenticode, SHA-384): give the file"))  # fmt: skip
+        if td.edk2 is not None and td.qemu is None:
+            out.append(
+                FieldProblem(
+                    "tdx.qemu",
+                    "required with a kernel: QEMU before 10.2 "
+                    "rewrites the kernel's setup header, which RTMR1 measures",
+                )
+            )
+    return out + td_config_problems(td)
 
 
 def td_config_problems(td: TdConfig) -> list[FieldProblem]:
@@ -468,7 +512,25 @@ def td_config_problems(td: TdConfig) -> list[FieldProblem]:
             out.append(
                 FieldProblem(f"tdx.{name}", f"expected 48 bytes (96 hex digits), got {len(value)}")
             )
+    if td.edk2 is not None and not (within("tdx.edk2", td.edk2) and 1 <= td.edk2 % 100 <= 12):
+        low, high = bounds("tdx.edk2")
+        reason = f"expected an edk2 stable release as YYYYMM, {low}..{high}, got {td.edk2}"
+        out.append(FieldProblem("tdx.edk2", reason))
+    if td.qemu is not None and qemu_version(td.qemu) is None:
+        out.append(
+            FieldProblem("tdx.qemu", f"expected a version like 8.2 or 10.2.0, got {td.qemu!r}")
+        )
+    if td.acpi is not None and any(len(d) != SHA384_SIZE for d in td.acpi):
+        out.append(FieldProblem("tdx.acpi", "expected SHA-384 digests, 48 bytes (96 hex digits)"))
     return out
+
+
+def qemu_version(text: str) -> tuple[int, int] | None:
+    """QEMU's (major, minor) from "8.2" or "10.2.0"; None if it is no such version."""
+    parts = text.split(".")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() and p.isascii() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def td_attribute_problems(attributes: int) -> list[str]:

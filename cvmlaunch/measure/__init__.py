@@ -25,6 +25,10 @@ class Measurement(NamedTuple):
     firmware_digest: bytes | None
     launch_measure: bytes | None
     trace: tuple[Step, ...] | None
+    # tdx with tdx.edk2 given: RTMR0..3 after the boot events OVMF extends (None: a register
+    # holding a digest not known offline), and those events.
+    rtmrs: tuple[bytes | None, ...] | None = None
+    events: tuple[Step, ...] | None = None
 
 
 def measure(plan: Plan, *, trace: bool = False) -> Measurement:
@@ -35,7 +39,12 @@ def measure(plan: Plan, *, trace: bool = False) -> Measurement:
         records: list[Step] | None = [] if trace else None
         digest = mrtd(plan, records)
         frozen = None if records is None else tuple(records)
-        return Measurement(plan.spec.technology, digest, None, None, frozen)
+        if plan.spec.td_config.edk2 is None:
+            return Measurement(plan.spec.technology, digest, None, None, frozen)
+        from cvmlaunch.measure.rtmr import boot_events, plan_boot_inputs, rtmrs
+
+        events = tuple(boot_events(plan_boot_inputs(plan)))
+        return Measurement(plan.spec.technology, digest, None, None, frozen, rtmrs(events), events)
     steps: list[Step] | None = [] if trace else None
     spec = plan.spec
     if spec.technology is Technology.SEV_SNP:

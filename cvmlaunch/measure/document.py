@@ -137,6 +137,9 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
     }
     if isinstance(plan, TdPlan):
         doc["mrtd"] = result.digest.hex()
+        if result.rtmrs is not None and result.events is not None:
+            doc["rtmrs"] = [_hex(value) for value in result.rtmrs]
+            doc["events"] = [event_json(step) for step in result.events]
         doc["td"] = td_identity(plan)
         doc["inputs"] = td_inputs(plan)
         if result.trace is not None:
@@ -150,6 +153,21 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
     if result.trace is not None:
         doc["trace"] = [step_json(step) for step in result.trace]
     return doc
+
+
+def event_json(step: Step) -> dict[str, object]:
+    """An RTMR event as `measure --json` predicts it and `audit --event-log` reads it: its
+    register, TCG type, digest, the register after it (None: unknown) and what it is."""
+    from cvmlaunch.abi.eventlog import event_type_name
+
+    return {
+        "index": step.number,
+        "rtmr": step.rtmr,
+        "type": event_type_name(step.event_type or 0),
+        "digest": _hex(step.contents),
+        "rtmr_after": _hex(step.digest),
+        "label": step.label,
+    }
 
 
 def step_json(step: Step) -> dict[str, object]:

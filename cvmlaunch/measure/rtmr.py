@@ -30,8 +30,15 @@ from cvmlaunch.abi.eventlog import (
     VARIABLE_DATA_HEADER,
     EventType,
 )
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.files import file_digest
+from cvmlaunch.guest.spec import ACPI_BLOBS, qemu_version
+from cvmlaunch.measure.authenticode import SetupHeaderPatch, authenticode
+from cvmlaunch.plan.ops import TdPlan
 from cvmlaunch.plan.step import Step, StepKind
 
+# QEMU 10.2 stopped rewriting the kernel's setup header for confidential guests (a7542a38f399).
+QEMU_KEEPS_KERNEL_HEADER = (10, 2)
 RTMR_SIZE = 48
 RTMR_COUNT = 4
 # The first edk2 stable tags whose OVMF changed the events (see the module's text).
@@ -48,7 +55,6 @@ BOOT_ORDER = bytes(2)  # Boot0000 alone
 CALLING_EFI_APPLICATION = b"Calling EFI Application from Boot Option"
 EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
 EXIT_BOOT_SERVICES_DONE = b"Exit Boot Services Returned with Success"
-ACPI_ITEMS = ("etc/table-loader", "etc/acpi/rsdp", "etc/acpi/tables")
 
 
 class BootInputs(NamedTuple):
@@ -65,6 +71,38 @@ class BootInputs(NamedTuple):
     # The SHA-384 of the LoadOptions, where only it is published (dstack's cmdline digest):
     # it stands for the command line's.
     load_options_sha384: bytes | None = None
+
+
+def plan_boot_inputs(plan: TdPlan) -> BootInputs:
+    """What `plan`'s boot events measure: its TD HOB and CFV, the profile's ACPI digests, and
+    the kernel (Authenticode, of the bytes its QEMU serves), initrd and command line."""
+    from cvmlaunch.abi.hob import HOB_HEADER
+    from cvmlaunch.abi.tdx import TdvfSectionType
+
+    spec = plan.spec
+    td = spec.td_config
+    if td.edk2 is None:
+        raise ProfileError([FieldProblem("tdx.edk2", "required to predict the boot events")])
+    # As TDVF measures it: without the END_OF_HOB_LIST header at its end.
+    hob = None if plan.td_hob is None else sha384(plan.td_hob[: -HOB_HEADER.size]).digest()
+    cfv = None
+    for op in plan.ops:
+        if op.section_type is TdvfSectionType.CFV and op.data is not None:
+            raw = plan.tdvf.sections[op.section].raw_size
+            cfv = sha384(op.data[:raw]).digest()
+            break
+    acpi = td.acpi if td.acpi is not None else (None,) * len(ACPI_BLOBS)
+    boot = spec.boot
+    if boot is None or boot.kernel.path is None:
+        return BootInputs(td.edk2, hob, cfv, acpi, None, None, None)
+    initrd = initrd_size = None
+    if boot.initrd is not None and boot.initrd.path is not None:
+        initrd, initrd_size = file_digest(boot.initrd.path, "boot.initrd", "sha384")
+    version = qemu_version(td.qemu or "")
+    patched = version is not None and version < QEMU_KEEPS_KERNEL_HEADER
+    patch = SetupHeaderPatch(spec.memory_mib, initrd_size) if patched else None
+    kernel = authenticode(boot.kernel.path, patch=patch)
+    return BootInputs(td.edk2, hob, cfv, acpi, kernel, boot.cmdline, initrd)
 
 
 def variable_data(vendor: bytes, name: str, data: bytes = b"") -> bytes:
@@ -120,7 +158,7 @@ def boot_events(inputs: BootInputs) -> list[Step]:
         data = variable_data(vendor, name)
         events.append(_logged(0, e.EV_EFI_VARIABLE_DRIVER_CONFIG, f"{name} (not set)", data))
     events.append(_logged(0, e.EV_SEPARATOR, "separator", SEPARATOR_DATA))
-    for item, digest in zip(ACPI_ITEMS, inputs.acpi, strict=True):
+    for item, digest in zip(ACPI_BLOBS, inputs.acpi, strict=True):
         events.append(_event(0, e.EV_PLATFORM_CONFIG_FLAGS, item, digest))
     # The boot variables are logged whole (UEFI_VARIABLE_DATA) but measured by their data.
     boot_order = variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", BOOT_ORDER)

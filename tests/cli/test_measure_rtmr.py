@@ -1,0 +1,159 @@
+"""`measure` of a TD with `tdx.edk2`: RTMR0-3 from the boot events OVMF extends, from a
+profile or flags, against the Debian kernel's published vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cvmlaunch.guest.profile import load_profile, profile_document, toml_text
+from tests.conftest import DEBIAN_OVMF, TDX_VECTORS, CliRunner
+
+KERNEL = TDX_VECTORS / "vmlinuz-6.1.0-56-amd64"
+VECTORS = json.loads((TDX_VECTORS / "tdx-vectors.json").read_text())["kernel_examples"]
+PATCHED = VECTORS["qemu_patched_mem2GiB_initrd1MiB"]
+
+
+@pytest.fixture
+def initrd(tmp_path: Path) -> Path:
+    path = tmp_path / "initrd"
+    path.write_bytes(bytes(1 << 20))  # the vectors' initrd: 1 MiB of zeros
+    return path
+
+
+def profile(tmp_path: Path, initrd: Path, *, tdx: str, boot: bool = True) -> Path:
+    if not DEBIAN_OVMF.exists():
+        pytest.skip(f"{DEBIAN_OVMF} missing: apt-get install ovmf")
+    text = (
+        'schema_version = 1\ntechnology = "tdx"\nvcpus = 2\nmemory_mib = 2048\n'
+        f'[firmware]\npath = "{DEBIAN_OVMF}"\n'
+    )
+    if boot:
+        text += f'[boot]\nkernel = "{KERNEL}"\ninitrd = "{initrd}"\ncmdline = "console=ttyS0"\n'
+    path = tmp_path / "td.toml"
+    path.write_text(text + f"[tdx]\n{tdx}\n")
+    return path
+
+
+def rtmrs(cli: CliRunner, *args: object) -> list[str | None]:
+    r = cli("measure", *args, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert len(doc["rtmrs"]) == 4
+    return list(doc["rtmrs"])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (202411, "8.2.2", PATCHED["rtmr1_edk2_ge_202411"], "rtmr2_suffix_form"),
+        (202405, "8.2", PATCHED["rtmr1_edk2_lt_202411"], "rtmr2_suffix_form"),
+        (202508, "9.2.1", PATCHED["rtmr1_edk2_ge_202411"], "rtmr2_prefix_form"),
+        (202411, "10.2", VECTORS["unpatched"]["rtmr1_edk2_ge_202411"], "rtmr2_suffix_form"),
+        (202302, "11.0.0", VECTORS["unpatched"]["rtmr1_edk2_lt_202411"], "rtmr2_suffix_form"),
+    ],
+)
+def test_rtmrs_from_a_profile(
+    case: tuple[int, str, str, str], tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    edk2, qemu, rtmr1, rtmr2 = case
+    path = profile(tmp_path, initrd, tdx=f'edk2 = {edk2}\nqemu = "{qemu}"')
+    values = rtmrs(cli, path)
+    assert values[1] == rtmr1
+    assert values[2] == VECTORS["rtmr2"][rtmr2]
+    assert values[0] is None  # QEMU's ACPI blobs were not given: never invented
+    assert values[3] == "00" * 48
+    text = cli("measure", path).out
+    assert f"rtmr1            {rtmr1}\n" in text
+    assert "rtmr0            unknown" in text
+
+
+def test_the_same_from_flags(tmp_path: Path, initrd: Path, cli: CliRunner) -> None:
+    if not DEBIAN_OVMF.exists():
+        pytest.skip(f"{DEBIAN_OVMF} missing: apt-get install ovmf")
+    values = rtmrs(
+        cli, "--technology", "tdx", "--firmware", DEBIAN_OVMF, "--memory-mib", "2048",
+        "--kernel", KERNEL, "--initrd", initrd, "--append", "console=ttyS0",
+        "--edk2", "202411", "--qemu-version", "8.2",
+    )  # fmt: skip
+    assert values[1:3] == [PATCHED["rtmr1_edk2_ge_202411"], VECTORS["rtmr2"]["rtmr2_suffix_form"]]
+
+
+def test_acpi_digests_make_rtmr0_known_and_events_are_listed(
+    tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    acpi = "\n".join(f'{name} = "{n:02x}{"00" * 47}"' for n, name in
+                     enumerate(("table_loader", "rsdp", "tables")))  # fmt: skip
+    path = profile(tmp_path, initrd, tdx=f'edk2 = 202502\nqemu = "8.2"\n[tdx.acpi]\n{acpi}')
+    r = cli("measure", path, "--json")
+    doc = json.loads(r.out)
+    assert doc["rtmrs"][0] is not None
+    events = doc["events"]
+    assert [e["rtmr"] for e in events if e["type"] == "EV_PLATFORM_CONFIG_FLAGS"] == [0, 0, 0]
+    # Each register's last event leaves it at the value reported.
+    for n in range(3):
+        assert [e["rtmr_after"] for e in events if e["rtmr"] == n][-1] == doc["rtmrs"][n]
+    trace = cli("measure", path, "--trace").out
+    assert "LoadOptions 'console=ttyS0'" in trace and "kernel (Authenticode)" in trace
+
+
+def test_no_edk2_no_rtmrs(tmp_path: Path, initrd: Path, cli: CliRunner) -> None:
+    path = profile(tmp_path, initrd, tdx='page_order = "page"', boot=False)
+    r = cli("measure", path, "--json")
+    assert "rtmrs" not in json.loads(r.out) and "rtmr0" not in cli("measure", path).out
+
+
+@pytest.mark.parametrize(
+    ("tdx", "words"),
+    [
+        ('page_order = "page"', "boot: a TD's kernel, initrd and command line enter RTMR1-2 only"),
+        ("edk2 = 202411", "tdx.qemu: required with a kernel"),
+        ('edk2 = 202413\nqemu = "8.2"', "tdx.edk2: expected an edk2 stable release as YYYYMM"),
+        ('edk2 = 201911\nqemu = "8.2"', "tdx.edk2"),
+        ('edk2 = 202411\nqemu = "eight"', "tdx.qemu: expected a version like 8.2"),
+        ('edk2 = "202411"\nqemu = "8.2"', "tdx.edk2"),
+    ],
+)
+def test_unusable_rtmr_inputs(
+    tdx: str, words: str, tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    r = cli("measure", profile(tmp_path, initrd, tdx=tdx))
+    assert r.code == 2 and r.out == "" and words in r.err, r.err
+    assert len(r.err.splitlines()) == 1
+
+
+def test_a_td_kernel_given_by_digest_is_refused(
+    tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    path = profile(tmp_path, initrd, tdx='edk2 = 202411\nqemu = "8.2"')
+    text = path.read_text().replace(f'kernel = "{KERNEL}"', f'kernel_sha256 = "{"ab" * 32}"')
+    path.write_text(text)
+    r = cli("measure", path)
+    assert r.code == 2 and "kernel_sha256" in r.err
+
+
+def test_the_profile_writer_keeps_the_rtmr_fields(tmp_path: Path, initrd: Path) -> None:
+    acpi = "\n".join(f'{name} = "{"cd" * 48}"' for name in ("table_loader", "rsdp", "tables"))
+    path = profile(tmp_path, initrd, tdx=f'edk2 = 202502\nqemu = "8.2.2"\n[tdx.acpi]\n{acpi}')
+    spec = load_profile(path).to_spec()
+    written = tmp_path / "written.toml"
+    written.write_text(toml_text(profile_document(spec, "round trip")))
+    assert load_profile(written).to_spec() == spec
+
+
+def test_audit_claims_the_rtmrs_the_profile_predicts(
+    tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    from tests.conftest import VECTORS
+
+    quote = VECTORS / "eventlog" / "go-tdx-guest" / "cos-113-tdx-quote.dat"
+    path = profile(tmp_path, initrd, tdx='edk2 = 202411\nqemu = "8.2"')
+    r = cli("audit", "--report", quote, "--profile", path, "--json")
+    checks = {c["name"]: c for c in json.loads(r.out)["checks"]}
+    # RTMR1 and RTMR2 are claimed (this is another TD: they fail); RTMR0 holds ACPI digests
+    # the profile does not give, and RTMR3 is not the boot's: neither is claimed.
+    assert {n for n in checks if n.startswith("td.rtmr")} == {"td.rtmr1", "td.rtmr2"}
+    assert checks["td.rtmr1"]["expected"] == PATCHED["rtmr1_edk2_ge_202411"]
+    assert not checks["td.rtmr1"]["ok"] and r.code == 1
