@@ -20,16 +20,20 @@ import json
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from itertools import zip_longest
 from typing import Any, NamedTuple
 
 from cvmlaunch.abi import eventlog as abi
 from cvmlaunch.attest.event_data import decode_event, one_line, plain_text
+from cvmlaunch.attest.result import Check, check
 from cvmlaunch.errors import AttestationError
 from cvmlaunch.measure.document import event_json
 from cvmlaunch.plan.step import Step, StepKind
 
 # The largest log accepted (LAML is 64 KiB..1 MiB in the logs we know).
 MAX_LOG_SIZE = 16 * 1024 * 1024
+# The registers the firmware's boot extends (RTMR3 is the running guest's).
+RTMR_BOOT_REGISTERS = 3
 
 _PADDING = re.compile(rb"[^\x00\xff]")
 _U32 = struct.Struct("<I")
@@ -373,6 +377,48 @@ def event_log_doc(log: EventLog) -> dict[str, object]:
         "events": [event_json(step) for step in log.events if step.rtmr is not None],
         "replayed": [value.hex() for value in replay(log)],
     }
+
+
+def event_checks(expected: Sequence[Step], log: EventLog) -> list[Check]:
+    """Each RTMR's logged events against the ones a profile predicts, in order: the first
+    that differs is named with the profile fields behind it. An event whose digest the
+    profile cannot know is taken from the log, not checked."""
+    checks = []
+    for rtmr in range(RTMR_BOOT_REGISTERS):
+        ours = [s for s in expected if s.rtmr == rtmr]
+        logged = [s for s in log.events if s.rtmr == rtmr]
+        problem, unchecked = _first_divergence(ours, logged)
+        note = f" ({unchecked} taken from the log, not checked)" if unchecked else ""
+        actual = problem or f"{len(ours)} events as predicted{note}"
+        checks.append(check(f"event_log.rtmr{rtmr}.events", "as predicted", actual, not problem))
+    return checks
+
+
+def _first_divergence(ours: list[Step], logged: list[Step]) -> tuple[str | None, int]:
+    """Where `logged` first leaves `ours` (None: nowhere), and how many events went
+    unchecked before that."""
+    from cvmlaunch.measure.rtmr import event_causes
+
+    unchecked = 0
+    for want, have in zip_longest(ours, logged):
+        if want is None:
+            return (f"event {have.number} {have.label!r}: logged, not predicted (tdx.edk2: "
+                    "another firmware release, or a boot the profile does not describe)",
+                    unchecked)  # fmt: skip
+        if have is None:
+            return f"{want.label}: predicted, not in the log", unchecked
+        if want.contents is None:
+            unchecked += 1
+        elif want.contents != have.contents:
+            causes = ", ".join(event_causes(want))
+            text = (f"event {have.number} {want.label}: the log has {_short(have.contents)}, "
+                    f"the profile {_short(want.contents)} (check {causes})")  # fmt: skip
+            return text, unchecked
+    return None, unchecked
+
+
+def _short(digest: bytes | None) -> str:
+    return "nothing" if digest is None else digest.hex()[:16] + "…"
 
 
 def read_event_log(data: bytes) -> EventLog:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
 from cvmlaunch.guest.spec import GuestSpec, Technology
+from cvmlaunch.plan.step import Step
 
 REPORT_DATA_SIZE = 64
 TEE_TCB_SVN_SIZE = 16
@@ -45,6 +46,9 @@ class Expectations(NamedTuple):
     mrowner: bytes | None = None
     mrownerconfig: bytes | None = None
     rtmrs: Mapping[int, bytes] | None = None
+    # The boot events the profile predicts (measure/rtmr.py): an event log is compared with
+    # them event by event.
+    events: tuple[Step, ...] | None = None
     mrseam: bytes | None = None
     min_tee_tcb_svn: bytes | None = None
 
@@ -57,7 +61,7 @@ _ONLY_FOR = {
     ),
     "TDX": (
         *("td_attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig"),
-        *("rtmrs", "mrseam", "min_tee_tcb_svn"),
+        *("rtmrs", "events", "mrseam", "min_tee_tcb_svn"),
     ),
 }
 
@@ -147,7 +151,10 @@ def parse_tee_tcb_svn(text: str) -> bytes:
 
 
 def for_spec(
-    spec: GuestSpec, measurement: bytes, rtmrs: Sequence[bytes | None] | None = None
+    spec: GuestSpec,
+    measurement: bytes,
+    rtmrs: Sequence[bytes | None] | None = None,
+    events: Sequence[Step] | None = None,
 ) -> Expectations:
     """What a guest launched from `spec` must report: its launch `measurement` (from
     `measure/`), the launch parameters the platform puts in the report, and (a TD whose
@@ -159,6 +166,8 @@ def for_spec(
     if rtmrs is not None:
         booted = {n: value for n, value in enumerate(rtmrs[:3]) if value is not None}
         expected = expected._replace(rtmrs=booted or None)
+    if events is not None:
+        expected = expected._replace(events=tuple(events))
     return expected
 
 

@@ -41,7 +41,7 @@ from cvmlaunch.attest.certs import (
     utc,
     valid_at,
 )
-from cvmlaunch.attest.eventlog import EventLog, event_log_doc, replay
+from cvmlaunch.attest.eventlog import EventLog, event_checks, event_log_doc, replay
 from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
@@ -538,10 +538,12 @@ def audit_tdx(
         *_module_checks(quote.body),
     ]
     report = quote_doc(quote)
+    claims = _claim_checks(quote.body, expect)
     if log is not None:
         checks += _event_log_checks(quote.body, log)
         report["event_log"] = event_log_doc(log)
-    claims = _claim_checks(quote.body, expect)
+        if expect.events is not None:
+            claims += event_checks(expect.events, log)
     return AuditResult("tdx", (*checks, *claims), report, len(claims))
 
 

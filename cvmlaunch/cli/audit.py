@@ -165,4 +165,4 @@ def _profile_expectations(path: Path, kind: str) -> Expectations:
     refuse_other_guest(spec, kind)
     result = measure(build_plan(spec))
     _log.info("audit.expected_measurement", profile=str(path), measurement=result.digest.hex())
-    return for_spec(spec, result.digest, result.rtmrs)
+    return for_spec(spec, result.digest, result.rtmrs, result.events)

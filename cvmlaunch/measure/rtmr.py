@@ -73,6 +73,25 @@ class BootInputs(NamedTuple):
     load_options_sha384: bytes | None = None
 
 
+# The profile fields behind each predicted event, likeliest first (by its label's start).
+EVENT_CAUSES = (
+    ("TdxTable", ("memory_mib", "firmware.path")),
+    ("CFV", ("firmware.path",)),
+    ("etc/", ("tdx.acpi",)),
+    ("kernel", ("boot.kernel", "tdx.qemu", "memory_mib", "boot.initrd")),
+    ("separator (ReadyToBoot)", ("tdx.edk2",)),
+    ("LoadOptions", ("boot.cmdline", "tdx.edk2", "boot.initrd")),
+    ("initrd", ("boot.initrd",)),
+)
+
+
+def event_causes(step: Step) -> tuple[str, ...]:
+    """The profile fields that shape predicted event `step` (none for a constant one, which
+    only the firmware's edk2 release could move)."""
+    return next((keys for start, keys in EVENT_CAUSES if step.label.startswith(start)),
+                ("tdx.edk2",))  # fmt: skip
+
+
 def plan_boot_inputs(plan: TdPlan) -> BootInputs:
     """What `plan`'s boot events measure: its TD HOB and CFV, the profile's ACPI digests, and
     the kernel (Authenticode, of the bytes its QEMU serves), initrd and command line."""
