@@ -70,13 +70,15 @@ class Explanation(NamedTuple):
     def text(self) -> str:
         lines = [f"{self.technology} measurement {self.measurement.hex()}", ""]
         for n, run in enumerate(self.runs, 1):
+            what = "event" if run.steps[0].kind is StepKind.EVENT else "step"
             steps = (
-                f"step {run.first}" if run.first == run.last else f"steps {run.first}-{run.last}"
+                f"{what} {run.first}" if run.first == run.last else f"steps {run.first}-{run.last}"
             )
             lines.append(f"{n:>3}. {run.title}  [{steps}]")
             lines += [f"       {key}: {value}" for key, value in run.inputs.items()]
             lines.append(f"       from: {', '.join(run.fields)}")
-            lines.append(f"       digest after: {run.digest.hex()}")
+            after = run.digest.hex() or "unknown (a digest before it is not known offline)"
+            lines.append(f"       digest after: {after}")
         return "\n".join(lines)
 
 
@@ -187,7 +189,18 @@ def _td_runs(plan: TdPlan, result: Measurement) -> list[Run]:
         if op.action is TdAction.PAGE_AUG or not steps:
             continue
         runs.append(_td_run(plan, op, steps))
-    return runs
+    return runs + [_event_run(event) for event in result.events or ()]
+
+
+def _event_run(event: Step) -> Run:
+    """One boot event OVMF extends into an RTMR, with the register after it."""
+    from cvmlaunch.abi.eventlog import event_type_name
+    from cvmlaunch.measure.rtmr import event_causes
+
+    kind = event_type_name(event.event_type or 0)
+    digest = "not known offline" if event.contents is None else event.contents.hex()
+    title = f"RTMR{event.rtmr} {kind}: {event.label}"
+    return Run((event,), title, 0, 0, {"extends": digest}, event_causes(event))
 
 
 def _td_run(plan: TdPlan, op: TdPageOp, steps: list[Step]) -> Run:

@@ -157,3 +157,18 @@ def test_audit_claims_the_rtmrs_the_profile_predicts(
     assert {n for n in checks if n.startswith("td.rtmr")} == {"td.rtmr1", "td.rtmr2"}
     assert checks["td.rtmr1"]["expected"] == PATCHED["rtmr1_edk2_ge_202411"]
     assert not checks["td.rtmr1"]["ok"] and r.code == 1
+
+
+def test_explain_tells_the_boot_events(tmp_path: Path, initrd: Path, cli: CliRunner) -> None:
+    path = profile(tmp_path, initrd, tdx='edk2 = 202411\nqemu = "8.2"')
+    doc = json.loads(cli("explain", path, "--json").out)
+    events = [run for run in doc["runs"] if run["title"].startswith("RTMR")]
+    kernel = next(run for run in events if "kernel (Authenticode)" in run["title"])
+    assert kernel["profile_fields"] == ["boot.kernel", "tdx.qemu", "memory_mib", "boot.initrd"]
+    rtmr1 = [run for run in events if run["title"].startswith("RTMR1 ")]
+    assert rtmr1[-1]["digest"] == PATCHED["rtmr1_edk2_ge_202411"]
+    acpi = next(run for run in events if "etc/acpi/rsdp" in run["title"])
+    assert acpi["inputs"] == {"extends": "not known offline"} and acpi["digest"] == ""
+    text = cli("explain", path).out
+    assert "RTMR2 EV_EVENT_TAG: LoadOptions 'console=ttyS0'  [event " in text
+    assert "digest after: unknown (a digest before it is not known offline)" in text
