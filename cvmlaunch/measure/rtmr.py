@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from cvmlaunch.abi.eventlog import (
     EFI_GLOBAL_VARIABLE,
+    RTMR_COUNT,
     EFI_IMAGE_SECURITY_DATABASE,
     VARIABLE_DATA_HEADER,
     EventType,
@@ -40,7 +41,6 @@ from cvmlaunch.plan.step import Step, StepKind
 # QEMU 10.2 stopped rewriting the kernel's setup header for confidential guests (a7542a38f399).
 QEMU_KEEPS_KERNEL_HEADER = (10, 2)
 RTMR_SIZE = 48
-RTMR_COUNT = 4
 # The first edk2 stable tags whose OVMF changed the events (see the module's text).
 SEPARATOR_IN_RTMR1 = 202411
 INITRD_OPTION_FIRST = 202508
