@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 from cvmlaunch.abi.eventlog import (
     EFI_GLOBAL_VARIABLE,
-    RTMR_COUNT,
     EFI_IMAGE_SECURITY_DATABASE,
+    RTMR_COUNT,
     VARIABLE_DATA_HEADER,
     EventType,
 )
