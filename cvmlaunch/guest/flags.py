@@ -107,6 +107,12 @@ def add_guest_arguments(m: argparse.ArgumentParser, multi: bool = False) -> None
         "--edk2", type=integer, metavar="YYYYMM",
         help="the firmware's edk2 stable release: predicts RTMR0-2 (with --kernel: RTMR1-2)",
     )  # fmt: skip
+    t.add_argument("--kernel-authenticode", type=hex_bytes(48), metavar="HEX",
+                   help="instead of --kernel: its published Authenticode SHA-384")  # fmt: skip
+    t.add_argument("--initrd-sha384", type=hex_bytes(48), metavar="HEX",
+                   help="instead of --initrd: its SHA-384")  # fmt: skip
+    t.add_argument("--load-options-sha384", type=hex_bytes(48), metavar="HEX",
+                   help="instead of --append: SHA-384 of the LoadOptions")  # fmt: skip
     t.add_argument(
         "--qemu-version", metavar="X.Y",
         help="QEMU's version: before 10.2 it rewrites the kernel's setup header (RTMR1)",

@@ -175,6 +175,17 @@ class Tdx(_Model):
         "header, which RTMR1 measures.",
     )
     acpi: TdxAcpi | None = None
+    kernel_authenticode: Hex48 | None = Field(
+        None,
+        description="Instead of [boot] kernel: its Authenticode SHA-384 as published (of the "
+        "bytes QEMU served).",
+    )
+    initrd_sha384: Hex48 | None = Field(None, description="Instead of [boot] initrd: SHA-384.")
+    load_options_sha384: Hex48 | None = Field(
+        None,
+        description="Instead of [boot] cmdline: SHA-384 of the LoadOptions the EFI stub "
+        "measured (dstack publishes it as the cmdline digest).",
+    )
 
     @field_validator("attributes")
     @classmethod
@@ -192,6 +203,9 @@ class Tdx(_Model):
             raw_data_tail=self.raw_data_tail,
             edk2=self.edk2,
             qemu=self.qemu,
+            kernel_authenticode=_hex(self.kernel_authenticode),
+            initrd_sha384=_hex(self.initrd_sha384),
+            load_options_sha384=_hex(self.load_options_sha384),
             acpi=None
             if self.acpi is None
             else (
@@ -503,6 +517,9 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
             tdx["edk2"] = td.edk2
         if td.qemu is not None:
             tdx["qemu"] = td.qemu
+        for name in ("kernel_authenticode", "initrd_sha384", "load_options_sha384"):
+            if getattr(td, name) is not None:
+                tdx[name] = getattr(td, name).hex()
         if td.acpi is not None:
             names = ("table_loader", "rsdp", "tables")
             tdx["acpi"] = {name: d.hex() for name, d in zip(names, td.acpi, strict=True)}

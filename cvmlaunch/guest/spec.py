@@ -183,6 +183,12 @@ class TdConfig(NamedTuple):
     # SHA-384 of QEMU's etc/table-loader, etc/acpi/rsdp, etc/acpi/tables as OVMF got them;
     # None: not known offline (RTMR0 is then unknown).
     acpi: tuple[bytes, bytes, bytes] | None = None
+    # A direct boot given by its published digests instead of files (as dstack publishes
+    # them): the kernel's Authenticode SHA-384 (of the bytes QEMU served), the initrd's
+    # SHA-384, and the SHA-384 of the LoadOptions the EFI stub measured.
+    kernel_authenticode: bytes | None = None
+    initrd_sha384: bytes | None = None
+    load_options_sha384: bytes | None = None
 
 
 class GuestSpec(NamedTuple):
@@ -409,6 +415,9 @@ _TD_TYPES: tuple[tuple[str, object], ...] = (
     ("tdx.raw_data_tail", RawDataTail),
     ("tdx.edk2", (int, _OPTIONAL)),
     ("tdx.qemu", (str, _OPTIONAL)),
+    ("tdx.kernel_authenticode", (bytes, _OPTIONAL)),
+    ("tdx.initrd_sha384", (bytes, _OPTIONAL)),
+    ("tdx.load_options_sha384", (bytes, _OPTIONAL)),
 )
 
 
@@ -490,6 +499,9 @@ def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
             if item is not None and item.path is None:
                 out.append(FieldProblem(f"{name}_sha256", "a TD measures the file itself "
                                         "(Authenticode, SHA-384): give the file"))  # fmt: skip
+        if td.kernel_authenticode is not None:
+            out.append(FieldProblem("tdx.kernel_authenticode", "given with [boot]: the kernel "
+                                    "is the file or its digest, not both"))  # fmt: skip
         if td.edk2 is not None and td.qemu is None:
             out.append(
                 FieldProblem(
@@ -498,6 +510,15 @@ def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:
                     "rewrites the kernel's setup header, which RTMR1 measures",
                 )
             )
+    published = (td.kernel_authenticode, td.initrd_sha384, td.load_options_sha384)
+    if any(d is not None for d in published):
+        key = "tdx.kernel_authenticode"
+        if td.edk2 is None:
+            reason = "a boot given by its digests enters RTMR1-2 only: give tdx.edk2"
+            out.append(FieldProblem(key, reason))
+        if td.kernel_authenticode is None and boot is None:
+            reason = "required with tdx.initrd_sha384 or tdx.load_options_sha384"
+            out.append(FieldProblem(key, reason))
     return out + td_config_problems(td)
 
 
@@ -520,6 +541,10 @@ def td_config_problems(td: TdConfig) -> list[FieldProblem]:
         out.append(
             FieldProblem("tdx.qemu", f"expected a version like 8.2 or 10.2.0, got {td.qemu!r}")
         )
+    for name in ("kernel_authenticode", "initrd_sha384", "load_options_sha384"):
+        digest: bytes | None = getattr(td, name)
+        if digest is not None and len(digest) != SHA384_SIZE:
+            out.append(FieldProblem(f"tdx.{name}", "expected 48 bytes (96 hex digits)"))
     if td.acpi is not None and any(len(d) != SHA384_SIZE for d in td.acpi):
         out.append(FieldProblem("tdx.acpi", "expected SHA-384 digests, 48 bytes (96 hex digits)"))
     return out

@@ -112,6 +112,10 @@ def plan_boot_inputs(plan: TdPlan) -> BootInputs:
             break
     acpi = td.acpi if td.acpi is not None else (None,) * len(ACPI_BLOBS)
     boot = spec.boot
+    if td.kernel_authenticode is not None:  # a boot given by its published digests
+        cmdline = boot.cmdline if boot is not None else ""
+        return BootInputs(td.edk2, hob, cfv, acpi, td.kernel_authenticode, cmdline,
+                          td.initrd_sha384, td.load_options_sha384)  # fmt: skip
     if boot is None or boot.kernel.path is None:
         return BootInputs(td.edk2, hob, cfv, acpi, None, None, None)
     initrd = initrd_size = None

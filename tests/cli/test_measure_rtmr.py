@@ -172,3 +172,63 @@ def test_explain_tells_the_boot_events(tmp_path: Path, initrd: Path, cli: CliRun
     text = cli("explain", path).out
     assert "RTMR2 EV_EVENT_TAG: LoadOptions 'console=ttyS0'  [event " in text
     assert "digest after: unknown (a digest before it is not known offline)" in text
+
+
+DSTACK = TDX_VECTORS.parent / "eventlog" / "dstack"
+
+
+def dstack_profile(tmp_path: Path, extra: str = "") -> Path:
+    """dstack-0.6.0's TD by its published digests (2 GiB, OVMF before 202505), on Debian's
+    OVMF.fd: the firmware differs from dstack's (MRTD, CFV), the boot does not."""
+    if not DEBIAN_OVMF.exists():
+        pytest.skip(f"{DEBIAN_OVMF} missing: apt-get install ovmf")
+    published = json.loads((DSTACK / "dstack_tdx_lite_recompute.json").read_text())
+    doc = published["measurement_doc"]
+    path = tmp_path / "dstack.toml"
+    path.write_text(
+        'schema_version = 1\ntechnology = "tdx"\nvcpus = 2\nmemory_mib = 2048\n'
+        f'[firmware]\npath = "{DEBIAN_OVMF}"\n[tdx]\nedk2 = 202502\n'
+        f'kernel_authenticode = "{doc["kernel_authenticode"]}"\n'
+        f'initrd_sha384 = "{doc["initrd_sha384"]}"\n'
+        f'load_options_sha384 = "{doc["cmdline_sha384"]}"\n{extra}'
+    )
+    return path
+
+
+def test_a_real_td_by_its_published_digests(tmp_path: Path, cli: CliRunner) -> None:
+    from cvmlaunch.attest.tdx import parse_tdx_quote
+
+    quote = parse_tdx_quote((DSTACK / "tdx-lite-quote.bin").read_bytes())
+    path = dstack_profile(tmp_path)
+    values = rtmrs(cli, path)
+    assert values[1:3] == [quote.body.rtmrs[1].hex(), quote.body.rtmrs[2].hex()]
+    r = cli("audit", "--report", DSTACK / "tdx-lite-quote.bin", "--event-log",
+            DSTACK / "tdx-lite-getquote.json", "--profile", path, "--json")  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(r.out)["checks"]}
+    for name in ("td.rtmr1", "td.rtmr2", "event_log.rtmr1.events", "event_log.rtmr2.events"):
+        assert checks[name]["ok"], checks[name]
+    # The boot is dstack's; the firmware is not: RTMR0 parts at its CFV, named.
+    rtmr0 = checks["event_log.rtmr0.events"]
+    assert not rtmr0["ok"] and rtmr0["actual"].startswith("event 1 CFV (variable store)")
+    assert rtmr0["actual"].endswith("(check firmware.path)")
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ('[boot]\nkernel = "/k"\n', "tdx.kernel_authenticode: given with [boot]"),
+        ('[tdx.acpi]\ntable_loader = "00"\nrsdp = "00"\ntables = "00"\n', "tdx.acpi.table_loader"),
+    ],
+)
+def test_published_digests_refused_where_they_do_not_fit(
+    extra: str, words: str, tmp_path: Path, cli: CliRunner
+) -> None:
+    r = cli("measure", dstack_profile(tmp_path, extra))
+    assert r.code == 2 and words in r.err and len(r.err.splitlines()) == 1, r.err
+
+
+def test_published_digests_need_the_edk2_release(tmp_path: Path, cli: CliRunner) -> None:
+    path = dstack_profile(tmp_path)
+    path.write_text(path.read_text().replace("edk2 = 202502\n", ""))
+    r = cli("measure", path)
+    assert r.code == 2 and "tdx.kernel_authenticode: a boot given by its digests" in r.err

@@ -28,7 +28,8 @@ VALUES = {
     "--raw-data-tail": "image", "--sev-policy": "1", "--tdx-attributes": "0",
     "--mrconfigid": "00" * 48, "--mrowner": "00" * 48, "--mrownerconfig": "00" * 48,
     "--xfam": "3", "--tik": "/t", "--sev-api": "1.0", "--sev-build": "1", "--mnonce": "00" * 16,
-    "--edk2": "202411", "--qemu-version": "8.2",
+    "--edk2": "202411", "--qemu-version": "8.2", "--kernel-authenticode": "00" * 48,
+    "--initrd-sha384": "00" * 48, "--load-options-sha384": "00" * 48,
 }  # fmt: skip
 
 
