@@ -28,12 +28,11 @@ from cvmlaunch.attest.event_data import decode_event, one_line, plain_text
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.errors import AttestationError
 from cvmlaunch.measure.document import event_json
+from cvmlaunch.measure.rtmr import BOOT_RTMRS, event_causes
 from cvmlaunch.plan.step import Step, StepKind
 
 # The largest log accepted (LAML is 64 KiB..1 MiB in the logs we know).
 MAX_LOG_SIZE = 16 * 1024 * 1024
-# The registers the firmware's boot extends (RTMR3 is the running guest's).
-RTMR_BOOT_REGISTERS = 3
 
 _PADDING = re.compile(rb"[^\x00\xff]")
 _U32 = struct.Struct("<I")
@@ -384,7 +383,7 @@ def event_checks(expected: Sequence[Step], log: EventLog) -> list[Check]:
     that differs is named with the profile fields behind it. An event whose digest the
     profile cannot know is taken from the log, not checked."""
     checks = []
-    for rtmr in range(RTMR_BOOT_REGISTERS):
+    for rtmr in range(BOOT_RTMRS):
         ours = [s for s in expected if s.rtmr == rtmr]
         logged = [s for s in log.events if s.rtmr == rtmr]
         problem, unchecked = _first_divergence(ours, logged)
@@ -397,8 +396,6 @@ def event_checks(expected: Sequence[Step], log: EventLog) -> list[Check]:
 def _first_divergence(ours: list[Step], logged: list[Step]) -> tuple[str | None, int]:
     """Where `logged` first leaves `ours` (None: nowhere), and how many events went
     unchecked before that."""
-    from cvmlaunch.measure.rtmr import event_causes
-
     unchecked = 0
     for want, have in zip_longest(ours, logged):
         if want is None:

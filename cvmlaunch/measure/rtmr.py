@@ -41,6 +41,8 @@ from cvmlaunch.plan.step import Step, StepKind
 # QEMU 10.2 stopped rewriting the kernel's setup header for confidential guests (a7542a38f399).
 QEMU_KEEPS_KERNEL_HEADER = (10, 2)
 RTMR_SIZE = 48
+# The registers the firmware's boot extends (RTMR3 is the running guest's).
+BOOT_RTMRS = 3
 # The first edk2 stable tags whose OVMF changed the events (see the module's text).
 SEPARATOR_IN_RTMR1 = 202411
 INITRD_OPTION_FIRST = 202508
