@@ -421,7 +421,7 @@ def _short(digest: bytes | None) -> str:
 def read_event_log(data: bytes) -> EventLog:
     """A log as it is handed over: dstack's JSON list (it opens with `[` or `{`), or the CCEL
     binary, with or without its ACPI table, padded to the log area as firmware leaves it."""
-    if data[:1] in (b"[", b"{") or data.lstrip()[:1] in (b"[", b"{"):
+    if data.lstrip()[:1] in (b"[", b"{"):
         return parse_json_log(data)
     return parse_ccel(data, allow_padding=True)
 
@@ -439,6 +439,14 @@ def parse_json_log(text: str | bytes) -> EventLog:
         raise AttestationError(f"event log JSON: more than {MAX_LOG_SIZE} bytes", MAX_LOG_SIZE)
     try:
         document = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise AttestationError(f"event log JSON: unreadable ({error})") from None
+    return json_log(document)
+
+
+def json_log(document: object) -> EventLog:
+    """dstack's event log from its parsed JSON (see `parse_json_log`)."""
+    try:
         if isinstance(document, dict) and isinstance(document.get("event_log"), str):
             document = json.loads(document["event_log"])
         elif isinstance(document, dict):

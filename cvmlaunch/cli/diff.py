@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
 
@@ -29,76 +29,86 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cvmlaunch.analysis.diff import diff
-
-    a, b = _read(args.a, "A"), _read(args.b, "B")
-    if _is_event_log(a) or _is_event_log(b):
-        events = _event_diff((args.a, a, "A"), (args.b, b, "B"))
+    a, b = _side(args.a, "A"), _side(args.b, "B")
+    if a.log or b.log:
+        events = _event_diff(a, b)
         print(json_text(events.doc()) if args.json else events.text())
         return EXIT_OK if events.same else EXIT_MISMATCH
-    result = diff(_evidence(args.a, a, "A"), _evidence(args.b, b, "B"))
+    from cvmlaunch.analysis.diff import diff
+
+    result = diff(_evidence(a), _evidence(b))
     print(json_text(result.doc()) if args.json else result.text())
     return EXIT_OK if result.same else EXIT_MISMATCH
 
 
-def _read(path: Path, name: str) -> bytes:
+class _Side(NamedTuple):
+    """One input of `diff`, read and told apart once."""
+
+    path: Path
+    name: str
+    data: bytes
+    doc: Any  # its JSON, parsed (None: a profile, or a binary event log)
+    log: bool  # a CC event log: the CCEL binary or dstack's JSON
+
+
+def _side(path: Path, name: str) -> _Side:
+    import json
+
+    from cvmlaunch.abi.eventlog import CCEL_SIGNATURE, PCR_EVENT_SIZE, SPEC_ID_SIGNATURE
+    from cvmlaunch.errors import InputError
     from cvmlaunch.inputs import read_input
 
     what = "a profile, trace, launch record or CC event log"
-    return read_input(path, limit=MAX_EVIDENCE_SIZE, what=what, name=name)
-
-
-def _is_event_log(data: bytes) -> bool:
-    """A CCEL (its ACPI table, or the Spec ID event in the first record) or dstack's JSON
-    event list (a list, or an object holding it as `event_log`)."""
-    from cvmlaunch.abi.eventlog import CCEL_SIGNATURE, PCR_EVENT_SIZE, SPEC_ID_SIGNATURE
-
-    if data[:4] == CCEL_SIGNATURE:
-        return True
-    if data[PCR_EVENT_SIZE : PCR_EVENT_SIZE + len(SPEC_ID_SIGNATURE)] == SPEC_ID_SIGNATURE:
-        return True
-    if data.lstrip()[:1] not in (b"[", b"{"):
-        return False
-    import json
-
+    data = read_input(path, limit=MAX_EVIDENCE_SIZE, what=what, name=name)
+    # The CCEL's ACPI table, or the Spec ID event in its first record.
+    spec_id = data[PCR_EVENT_SIZE : PCR_EVENT_SIZE + len(SPEC_ID_SIGNATURE)]
+    if data[:4] == CCEL_SIGNATURE or spec_id == SPEC_ID_SIGNATURE:
+        return _Side(path, name, data, None, True)
+    if data.lstrip()[:1] not in (b"[", b"{"):  # anything else is read as a profile
+        return _Side(path, name, data, None, False)
     try:
         doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return False  # not JSON: the trace reader says so
-    return isinstance(doc, list) or (isinstance(doc, dict) and "event_log" in doc)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(str(path), f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise InputError(str(path), "JSON nested too deeply") from None
+    log = isinstance(doc, list) or (isinstance(doc, dict) and "event_log" in doc)
+    return _Side(path, name, data, doc, log)
 
 
-def _event_diff(*sides: tuple[Path, bytes, str]) -> EventDiff:
+def _event_diff(a: _Side, b: _Side) -> EventDiff:
     """Two event logs, or a log and the events a TD profile predicts, compared."""
     from cvmlaunch.analysis.events import diff_events
 
-    events = [_events(path, data, name) for path, data, name in sides]
-    predicted = (not _is_event_log(sides[0][1]), not _is_event_log(sides[1][1]))
-    return diff_events(events[0], events[1], predicted=predicted)
+    return diff_events(_events(a), _events(b), predicted=(not a.log, not b.log))
 
 
-def _events(path: Path, data: bytes, name: str) -> list[Step]:
+def _events(side: _Side) -> list[Step]:
     from cvmlaunch.errors import FieldProblem, ProfileError
 
-    if _is_event_log(data):
-        from cvmlaunch.attest.eventlog import read_event_log
+    if side.log:
+        from cvmlaunch.attest.eventlog import json_log, parse_ccel
         from cvmlaunch.errors import AttestationError
 
         try:
-            return list(read_event_log(data).events)
+            if side.doc is not None:
+                return list(json_log(side.doc).events)
+            return list(parse_ccel(side.data, allow_padding=True).events)
         except AttestationError as e:
-            raise ProfileError([FieldProblem(name, f"{path}: {e}")]) from None
-    if data.lstrip()[:1] == b"{":
-        reason = f"{path}: a trace or record; an event log compares with a log or a TD profile"
-        raise ProfileError([FieldProblem(name, reason)])
+            raise ProfileError([FieldProblem(side.name, f"{side.path}: {e}")]) from None
+    if side.doc is not None:
+        reason = (
+            f"{side.path}: a trace or record; an event log compares with a log or a TD profile"
+        )
+        raise ProfileError([FieldProblem(side.name, reason)])
     from cvmlaunch.guest.profile import load_profile
     from cvmlaunch.measure import measure
     from cvmlaunch.plan import build_plan
 
-    result = measure(build_plan(load_profile(path).to_spec()))
+    result = measure(build_plan(load_profile(side.path).to_spec()))
     if result.events is None:
-        reason = f"{path}: predicts no boot events (a TD profile with tdx.edk2 does)"
-        raise ProfileError([FieldProblem(name, reason)])
+        reason = f"{side.path}: predicts no boot events (a TD profile with tdx.edk2 does)"
+        raise ProfileError([FieldProblem(side.name, reason)])
     return list(result.events)
 
 
@@ -106,22 +116,14 @@ def _events(path: Path, data: bytes, name: str) -> list[Step]:
 MAX_EVIDENCE_SIZE = 64 << 20
 
 
-def _evidence(path: Path, data: bytes, name: str) -> Evidence:
+def _evidence(side: _Side) -> Evidence:
     """A measurement to compare: a profile (TOML), or a saved trace or launch record (JSON)."""
-    import json
-
     from cvmlaunch.analysis.evidence import evidence_from_json, evidence_from_plan
-    from cvmlaunch.errors import InputError
 
-    try:
-        doc = json.loads(data) if data[:1] in (b"{", b"[") else None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(str(path), f"not valid JSON: {e}") from None
-    except RecursionError:
-        raise InputError(str(path), "JSON nested too deeply") from None
-    if doc is None:  # anything that does not open like JSON is read as a profile
+    if side.doc is None:
         from cvmlaunch.guest.profile import load_profile
         from cvmlaunch.plan import build_plan
 
-        return evidence_from_plan(build_plan(load_profile(path).to_spec()), str(path))
-    return evidence_from_json(doc, str(path))
+        spec = load_profile(side.path).to_spec()
+        return evidence_from_plan(build_plan(spec), str(side.path))
+    return evidence_from_json(side.doc, str(side.path))
