@@ -105,7 +105,7 @@ def _events(side: _Side) -> list[Step]:
     from cvmlaunch.measure import measure
     from cvmlaunch.plan import build_plan
 
-    result = measure(build_plan(load_profile(side.path).to_spec()))
+    result = measure(build_plan(load_profile(side.path, side.data).to_spec()))
     if result.events is None:
         reason = f"{side.path}: predicts no boot events (a TD profile with tdx.edk2 does)"
         raise ProfileError([FieldProblem(side.name, reason)])
@@ -124,6 +124,6 @@ def _evidence(side: _Side) -> Evidence:
         from cvmlaunch.guest.profile import load_profile
         from cvmlaunch.plan import build_plan
 
-        spec = load_profile(side.path).to_spec()
+        spec = load_profile(side.path, side.data).to_spec()
         return evidence_from_plan(build_plan(spec), str(side.path))
     return evidence_from_json(side.doc, str(side.path))

@@ -33,22 +33,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cvmlaunch.guest.files import sha256_file
-    from cvmlaunch.guest.profile import load_profile
+    import hashlib
+
+    from cvmlaunch.guest.profile import load_profile, read_profile
     from cvmlaunch.launch import Backend, Verdict, launch
     from cvmlaunch.launch.record import dumps
     from cvmlaunch.outputs import check_output, write_output
     from cvmlaunch.plan import build_plan
 
     path = args.profile if args.profile is not None else default_profile()
-    spec = load_profile(path).to_spec()
+    data = read_profile(path)  # once: the record's SHA-256 is of the bytes launched
+    spec = load_profile(path, data).to_spec()
     inputs = [path, *spec.files()]
     if args.record is not None:
         check_output(args.record, name="--record", inputs=inputs)
     record = launch(build_plan(spec), Backend(args.backend), sim_host=args.sim_host)
-    doc = {
-        "profile": {"path": str(path), "sha256": sha256_file(path, "profile").hex()}
-    } | record.doc
+    doc = {"profile": {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}} | record.doc
     if args.record is not None:
         write_output(args.record, dumps(doc).encode(), name="--record", inputs=inputs)
     if args.json:

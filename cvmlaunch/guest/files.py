@@ -26,7 +26,6 @@ MAX_TIK_SIZE = 32
 _STREAMED = {
     "boot.kernel": ("a kernel image", MAX_KERNEL_SIZE),
     "boot.initrd": ("an initrd", MAX_INITRD_SIZE),
-    "profile": ("a profile", MAX_PROFILE_SIZE),
 }
 
 
@@ -49,7 +48,7 @@ def read_pinned_firmware(
 
 
 def sha256_file(path: Path, key: str) -> bytes:
-    """SHA-256 of the file `key` names (boot.kernel, boot.initrd, profile), streamed: memory
+    """SHA-256 of the file `key` names (boot.kernel, boot.initrd), streamed: memory
     does not grow with its size."""
     return file_digest(path, key, "sha256")[0]
 

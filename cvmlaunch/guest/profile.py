@@ -442,29 +442,43 @@ def _unique(problems: list[FieldProblem]) -> list[FieldProblem]:
     return out
 
 
-def load_profile(path: Path | str) -> Profile:
-    """Read and validate a TOML profile; relative paths resolve against its folder."""
+def load_profile(path: Path | str, data: bytes | None = None) -> Profile:
+    """Read and validate a TOML profile; relative paths resolve against its folder. `data`:
+    the file's bytes, when the caller has read them (`read_profile`) for more than this."""
+    path, source = _profile_path(path)
+    if data is None:
+        data = read_profile(path)
+    try:
+        document = tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], source) from None
+    except RecursionError:
+        raise ProfileError([FieldProblem("profile", "nested too deeply")], source) from None
+    return parse_profile(document, source).resolve_paths(path.parent)
+
+
+def read_profile(path: Path | str) -> bytes:
+    """The bytes of the profile at `path`, read bounded (a regular file of at most 1 MiB)."""
+    path, source = _profile_path(path)
+    try:
+        return read_input(path, limit=MAX_PROFILE_SIZE, what="a TOML profile")
+    except InputError as e:
+        raise ProfileError([FieldProblem("profile", e.reason)], source) from None
+
+
+def _profile_path(path: object) -> tuple[Path, str]:
+    """`path` as a Path, and the name errors give the file by: one printable line, whatever
+    the path holds."""
     given: object = path  # through the API, anything may arrive
     if isinstance(given, str):
         given = Path(given)
     if not isinstance(given, Path):
         reason = f"expected a path, got {type(given).__name__} {given!r}"
         raise ProfileError([FieldProblem("profile", reason)])
-    path = given
-    # The name errors give the file by: one printable line, whatever the path holds.
-    source = str(path) if str(path).isprintable() else repr(str(path))
-    if "\0" in str(path):
+    source = str(given) if str(given).isprintable() else repr(str(given))
+    if "\0" in str(given):
         raise ProfileError([FieldProblem("profile", "a path cannot contain a NUL character")])
-    try:
-        text = read_input(path, limit=MAX_PROFILE_SIZE, what="a TOML profile").decode()
-        data = tomllib.loads(text)
-    except InputError as e:
-        raise ProfileError([FieldProblem("profile", e.reason)], source) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ProfileError([FieldProblem("profile", f"not valid TOML: {e}")], source) from None
-    except RecursionError:
-        raise ProfileError([FieldProblem("profile", "nested too deeply")], source) from None
-    return parse_profile(data, source).resolve_paths(path.parent)
+    return given, source
 
 
 def profile_json_schema() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from cvmlaunch.guest.profile import (
     parse_profile,
     profile_document,
     profile_json_schema,
+    read_profile,
     toml_text,
 )
 from cvmlaunch.guest.spec import BootFile, CpuSpec, Technology, Vmm
@@ -321,3 +322,14 @@ def test_a_profile_path_is_named_on_one_printable_line(tmp_path: Path, name: str
     with pytest.raises(ProfileError) as e:
         load_profile(missing)
     assert str(e.value).isprintable() and repr(str(missing)) in str(e.value)
+
+
+def test_bytes_already_read_are_not_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "guest.toml"
+    path.write_text('schema_version = 1\ntechnology = "sev"\n[firmware]\npath = "fw.fd"\n')
+    data = read_profile(path)
+    path.write_text("not toml at all [")  # replaced after the read: the read bytes count
+    profile = load_profile(path, data)
+    assert profile.firmware.path == tmp_path / "fw.fd"
+    with pytest.raises(ProfileError, match="profile: not valid TOML"):
+        load_profile(path)
