@@ -77,8 +77,12 @@ class Solution(NamedTuple):
     free: tuple[str, ...]
 
 
-# The fields a solution can leave free, and the Axes field that lists their values.
-_AXIS_OF = {"memory_mib": "memory_mibs", "raw_data_tail": "raw_data_tails"}
+# The fields a solution can leave free (as solutions name them), their field-table rows, and
+# the Axes field that lists their values.
+_AXIS_OF = {
+    "memory_mib": (BY_KEY["memory_mib"], "memory_mibs"),
+    "raw_data_tail": (BY_KEY["tdx.raw_data_tail"], "raw_data_tails"),
+}
 
 
 def fold(
@@ -91,26 +95,22 @@ def fold(
     is in `fixed` (names: FIELDS)."""
     unmeasured = tuple(f for f in NOT_MEASURED.get(base.technology, ()) if f not in fixed)
     solutions = [Solution(spec, unmeasured) for spec in found]
-    for field, axis_name in _AXIS_OF.items():
+    for field, (row, axis_name) in _AXIS_OF.items():
         values = set(getattr(axes, axis_name))
         if len(values) < 2:
             continue
         groups: dict[Solution, list[Solution]] = {}  # in first-seen order
         for s in solutions:
-            key = Solution(_with(s.spec, field, _value(base, field)), s.free)
+            key = Solution(_with(s.spec, field, base.value(row)), s.free)
             groups.setdefault(key, []).append(s)
         folded: list[Solution] = []
         for key, members in groups.items():
-            if {_value(m.spec, field) for m in members} == values:
+            if {m.spec.value(row) for m in members} == values:
                 folded.append(Solution(key.spec, (*key.free, field)))
             else:
                 folded += members
         solutions = folded
     return solutions
-
-
-def _value(spec: GuestSpec, field: str) -> Any:
-    return spec.memory_mib if field == "memory_mib" else spec.td_config.raw_data_tail
 
 
 def _with(spec: GuestSpec, field: str, value: Any) -> GuestSpec:
