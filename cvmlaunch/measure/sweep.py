@@ -243,9 +243,10 @@ def _check(
 
 
 def _boot_digests(base: GuestSpec) -> GuestSpec:
-    """`base` with its kernel and initrd given by digest, so each file is hashed once."""
+    """`base` with its kernel and initrd given by digest, so each file is hashed once (a TD's
+    boot enters no MRTD: it is left as it is)."""
     boot = base.boot
-    if boot is None:
+    if boot is None or base.technology is Technology.TDX:
         return base
 
     def hashed(item: BootFile, key: str) -> BootFile:

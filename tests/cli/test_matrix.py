@@ -118,3 +118,21 @@ def test_matrix_names_no_cpu_for_cloud_rows(cli: CliRunner, debian_ovmf: Path) -
     table = list(csv.DictReader(io.StringIO(cli("matrix", *args, "--csv").out)))
     assert [t["measurement"] for t in table] == [row["measurement"] for row in rows]
     assert {(t["cpu"], t["cpu_signature"]) for t in table if t["vmm"] != "qemu"} == {("", "")}
+
+
+def test_matrix_of_a_td_with_a_kernel(cli: CliRunner, debian_ovmf: Path, tmp_path: Path) -> None:
+    # A TD measures its kernel file itself (RTMR1), never by a SHA-256: the sweep used to
+    # put one in its place and refuse the guest.
+    kernel = Path(__file__).parents[1] / "vectors" / "tdx" / "vmlinuz-6.1.0-56-amd64"
+    path = tmp_path / "td.toml"
+    path.write_text(
+        TDX_PROFILE.read_text()
+        + f'edk2 = 202411\nqemu = "10.2"\n[boot]\nkernel = "{kernel}"\ncmdline = "quiet"\n'
+    )
+    r = cli("matrix", path, "--tdx-page-order", "page,section", "--json")
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)["rows"]
+    for row in rows:
+        measured = cli("measure", path, "--tdx-page-order", row["page_order"], "--json")
+        assert row["measurement"] == json.loads(measured.out)["measurement"]
+    assert len({row["measurement"] for row in rows}) == 2
