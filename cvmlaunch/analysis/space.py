@@ -21,6 +21,7 @@ from cvmlaunch.abi.snp import SevFeature
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.fields import BY_KEY
 from cvmlaunch.guest.spec import (
+    ACPI_BLOBS,
     MAX_VCPUS,
     CpuSpec,
     GuestSpec,
@@ -29,13 +30,21 @@ from cvmlaunch.guest.spec import (
     Technology,
     Vmm,
 )
-from cvmlaunch.measure.sweep import VMSA_TECHNOLOGIES, Axes, Row, point, sweep
+from cvmlaunch.measure.sweep import (
+    VMSA_TECHNOLOGIES,
+    Axes,
+    BootRow,
+    Row,
+    boot_sweep,
+    point,
+    sweep,
+)
 from cvmlaunch.plan.sev import GCE_GENOA_VMSA_GPA
 
 # The names of the fields a configuration varies (the names `search_axes` takes as `fixed`).
 FIELDS = (
     *("vcpus", "cpu", "vmm", "guest_features", "vmsa_gpa"),
-    *("page_order", "raw_data_tail", "memory_mib"),
+    *("page_order", "raw_data_tail", "memory_mib", "edk2", "qemu"),
 )
 # The fields no value of which enters a technology's launch digest: a solution holds any.
 NOT_MEASURED = {Technology.SEV: ("vcpus", "cpu", "vmm")}
@@ -59,22 +68,93 @@ def matrix(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> list[Row]
     return list(sweep(base, axes, cloud_cpu=cloud_cpu))
 
 
-def solve(target: bytes, base: GuestSpec, axes: Axes) -> list[GuestSpec]:
-    """Every guest of `axes` applied to `base` whose launch digest is `target`, in product
-    order.
+def solve(
+    target: bytes | None,
+    base: GuestSpec,
+    axes: Axes,
+    rtmrs: Mapping[int, bytes] | None = None,
+) -> list[GuestSpec]:
+    """Every guest of `axes` applied to `base` whose launch digest is `target` (None: any)
+    and, for a TD, whose boot gives the RTMRs in `rtmrs` (index -> value), in product order
+    (a TD's: page order, raw-data tail, memory size, then edk2 release and QEMU version).
 
     EC2 and GCE do not measure the CPU: their guests are reported once, with cpu None,
-    instead of once per CPU of the axis.
+    instead of once per CPU of the axis. ProfileError names `rtmrN` where the profile
+    cannot predict RTMR N (RTMR0 without the ACPI digests).
     """
-    return [row.spec for row in sweep(base, axes, cloud_cpu=True) if row.measurement == target]
+    if not rtmrs:
+        if target is None:
+            raise ProfileError([FieldProblem("target", "a launch digest or RTMRs to reproduce")])
+        return [r.spec for r in sweep(base, axes, cloud_cpu=True) if r.measurement == target]
+    boots = [row.spec for row in boot_sweep(base, axes) if _gives(row, rtmrs)]
+    if target is None:
+        return boots
+    found = []
+    for row in sweep(base, axes._replace(edk2s=(), qemus=()), cloud_cpu=True):
+        if row.measurement == target:
+            td = row.spec.td_config
+            found += [
+                b._replace(td=b.td_config._replace(page_order=td.page_order,
+                                                   raw_data_tail=td.raw_data_tail))
+                for b in boots
+                if b.memory_mib == row.spec.memory_mib
+            ]  # fmt: skip
+    return found
+
+
+class RegisterMatch(NamedTuple):
+    """How many of the boots searched give an RTMR, and the profile fields behind its
+    events (likeliest first)."""
+
+    matched: int
+    searched: int
+    causes: tuple[str, ...]
+
+
+def rtmr_matches(
+    base: GuestSpec, axes: Axes, rtmrs: Mapping[int, bytes]
+) -> dict[int, RegisterMatch]:
+    """For each RTMR of `rtmrs` (index -> value): how many boots of `axes` applied to `base`
+    give it, to say which register no configuration reproduces and what shapes it."""
+    from cvmlaunch.measure.rtmr import event_causes
+
+    counts = dict.fromkeys(rtmrs, 0)
+    searched = 0
+    causes: dict[int, dict[str, None]] = {index: {} for index in rtmrs}
+    for row in boot_sweep(base, axes):
+        searched += 1
+        for index, value in rtmrs.items():
+            counts[index] += row.rtmrs[index] == value
+        if searched == 1:
+            for event in row.events:
+                if event.rtmr in causes:
+                    causes[event.rtmr].update(dict.fromkeys(event_causes(event)))
+    return {i: RegisterMatch(counts[i], searched, tuple(causes[i])) for i in rtmrs}
+
+
+def _gives(row: BootRow, rtmrs: Mapping[int, bytes]) -> bool:
+    for index, value in rtmrs.items():
+        predicted = row.rtmrs[index]
+        if predicted is None:
+            unknown = next(e.label for e in row.events if e.rtmr == index and e.contents is None)
+            reason = f"not predictable: the digest of its {unknown!r} event is not known offline"
+            if unknown in ACPI_BLOBS:
+                reason += " (give tdx.acpi)"
+            raise ProfileError([FieldProblem(f"rtmr{index}", reason)])
+        if predicted != value:
+            return False
+    return True
 
 
 class Solution(NamedTuple):
     """Guests that reproduce a digest, folded: every value of the `free` fields' axes gives
-    the same digest with the rest of `spec` (which holds the base's value of each)."""
+    the same digest with the rest of `spec` (which holds the base's value of each), and so
+    does each memory size of `memory_mibs` where more than one but not all do (`spec` holds
+    the first)."""
 
     spec: GuestSpec
     free: tuple[str, ...]
+    memory_mibs: tuple[int, ...] = ()
 
 
 # The fields a solution can leave free (as solutions name them), their field-table rows, and
@@ -82,6 +162,8 @@ class Solution(NamedTuple):
 _AXIS_OF = {
     "memory_mib": (BY_KEY["memory_mib"], "memory_mibs"),
     "raw_data_tail": (BY_KEY["tdx.raw_data_tail"], "raw_data_tails"),
+    "edk2": (BY_KEY["tdx.edk2"], "edk2s"),
+    "qemu": (BY_KEY["tdx.qemu"], "qemus"),
 }
 
 
@@ -92,7 +174,8 @@ def fold(
     the others) folded into one solution, so that e.g. the memory sizes that never enter a
     firmware's MRTD read as "any" rather than as ten profiles. A field no value of which
     enters the digest (NOT_MEASURED: the vCPUs of a plain SEV guest) is free too, unless it
-    is in `fixed` (names: FIELDS)."""
+    is in `fixed` (names: FIELDS). Memory sizes some of which give a digest (a TD's RTMR1
+    when QEMU places the initrd below 2 GiB) fold into one solution listing them."""
     unmeasured = tuple(f for f in NOT_MEASURED.get(base.technology, ()) if f not in fixed)
     solutions = [Solution(spec, unmeasured) for spec in found]
     for field, (row, axis_name) in _AXIS_OF.items():
@@ -101,12 +184,15 @@ def fold(
             continue
         groups: dict[Solution, list[Solution]] = {}  # in first-seen order
         for s in solutions:
-            key = Solution(_with(s.spec, field, base.value(row)), s.free)
+            key = s._replace(spec=_with(s.spec, field, base.value(row)))
             groups.setdefault(key, []).append(s)
         folded: list[Solution] = []
         for key, members in groups.items():
-            if {m.spec.value(row) for m in members} == values:
-                folded.append(Solution(key.spec, (*key.free, field)))
+            taken = [m.spec.value(row) for m in members]
+            if set(taken) == values:
+                folded.append(key._replace(free=(*key.free, field)))
+            elif field == "memory_mib" and len(members) > 1:
+                folded.append(members[0]._replace(memory_mibs=tuple(taken)))
             else:
                 folded += members
         solutions = folded
@@ -119,7 +205,12 @@ def _with(spec: GuestSpec, field: str, value: Any) -> GuestSpec:
 
 
 def search_axes(
-    base: GuestSpec, *, fixed: frozenset[str] = frozenset(), max_vcpus: int = 64
+    base: GuestSpec,
+    *,
+    fixed: frozenset[str] = frozenset(),
+    max_vcpus: int = 64,
+    mrtd: bool = True,
+    boot: bool = False,
 ) -> Axes:
     """The default search space of `solve` for `base`'s technology.
 
@@ -131,6 +222,11 @@ def search_axes(
     not enter the digest keep the base's value (sev: vCPUs, CPU and VMM, which `fold` reads
     as any; tdx: vCPUs and CPU, and the VMM is QEMU), so that a solution is not repeated once
     per value of each; guest_features is 0 for all but sev-snp.
+
+    A TD's `mrtd` (False: page order and raw-data tail keep the base's value: no launch digest
+    is searched) and `boot`: with it, one edk2 release of each era of EDK2_ERAS and a QEMU
+    version that rewrites the kernel's setup header and one that does not (where the kernel
+    is a file); each is the base's value where that is of its kind.
     """
     problems = [
         FieldProblem("fixed", f"unknown field {name!r} (known: {', '.join(FIELDS)})")
@@ -164,15 +260,46 @@ def search_axes(
     if technology is not Technology.TDX:
         return Axes(vcpus, cpus, vmms, features, vmsa_gpas=gpas)
     td = base.td_config
+    searched = frozenset(FIELDS) - fixed
+    edk2s, qemus = _boot_axes(base, searched) if boot else ((), ())
     return Axes(
         vcpus,
         cpus,
         (Vmm.QEMU,) if "vmm" not in fixed else vmms,
         features,
-        tuple(PageOrder) if "page_order" not in fixed else (td.page_order,),
-        tuple(RawDataTail) if "raw_data_tail" not in fixed else (td.raw_data_tail,),
-        TDX_MEMORY_MIBS if "memory_mib" not in fixed else (base.memory_mib,),
+        tuple(PageOrder) if mrtd and "page_order" in searched else (td.page_order,),
+        tuple(RawDataTail) if mrtd and "raw_data_tail" in searched else (td.raw_data_tail,),
+        TDX_MEMORY_MIBS if "memory_mib" in searched else (base.memory_mib,),
+        edk2s=edk2s,
+        qemus=qemus,
     )
+
+
+def _boot_axes(
+    base: GuestSpec, searched: frozenset[str]
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The edk2 releases and QEMU versions of `search_axes` with `boot`."""
+    from cvmlaunch.measure.rtmr import (
+        EDK2_ERAS,
+        QEMU_KEEPS_HEADER,
+        QEMU_REWRITES_HEADER,
+        edk2_era,
+        rewrites_header,
+    )
+
+    td = base.td_config
+    edk2s: tuple[int, ...] = ()
+    qemus: tuple[str, ...] = ()
+    if "edk2" in searched:
+        given = td.edk2
+        edk2s = tuple(given if given is not None and edk2_era(given) == era else era[0]
+                      for era in EDK2_ERAS)  # fmt: skip
+    if "qemu" in searched and base.boot is not None and base.boot.kernel.path is not None:
+        kinds = {rewrites_header(q): q for q in (QEMU_KEEPS_HEADER, QEMU_REWRITES_HEADER)}
+        if td.qemu is not None:
+            kinds[rewrites_header(td.qemu)] = td.qemu
+        qemus = (kinds[True], kinds[False])
+    return edk2s, qemus
 
 
 def distinct_cpus() -> tuple[CpuSpec, ...]:
@@ -194,6 +321,8 @@ _KEYS = {
     "page_order": ("tdx.page_order",),
     "raw_data_tail": ("tdx.raw_data_tail",),
     "memory_mib": ("memory_mib",),
+    "edk2": ("tdx.edk2",),
+    "qemu": ("tdx.qemu",),
 }
 # field -> the guest flags that fix it.
 _FIXED_BY = {field: tuple(BY_KEY[k].flag for k in keys) for field, keys in _KEYS.items()}

@@ -4,7 +4,7 @@ parsed flags (over a profile, the embedded default, or nothing) to a checked `Gu
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -153,8 +153,14 @@ def default_profile() -> Path:
     return Path(str(resources.files("cvmlaunch") / "data" / "default.toml"))
 
 
-def spec_from_args(args: argparse.Namespace) -> GuestSpec:
-    """The GuestSpec of a `measure` invocation: profile (or embedded default) + flags."""
+def spec_from_args(
+    args: argparse.Namespace, td_defaults: Mapping[str, Any] | None = None
+) -> GuestSpec:
+    """The GuestSpec of a `measure` invocation: profile (or embedded default) + flags.
+
+    A TD takes `td_defaults` (TdConfig field -> value) for the fields neither sets: what
+    `solve` searches anyway needs no value from the user.
+    """
     given = any(getattr(args, name) is not None for name in _GUEST_FLAGS)
     fields: dict[str, Any]
     profile_path = args.profile
@@ -175,6 +181,10 @@ def spec_from_args(args: argparse.Namespace) -> GuestSpec:
     problems += inapplicable(fields["technology"], flags)
     if problems:
         raise ProfileError(problems)
+    if td_defaults and fields["technology"] is Technology.TDX:
+        td = fields.get("td") or TdConfig()
+        unset = {k: v for k, v in td_defaults.items() if getattr(td, k) is None}
+        fields["td"] = td._replace(**unset)
     return GuestSpec(**fields).check()
 
 

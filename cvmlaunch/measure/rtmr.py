@@ -32,8 +32,9 @@ from cvmlaunch.abi.eventlog import (
     EventType,
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.fields import EDK2
 from cvmlaunch.guest.files import file_digest
-from cvmlaunch.guest.spec import ACPI_BLOBS, qemu_version
+from cvmlaunch.guest.spec import ACPI_BLOBS, GuestSpec, qemu_version
 from cvmlaunch.measure.authenticode import SetupHeaderPatch, authenticode
 from cvmlaunch.plan.ops import TdPlan
 from cvmlaunch.plan.step import Step, StepKind
@@ -47,6 +48,11 @@ BOOT_RTMRS = 3
 SEPARATOR_IN_RTMR1 = 202411
 INITRD_OPTION_FIRST = 202508
 SEPARATOR_DATA = bytes(4)
+# The edk2 releases whose OVMF extends the same boot events, as (first, last) stable tags
+# (last None: to date); 202408 and 202505 are the last tags before each change.
+EDK2_ERAS = ((EDK2[0], 202408), (SEPARATOR_IN_RTMR1, 202505), (INITRD_OPTION_FIRST, None))
+# A QEMU version of each kind: one that rewrites the kernel's setup header, one that does not.
+QEMU_REWRITES_HEADER, QEMU_KEEPS_HEADER = "10.1", "10.2"
 # Boot0000 on a direct boot: OVMF's hidden UiApp entry (attributes 0x109, "UiApp", its FV
 # and file device-path nodes).
 UIAPP_LOAD_OPTION = bytes.fromhex(
@@ -97,37 +103,96 @@ def event_causes(step: Step) -> tuple[str, ...]:
 def plan_boot_inputs(plan: TdPlan) -> BootInputs:
     """What `plan`'s boot events measure: its TD HOB and CFV, the profile's ACPI digests, and
     the kernel (Authenticode, of the bytes its QEMU serves), initrd and command line."""
+    hob, cfv = firmware_digests(plan)
+    return boot_inputs(plan.spec, hob, cfv, BootFiles(plan.spec))
+
+
+def firmware_digests(plan: TdPlan) -> tuple[bytes | None, bytes | None]:
+    """The SHA-384 of `plan`'s TD HOB and of its firmware's CFV raw data, as TDVF measures
+    them (None: the plan has none)."""
     from cvmlaunch.abi.hob import HOB_HEADER
     from cvmlaunch.abi.tdx import TdvfSectionType
 
-    spec = plan.spec
-    td = spec.td_config
-    if td.edk2 is None:
-        raise ProfileError([FieldProblem("tdx.edk2", "required to predict the boot events")])
     # As TDVF measures it: without the END_OF_HOB_LIST header at its end.
     hob = None if plan.td_hob is None else sha384(plan.td_hob[: -HOB_HEADER.size]).digest()
-    cfv = None
     for op in plan.ops:
         if op.section_type is TdvfSectionType.CFV and op.data is not None:
             raw = plan.tdvf.sections[op.section].raw_size
-            cfv = sha384(op.data[:raw]).digest()
-            break
+            return hob, sha384(op.data[:raw]).digest()
+    return hob, None
+
+
+class BootFiles:
+    """The digests of a guest's kernel and initrd files, each computed once however many QEMU
+    versions and memory sizes ask for them (a sweep asks for many)."""
+
+    def __init__(self, spec: GuestSpec) -> None:
+        boot = spec.boot
+        self._kernel = boot.kernel.path if boot is not None else None
+        self._initrd_path = boot.initrd.path if boot is not None and boot.initrd else None
+        self._initrd: tuple[bytes, int] | None = None
+        self._authenticode: dict[tuple[int, int | None] | None, bytes] = {}
+
+    def initrd(self) -> tuple[bytes, int] | None:
+        """The initrd's SHA-384 and size (None: no initrd file)."""
+        if self._initrd is None and self._initrd_path is not None:
+            self._initrd = file_digest(self._initrd_path, "boot.initrd", "sha384")
+        return self._initrd
+
+    def kernel(self, qemu: str | None, memory_mib: int) -> bytes | None:
+        """The kernel's Authenticode digest as OVMF computes it, of the bytes QEMU `qemu`
+        serves a guest of `memory_mib` (None: no kernel file)."""
+        if self._kernel is None:
+            return None
+        patch = None
+        if rewrites_header(qemu):
+            initrd = self.initrd()
+            patch = SetupHeaderPatch(memory_mib, None if initrd is None else initrd[1])
+        # Without an initrd the patch does not depend on the memory size.
+        key = None if patch is None else (patch.memory_mib if patch.initrd_size else 0,
+                                          patch.initrd_size)  # fmt: skip
+        digest = self._authenticode.get(key)
+        if digest is None:
+            digest = self._authenticode[key] = authenticode(self._kernel, patch=patch)
+        return digest
+
+
+def boot_inputs(
+    spec: GuestSpec, td_hob_sha384: bytes | None, cfv_sha384: bytes | None, files: BootFiles
+) -> BootInputs:
+    """What the boot events of `spec` measure, given its TD HOB and CFV digests and the
+    digests of its kernel and initrd (`files`, of `spec`'s boot)."""
+    td = spec.td_config
+    if td.edk2 is None:
+        raise ProfileError([FieldProblem("tdx.edk2", "required to predict the boot events")])
     acpi = td.acpi if td.acpi is not None else (None,) * len(ACPI_BLOBS)
     boot = spec.boot
     if td.kernel_authenticode is not None:  # a boot given by its published digests
         cmdline = boot.cmdline if boot is not None else ""
-        return BootInputs(td.edk2, hob, cfv, acpi, td.kernel_authenticode, cmdline,
-                          td.initrd_sha384, td.load_options_sha384)  # fmt: skip
+        return BootInputs(td.edk2, td_hob_sha384, cfv_sha384, acpi, td.kernel_authenticode,
+                          cmdline, td.initrd_sha384, td.load_options_sha384)  # fmt: skip
     if boot is None or boot.kernel.path is None:
-        return BootInputs(td.edk2, hob, cfv, acpi, None, None, None)
-    initrd = initrd_size = None
-    if boot.initrd is not None and boot.initrd.path is not None:
-        initrd, initrd_size = file_digest(boot.initrd.path, "boot.initrd", "sha384")
-    version = qemu_version(td.qemu or "")
-    patched = version is not None and version < QEMU_KEEPS_KERNEL_HEADER
-    patch = SetupHeaderPatch(spec.memory_mib, initrd_size) if patched else None
-    kernel = authenticode(boot.kernel.path, patch=patch)
-    return BootInputs(td.edk2, hob, cfv, acpi, kernel, boot.cmdline, initrd)
+        return BootInputs(td.edk2, td_hob_sha384, cfv_sha384, acpi, None, None, None)
+    initrd = files.initrd()
+    kernel = files.kernel(td.qemu, spec.memory_mib)
+    return BootInputs(td.edk2, td_hob_sha384, cfv_sha384, acpi, kernel, boot.cmdline,
+                      None if initrd is None else initrd[0])  # fmt: skip
+
+
+def edk2_era(tag: int) -> tuple[int, int | None]:
+    """The era of EDK2_ERAS that edk2 release `tag` (YYYYMM) belongs to."""
+    return next(era for era in reversed(EDK2_ERAS) if tag >= era[0])
+
+
+def era_text(era: tuple[int, int | None]) -> str:
+    first, last = era
+    return f"{first}.." if last is None else f"{first}..{last}"
+
+
+def rewrites_header(qemu: str | None) -> bool:
+    """Whether QEMU `qemu` rewrites a confidential guest's kernel setup header (before 10.2)."""
+    version = qemu_version(qemu or "")
+    return version is not None and version < QEMU_KEEPS_KERNEL_HEADER
 
 
 def variable_data(vendor: bytes, name: str, data: bytes = b"") -> bytes:

@@ -29,6 +29,7 @@ sharing rests on; which points to ask for, and what a digest says about them, is
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from hashlib import sha384
 from itertools import product
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -49,7 +50,7 @@ from cvmlaunch.measure import measure
 from cvmlaunch.measure.sev import sev_stream
 from cvmlaunch.measure.snp import extend, snp_digest
 from cvmlaunch.plan import TdPlan, build_sev_plan
-from cvmlaunch.plan.step import StepKind, TdAction
+from cvmlaunch.plan.step import Step, StepKind, TdAction
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ def point(
     raw_data_tail: RawDataTail | None = None,
     memory_mib: int | None = None,
     vmsa_gpa: int | None = None,
+    edk2: int | None = None,
+    qemu: str | None = None,
 ) -> GuestSpec:
     """`base` at one point of a sweep: the swept fields replaced, a TD's field by field and
     an SNP guest's VMSA GPA (None: the base's value). `cpu` None is a VMM that puts no CPU
@@ -79,20 +82,21 @@ def point(
         spec = spec._replace(vmsa_gpa=vmsa_gpa)
     if memory_mib is not None:
         spec = spec._replace(memory_mib=memory_mib)
-    if page_order is not None or raw_data_tail is not None:
-        td = base.td_config
-        if page_order is not None:
-            td = td._replace(page_order=page_order)
-        if raw_data_tail is not None:
-            td = td._replace(raw_data_tail=raw_data_tail)
-        spec = spec._replace(td=td)
+    td_fields: dict[str, Any] = {"page_order": page_order, "raw_data_tail": raw_data_tail,
+                                 "edk2": edk2, "qemu": qemu}  # fmt: skip
+    given = {name: value for name, value in td_fields.items() if value is not None}
+    if given:
+        spec = spec._replace(td=base.td_config._replace(**given))
     return spec
 
 
-def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The swept fields of a point, JSON-ready (a TD: only its TDX fields; the VMSA GPA only
-    where it is not KVM's); those named in `free` (any value gives the same digest) are None,
-    and a free cpu has no signature."""
+def point_doc(
+    spec: GuestSpec, free: tuple[str, ...] = (), *, boot: bool = False
+) -> dict[str, Any]:
+    """The swept fields of a point, JSON-ready (a TD: only its TDX fields, with `boot` its
+    edk2 era and QEMU kind (where it has a version) too; the VMSA GPA only where it is not
+    KVM's); those named in `free` (any value gives the same digest) are None, and a free cpu
+    has no signature."""
     if spec.technology is Technology.TDX:
         td = spec.td_config
         doc: dict[str, Any] = {
@@ -100,6 +104,12 @@ def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
             "raw_data_tail": str(td.raw_data_tail),
             "memory_mib": spec.memory_mib,
         }
+        if boot:
+            from cvmlaunch.measure.rtmr import edk2_era, era_text, rewrites_header
+
+            doc["edk2"] = None if td.edk2 is None else era_text(edk2_era(td.edk2))
+            if td.qemu is not None:  # None: no kernel file, whose bytes QEMU would serve
+                doc["qemu"] = "<10.2" if rewrites_header(td.qemu) else ">=10.2"
     else:
         cpu = spec.cpu
         doc = {
@@ -116,8 +126,9 @@ def point_doc(spec: GuestSpec, free: tuple[str, ...] = ()) -> dict[str, Any]:
     return doc | dict.fromkeys(free)
 
 
-def point_text(spec: GuestSpec, free: tuple[str, ...] = ()) -> str:
-    return " ".join(f"{k}={v}" for k, v in point_doc(spec, free).items() if v is not None)
+def point_text(spec: GuestSpec, free: tuple[str, ...] = (), *, boot: bool = False) -> str:
+    doc = point_doc(spec, free, boot=boot)
+    return " ".join(f"{k}={v}" for k, v in doc.items() if v is not None)
 
 
 class Axes(NamedTuple):
@@ -136,6 +147,8 @@ class Axes(NamedTuple):
     raw_data_tails: tuple[RawDataTail, ...] = ()
     memory_mibs: tuple[int, ...] = ()
     vmsa_gpas: tuple[int, ...] = ()
+    edk2s: tuple[int, ...] = ()  # the boot of a TD (`boot_sweep`)
+    qemus: tuple[str, ...] = ()
 
 
 class Row(NamedTuple):
@@ -175,6 +188,55 @@ def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[R
         digests_at = {_NOT_TD: measure(build_sev_plan(first, firmware)).digest}
     for (vmm, cpu, features, _), vcpus, at in product(groups, axes.vcpus, points):
         yield Row(point(given, vcpus, cpu, vmm, features, **at._asdict()), digests_at[at])
+
+
+class BootRow(NamedTuple):
+    """One point of a TD's boot sweep (its guest), its boot events and the RTMR0-3 they give
+    (None: a register holding a digest not known offline)."""
+
+    spec: GuestSpec
+    events: list[Step]
+    rtmrs: tuple[bytes | None, ...]
+
+
+def boot_sweep(base: GuestSpec, axes: Axes) -> Iterator[BootRow]:
+    """One BootRow per edk2 release, QEMU version and memory size of `axes` (empty: the
+    base's), in that product order, for TD `base`.
+
+    Each row's RTMRs equal `rtmrs(boot_events(plan_boot_inputs(plan)))` of its plan. The TD
+    HOB is planned once per memory size, the kernel's Authenticode digest taken once per
+    header QEMU serves and the initrd hashed once.
+    """
+    from cvmlaunch.measure.rtmr import BootFiles, boot_events, boot_inputs, firmware_digests, rtmrs
+    from cvmlaunch.plan.tdx import build_td_plan
+
+    if base.technology is not Technology.TDX:
+        raise ProfileError(
+            [FieldProblem("technology", f"RTMRs are a TD's, not {base.technology}'s")]
+        )
+    td = base.td_config
+    at = partial(point, base, base.vcpus, base.cpu, base.vmm, base.guest_features)
+    specs = [
+        at(edk2=edk2, qemu=qemu, memory_mib=memory)
+        for edk2, qemu, memory in product(
+            axes.edk2s or (td.edk2,),
+            axes.qemus or (td.qemu,),
+            axes.memory_mibs or (base.memory_mib,),
+        )
+    ]
+    for spec in specs:  # every point is checked before any is measured
+        problems = spec.problems()
+        if problems:
+            raise ProfileError(problems, source=f"configuration {point_text(spec, boot=True)}")
+    firmware = read_firmware(base.firmware)
+    files = BootFiles(base)
+    digests: dict[int, tuple[bytes | None, bytes | None]] = {}
+    for spec in specs:
+        memory = spec.memory_mib
+        if memory not in digests:
+            digests[memory] = firmware_digests(build_td_plan(spec, firmware))
+        events = boot_events(boot_inputs(spec, *digests[memory], files))
+        yield BootRow(spec, events, rtmrs(events))
 
 
 class _TdPoint(NamedTuple):
