@@ -199,3 +199,19 @@ def test_flags_alone(cli: CliRunner, profile: Path, debian_ovmf: Path) -> None:
                         KERNEL, "--initrd", spec_dir / "initrd", "--append", "console=ttyS0",
                         "--rtmr1", UNPATCHED["rtmr1_edk2_lt_202411"])  # fmt: skip
     assert config == {"memory_mib": None, "edk2": "202302..202408", "qemu": ">=10.2"}
+
+
+def test_rtmr0_with_the_acpi_digests_tells_the_memory_size(cli: CliRunner, profile: Path) -> None:
+    # RTMR0 measures the TD HOB, whose memory map is the guest's RAM.
+    acpi = "".join(
+        f'{name} = "{digit * 96}"\n'
+        for name, digit in (("table_loader", "1"), ("rsdp", "2"), ("tables", "3"))
+    )
+    path = profile.with_name("acpi.toml")
+    path.write_text(profile.read_text() + f"[tdx.acpi]\n{acpi}")  # fmt: skip
+    measured = cli("measure", path, "--memory-mib", "3072", "--edk2", "202405",
+                   "--qemu-version", "10.2", "--json")  # fmt: skip
+    rtmr0 = json.loads(measured.out)["rtmrs"][0]
+    (config,) = configs(cli, path, "--rtmr0", rtmr0)
+    # RTMR0 holds no kernel: QEMU's kind is any.
+    assert config == {"memory_mib": 3072, "edk2": "202302..202408", "qemu": None}
