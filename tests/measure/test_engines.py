@@ -9,6 +9,8 @@ import hmac
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, PAGE_INFO_OFFSETS, PageType
 from cvmlaunch.abi.tdx import TdvfSectionType
@@ -260,3 +262,46 @@ def test_mrtd_is_sha384_of_the_records(order: PageOrder) -> None:
 
 def test_mrtd_orders_differ() -> None:
     assert mrtd(_td_plan(PageOrder.PAGE)) != mrtd(_td_plan(PageOrder.SECTION))
+
+
+@st.composite
+def _td_ops(draw: st.DrawFn) -> tuple[TdPageOp, ...]:
+    """Sections of up to 70 pages (several of the engine's blocks, and a part block), data
+    shorter than, as long as or longer than the section, each kind of action."""
+    ops = []
+    gpa = 0x100000
+    for index in range(draw(st.integers(1, 4))):
+        pages = draw(st.integers(1, 70))
+        action = draw(st.sampled_from(list(TdAction)))
+        length = draw(st.integers(0, (pages + 1) * PAGE))
+        seed = draw(st.binary(min_size=1, max_size=8))
+        data = memoryview((seed * (length // len(seed) + 1))[:length]) if length else None
+        ops.append(TdPageOp(gpa, pages * PAGE, action, data, f"s{index}", index,
+                            TdvfSectionType.BFV))  # fmt: skip
+        gpa += (pages + draw(st.integers(0, 3))) * PAGE
+    return tuple(ops)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_td_ops(), st.sampled_from(list(PageOrder)))
+def test_mrtd_equals_the_record_stream_and_its_trace(
+    ops: tuple[TdPageOp, ...], order: PageOrder
+) -> None:
+    stream = b""
+    for op in ops:
+        if op.action is TdAction.PAGE_AUG:
+            continue
+        pages = range(op.gpa, op.gpa + op.size, PAGE)
+        contents = bytes(op.data or b"")[: op.size].ljust(op.size, b"\0")
+        extend = op.action is TdAction.PAGE_ADD_EXTEND
+        if not extend or order is PageOrder.SECTION:
+            stream += b"".join(map(_add, pages))
+        for at in pages if extend else ():
+            page = contents[at - op.gpa : at - op.gpa + PAGE]
+            stream += (_add(at) if order is PageOrder.PAGE else b"") + _extend_page(at, page)
+    spec = GuestSpec(Technology.TDX, Path("td.bin"), td=TdConfig(page_order=order))
+    plan = TdPlan(spec, 0, bytes(32), TdvfMetadata(0, "test", ()), ops, None)
+    expected = hashlib.sha384(stream).digest()
+    assert mrtd(plan) == expected
+    trace: list[Step] = []
+    assert mrtd(plan, trace) == expected
