@@ -4,9 +4,10 @@ The image is a 4 MiB TDVF firmware with the section layout of Debian trixie's OV
 3.5 MiB measured BFV, a 528 KiB CFV, TD_HOB and TEMP_MEM), built deterministically. MRTD
 hashes every BFV chunk behind a 128-byte MR.EXTEND record, so the engine hashes about 1.3x
 the image's bytes: 1.3 is the floor of the ratio (the engine builds that stream in one thread
-while a second hashes it, so the floor is within reach on two free cores). Also shown: a 4 MiB image measured in full
-(floor 1.5), the whole pipeline (plan, which also takes the image's SHA-256 for reports and
-pins, then measure), and optionally td-shim's td_shim_tee_info_hash.py side by side.
+while a second hashes it, so the floor is within reach on two free cores). Also shown: a
+4 MiB image measured in full (floor 1.5), the whole pipeline (plan, which also takes the
+image's SHA-256 for reports and pins, then measure), and optionally td-shim's
+td_shim_tee_info_hash.py side by side.
 
 Run: .venv/bin/python benchmarks/mrtd_vs_sha384.py [--tdshim PATH/td_shim_tee_info_hash.py]
 """

@@ -6,8 +6,8 @@ TDH.MR.FINALIZE ends the hash. Every update is whole 128-byte blocks, so the MRT
 SHA-384 of the records concatenated in the order the VMM issued them.
 
 That stream is built a block of pages at a time, by C loops rather than two hash updates
-per 256-byte chunk, and hashed in a second thread while the next
-block is built: about 1.3x the image's bytes are hashed, and little else is done.
+per 256-byte chunk, and hashed in a second thread while the next block is built: about 1.3x
+the image's bytes are hashed, and little else is done.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def _records(op: TdPageOp, order: PageOrder) -> Iterator[bytes]:
         chunks = count * _CHUNKS
         gpa = op.gpa + start
         # Built by C loops (map, slice assignment, join), not one update per chunk.
-        extends = list(map(MRTD_RECORD.pack, repeat(MR_EXTEND_TAG, chunks),
-                           range(gpa, gpa + chunks * MR_EXTEND_CHUNK, MR_EXTEND_CHUNK)))  # fmt: skip
+        gpas = range(gpa, gpa + chunks * MR_EXTEND_CHUNK, MR_EXTEND_CHUNK)
+        extends = list(map(MRTD_RECORD.pack, repeat(MR_EXTEND_TAG, chunks), gpas))
         data_chunks = list(map(contents.__getitem__, _CHUNK_SLICES[:chunks]))
         if order is PageOrder.SECTION:
             parts: list[bytes | memoryview] = [b""] * (2 * chunks)
