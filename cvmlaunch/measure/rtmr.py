@@ -149,8 +149,10 @@ class BootFiles:
             initrd = self.initrd()
             patch = SetupHeaderPatch(memory_mib, None if initrd is None else initrd[1])
         # Without an initrd the patch does not depend on the memory size.
-        key = None if patch is None else (patch.memory_mib if patch.initrd_size else 0,
-                                          patch.initrd_size)  # fmt: skip
+        key = None
+        if patch is not None:
+            with_initrd = patch.initrd_size is not None
+            key = (patch.memory_mib if with_initrd else 0, patch.initrd_size)
         digest = self._authenticode.get(key)
         if digest is None:
             digest = self._authenticode[key] = authenticode(self._kernel, patch=patch)

@@ -4,11 +4,12 @@ only configurations that give the target."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cvmlaunch.analysis import space
@@ -36,7 +37,7 @@ MEMORY = [512, 1024, 1536, 2048, 2560, 3072, 4096]
 def td(
     tmp: Path, *, edk2: int, qemu: str, memory: int, initrd: bytes | None, cmdline: str
 ) -> GuestSpec:
-    boot = f'[boot]\nkernel = "{KERNEL}"\ncmdline = {cmdline!r}\n'
+    boot = f'[boot]\nkernel = "{KERNEL}"\ncmdline = {json.dumps(cmdline)}\n'
     if initrd is not None:
         path = tmp / f"initrd-{len(initrd)}-{initrd[:1].hex()}"
         path.write_bytes(initrd)
@@ -66,6 +67,8 @@ def _firmware(debian_ovmf: Path) -> None:
     initrd=st.one_of(st.none(), st.binary(max_size=64).map(lambda b: b * 4096)),
     cmdline=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
 )
+# An empty initrd: QEMU still writes its address, which moves with the memory size.
+@example(truth=(202302, "7.2", 1024), start=(202302, "7.2", 512), initrd=b"", cmdline="")
 def test_solutions_hold_the_truth_and_only_configurations_that_give_the_target(
     tmp_path: Path,
     truth: tuple[int, str, int],
