@@ -59,7 +59,7 @@ def evidence_from_plan(plan: Plan, source: str) -> Evidence:
     read = _Reader(source)
     technology = str(plan.spec.technology)
     if isinstance(plan, TdPlan):
-        inputs = _td_inputs(read, inputs_json(plan), td_identity(plan))
+        inputs = _td_inputs(read, inputs_json(plan, result.events), td_identity(plan))
     else:
         inputs = _sev_inputs(read, inputs_json(plan))
         if plan.firmware_digest is not None:

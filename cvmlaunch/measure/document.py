@@ -4,6 +4,7 @@ identity fields, and the trace, JSON-ready. Launch records carry the same `input
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.cpu import split_signature
@@ -71,13 +72,15 @@ def td_identity(plan: TdPlan) -> dict[str, Any]:
     }
 
 
-def td_inputs(plan: TdPlan) -> dict[str, Any]:
+def td_inputs(plan: TdPlan, events: Sequence[Step] | None = None) -> dict[str, Any]:
+    """What went into a TD's MRTD and, where its boot is predicted (`tdx.edk2`), its RTMRs:
+    the boot's settings, and the digests its `events` extend."""
     from cvmlaunch.abi.hob import HOB_HEADER
     from cvmlaunch.abi.tdx import PAGE_SIZE
 
     spec = plan.spec
     td = spec.td_config
-    return {
+    mrtd_inputs = {
         "firmware": str(spec.firmware),
         "firmware_sha256": plan.firmware_sha256.hex(),
         "firmware_size": plan.firmware_size,
@@ -101,6 +104,32 @@ def td_inputs(plan: TdPlan) -> dict[str, Any]:
             for op in plan.ops
         ],
     }
+    return mrtd_inputs | _td_boot_inputs(plan, events)
+
+
+def _td_boot_inputs(plan: TdPlan, events: Sequence[Step] | None) -> dict[str, Any]:
+    spec = plan.spec
+    td = spec.td_config
+    if td.edk2 is None:
+        return {}
+    boot = spec.boot
+    doc: dict[str, Any] = {
+        "edk2": td.edk2,
+        "qemu": td.qemu,
+        "acpi_sha384": None if td.acpi is None else [d.hex() for d in td.acpi],
+        "kernel": None if boot is None or boot.kernel.path is None else str(boot.kernel.path),
+        "initrd": None
+        if boot is None or boot.initrd is None or boot.initrd.path is None
+        else str(boot.initrd.path),
+        "cmdline": None if boot is None else boot.cmdline,
+    }
+    # The digests as the events extend them (a file's: only once measured).
+    labels = {"kernel_authenticode": "kernel", "load_options_sha384": "LoadOptions",
+              "initrd_sha384": "initrd"}  # fmt: skip
+    for key, start in labels.items():
+        found = next((e for e in events or () if e.label.startswith(start)), None)
+        doc[key] = None if found is None else _hex(found.contents)
+    return doc
 
 
 def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
@@ -124,9 +153,10 @@ def tdvf_json(tdvf: TdvfMetadata) -> dict[str, Any]:
     }
 
 
-def inputs_json(plan: Plan) -> dict[str, Any]:
-    """What went into `plan`'s measurement (the `inputs` of `measure --json`)."""
-    return td_inputs(plan) if isinstance(plan, TdPlan) else _inputs(plan)
+def inputs_json(plan: Plan, events: Sequence[Step] | None = None) -> dict[str, Any]:
+    """What went into `plan`'s measurement (the `inputs` of `measure --json`; a TD's boot
+    digests from its predicted `events`)."""
+    return td_inputs(plan, events) if isinstance(plan, TdPlan) else _inputs(plan)
 
 
 def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
@@ -141,7 +171,7 @@ def measurement_json(plan: Plan, result: Measurement) -> dict[str, Any]:
             doc["rtmrs"] = [_hex(value) for value in result.rtmrs]
             doc["events"] = [event_json(step) for step in result.events]
         doc["td"] = td_identity(plan)
-        doc["inputs"] = td_inputs(plan)
+        doc["inputs"] = td_inputs(plan, result.events)
         if result.trace is not None:
             doc["trace"] = [step_json(step) for step in result.trace]
         return doc

@@ -232,3 +232,32 @@ def test_published_digests_need_the_edk2_release(tmp_path: Path, cli: CliRunner)
     path.write_text(path.read_text().replace("edk2 = 202502\n", ""))
     r = cli("measure", path)
     assert r.code == 2 and "tdx.kernel_authenticode: a boot given by its digests" in r.err
+
+
+def test_the_inputs_document_carries_the_boot(
+    tmp_path: Path, initrd: Path, cli: CliRunner
+) -> None:
+    path = profile(tmp_path, initrd, tdx='edk2 = 202411\nqemu = "8.2"')
+    r = cli("measure", path, "--json", "--trace")
+    inputs = json.loads(r.out)["inputs"]
+    assert inputs["edk2"] == 202411 and inputs["qemu"] == "8.2"
+    assert inputs["kernel"] == str(KERNEL) and inputs["initrd"] == str(initrd)
+    assert inputs["cmdline"] == "console=ttyS0" and inputs["acpi_sha384"] is None
+    assert inputs["kernel_authenticode"] == PATCHED["authenticode_sha384"]
+    rtmr2 = VECTORS["rtmr2"]
+    assert inputs["load_options_sha384"] == rtmr2["cmdline_digest_suffix_form_edk2_lt_202508"]
+    assert inputs["initrd_sha384"] == VECTORS["initrd"]["sha384"]
+    # Two saved traces of one MRTD: diff names the boot inputs that part.
+    a = tmp_path / "a.json"
+    a.write_text(r.out)
+    b = tmp_path / "b.json"
+    b.write_text(cli("measure", path, "--edk2", "202508", "--qemu-version", "10.2",
+                     "--json", "--trace").out)  # fmt: skip
+    text = cli("diff", a, b).out
+    assert "tdx.edk2: edk2 release 202411 vs 202508" in text
+    unpatched = VECTORS["unpatched"]["authenticode_sha384"]
+    assert (f"tdx.kernel_authenticode = {PATCHED['authenticode_sha384'][:16]}… vs "
+            f"{unpatched[:16]}…") in text  # fmt: skip
+    # Without tdx.edk2 no boot is predicted: the document has no boot keys.
+    plain = profile(tmp_path, initrd, tdx="", boot=False)
+    assert "edk2" not in json.loads(cli("measure", plain, "--json").out)["inputs"]
