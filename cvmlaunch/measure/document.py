@@ -123,7 +123,7 @@ def _td_boot_inputs(plan: TdPlan, events: Sequence[Step] | None) -> dict[str, An
         else str(boot.initrd.path),
         "cmdline": None if boot is None else boot.cmdline,
     }
-    # The digests as the events extend them (a file's: only once measured).
+    # The digests as the events extend them (a file's: only once measured), by label.
     labels = {"kernel_authenticode": "kernel", "load_options_sha384": "LoadOptions",
               "initrd_sha384": "initrd"}  # fmt: skip
     for key, start in labels.items():

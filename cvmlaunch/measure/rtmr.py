@@ -79,6 +79,9 @@ class BootInputs(NamedTuple):
     # The SHA-384 of the LoadOptions, where only it is published (dstack's cmdline digest):
     # it stands for the command line's.
     load_options_sha384: bytes | None = None
+    # The kernel's and initrd's digests are the profile's own (tdx.kernel_authenticode,
+    # tdx.initrd_sha384), not computed from files.
+    published: bool = False
 
 
 # The profile fields behind each predicted event, likeliest first (by its label's start).
@@ -86,6 +89,9 @@ EVENT_CAUSES = (
     ("TdxTable", ("memory_mib", "firmware.path")),
     ("CFV", ("firmware.path",)),
     ("etc/", ("tdx.acpi",)),
+    ("kernel (published Authenticode)", ("tdx.kernel_authenticode",)),
+    ("LoadOptions (published digest)", ("tdx.load_options_sha384", "tdx.edk2")),
+    ("initrd (published SHA-384)", ("tdx.initrd_sha384",)),
     ("kernel", ("boot.kernel", "tdx.qemu", "memory_mib", "boot.initrd")),
     ("separator (ReadyToBoot)", ("tdx.edk2",)),
     ("LoadOptions", ("boot.cmdline", "tdx.edk2", "boot.initrd")),
@@ -172,7 +178,8 @@ def boot_inputs(
     if td.kernel_authenticode is not None:  # a boot given by its published digests
         cmdline = boot.cmdline if boot is not None else ""
         return BootInputs(td.edk2, td_hob_sha384, cfv_sha384, acpi, td.kernel_authenticode,
-                          cmdline, td.initrd_sha384, td.load_options_sha384)  # fmt: skip
+                          cmdline, td.initrd_sha384, td.load_options_sha384,
+                          published=True)  # fmt: skip
     if boot is None or boot.kernel.path is None:
         return BootInputs(td.edk2, td_hob_sha384, cfv_sha384, acpi, None, None, None)
     initrd = files.initrd()
@@ -260,7 +267,7 @@ def boot_events(inputs: BootInputs) -> list[Step]:
         _event(0, e.EV_EFI_VARIABLE_BOOT, "Boot0000 (UiApp)", _of(UIAPP_LOAD_OPTION), boot0000)
     )
     if inputs.cmdline is not None:
-        label = "kernel (Authenticode)"
+        label = "kernel (published Authenticode)" if inputs.published else "kernel (Authenticode)"
         events.append(_event(1, e.EV_EFI_BOOT_SERVICES_APPLICATION, label,
                              inputs.kernel_authenticode))  # fmt: skip
     events.append(_logged(1, e.EV_EFI_ACTION, CALLING_EFI_APPLICATION.decode(),
@@ -278,9 +285,12 @@ def boot_events(inputs: BootInputs) -> list[Step]:
         if digest is None:
             digest = _of(load_options(inputs.cmdline, initrd=initrd, edk2=inputs.edk2))
         label = f"LoadOptions {inputs.cmdline!r}"
+        if inputs.load_options_sha384 is not None:
+            label = "LoadOptions (published digest)"
         events.append(_event(2, e.EV_EVENT_TAG, label, digest))
         if initrd:
-            events.append(_event(2, e.EV_EVENT_TAG, "initrd", inputs.initrd_sha384))
+            label = "initrd (published SHA-384)" if inputs.published else "initrd"
+            events.append(_event(2, e.EV_EVENT_TAG, label, inputs.initrd_sha384))
     return _numbered(events)
 
 

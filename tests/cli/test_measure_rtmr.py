@@ -214,6 +214,31 @@ def test_a_real_td_by_its_published_digests(tmp_path: Path, cli: CliRunner) -> N
 
 
 @pytest.mark.parametrize(
+    ("change", "check", "named"),
+    [
+        (("memory_mib = 2048", "memory_mib = 4096"), "event_log.rtmr0.events",
+         "event 0 TdxTable (TD HOB): the log has 0b8772e5b0b41b83…, the profile 5b684faf8d02a733… "
+         "(check memory_mib, firmware.path)"),
+        (("load_options_sha384 = \"78", "load_options_sha384 = \"87"), "event_log.rtmr2.events",
+         "event 16 LoadOptions (published digest): the log has 786280842b736428…, the profile "
+         "876280842b736428… (check tdx.load_options_sha384, tdx.edk2)"),
+        (("edk2 = 202502", "edk2 = 202408"), "event_log.rtmr1.events",
+         "(check tdx.edk2)"),
+    ],
+)  # fmt: skip
+def test_the_real_td_with_a_wrong_field_fails_naming_it(
+    change: tuple[str, str], check: str, named: str, tmp_path: Path, cli: CliRunner
+) -> None:
+    path = dstack_profile(tmp_path)
+    path.write_text(path.read_text().replace(*change))
+    r = cli("audit", "--report", DSTACK / "tdx-lite-quote.bin", "--event-log",
+            DSTACK / "tdx-lite-getquote.json", "--profile", path, "--json")  # fmt: skip
+    assert r.code == 1
+    checks = {c["name"]: c for c in json.loads(r.out)["checks"]}
+    assert not checks[check]["ok"] and named in checks[check]["actual"], checks[check]
+
+
+@pytest.mark.parametrize(
     ("extra", "words"),
     [
         ('[boot]\nkernel = "/k"\n', "tdx.kernel_authenticode: given with [boot]"),
