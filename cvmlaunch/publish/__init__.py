@@ -1,0 +1,166 @@
+"""Reference values for the verifiers that enforce them: what a guest (or each guest of a
+matrix) must report, with what fixed it, and the codecs that write it in each verifier's
+format and read it back for `audit --reference`.
+
+`Reference` is the one type: the claims one configuration must show, keyed by the audit
+expectation names of the field table (`measurement`, `policy`, `host_data`,
+`td_attributes`, `xfam`, `mrconfigid`, `mrowner`, `mrownerconfig`, `rtmrs` as
+{index: value}, `min_tcb`, ...), the point of the configuration space it is for, and its
+provenance. Each format is a module of this package with
+
+    write(references: Sequence[Reference], options: PublishOptions) -> bytes
+    read(data: bytes) -> list[Reference]      # what the document says, for audit
+    looks_like(data: bytes) -> bool          # whether `data` is a document of it
+
+registered in FORMATS by name and imported only when used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
+
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.spec import GuestSpec, Technology
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from cvmlaunch.measure.sweep import Axes
+
+
+class Reference(NamedTuple):
+    """What one configuration of a guest must report."""
+
+    technology: Technology
+    # Audit expectation name (attest.Expectations field) -> value: bytes for digests and
+    # IDs, int for policies and attribute words, {int: bytes} for rtmrs, {str: int} for
+    # min_tcb. Only what the configuration fixes is present.
+    expect: Mapping[str, Any]
+    # The configuration's swept fields (measure.sweep.point_doc): what tells the entries of
+    # a matrix apart.
+    config: Mapping[str, Any]
+    # Where the values come from: "tool" (name and version), "profile_sha256",
+    # "inputs" ({file role: SHA-256 hex}), "assumptions" ({name: value}: VMM flavour and
+    # version, edk2 era, page order, ...). Empty when read back from a format that has none.
+    provenance: Mapping[str, Any]
+
+
+class PublishOptions(NamedTuple):
+    """What a document says besides the values."""
+
+    expiration: datetime | None = None  # RVPS and CoRIM validity
+    signing_key: bytes | None = None  # PEM private key: COSE-sign a CoRIM
+    text: bool = True  # go-sev-guest / go-tdx-guest: textproto (else protojson)
+
+
+class Format(Protocol):
+    def write(self, references: Sequence[Reference], options: PublishOptions) -> bytes: ...
+
+    def read(self, data: bytes) -> list[Reference]: ...
+
+    def looks_like(self, data: bytes) -> bool: ...
+
+
+# Format name -> the module that implements it.
+FORMATS = {
+    "json": "cvmlaunch.publish.bundle",
+    "rvps": "cvmlaunch.publish.rvps",
+    "go-sev-guest": "cvmlaunch.publish.gopolicy",
+    "go-tdx-guest": "cvmlaunch.publish.gopolicy",
+    "corim": "cvmlaunch.publish.corim",
+}
+
+
+def codec(name: str) -> Format:
+    """The module of format `name` (a key of FORMATS)."""
+    if name not in FORMATS:
+        reason = f"expected one of {', '.join(FORMATS)}, got {name!r}"
+        raise ProfileError([FieldProblem("--format", reason)])
+    return cast(Format, importlib.import_module(FORMATS[name]))
+
+
+def read_any(data: bytes) -> list[Reference]:
+    """The references of a document in any of FORMATS, told apart by its content."""
+    for name in dict.fromkeys(FORMATS.values()):
+        module = cast(Format, importlib.import_module(name))
+        if module.looks_like(data):
+            return module.read(data)
+    reason = f"not a document of any of {', '.join(FORMATS)}"
+    raise ProfileError([FieldProblem("--reference", reason)])
+
+
+def references(
+    base: GuestSpec,
+    axes: Axes | None = None,
+    *,
+    profile_bytes: bytes | None = None,
+    min_tcb: Mapping[str, int] | None = None,
+) -> list[Reference]:
+    """The reference values of `base` (or of each guest of `axes` applied to it, in matrix
+    order): its launch digest, the launch parameters the platform reports, a TD's boot
+    RTMR0-2 where its profile predicts them (RTMR3 and unknown registers are not claimed),
+    and `min_tcb` (SNP) where given. `profile_bytes` is the profile the values come from,
+    for the provenance."""
+    from cvmlaunch import __version__
+    from cvmlaunch.analysis.space import matrix
+    from cvmlaunch.measure.sweep import Axes as AxesType
+    from cvmlaunch.measure.sweep import point_doc
+
+    if axes is None:
+        axes = AxesType((base.vcpus,), (base.cpu,), (base.vmm,), (base.guest_features,))
+    inputs = input_digests(base, profile_bytes)
+    out = []
+    for row in matrix(base, axes, cloud_cpu=True):
+        spec = row.spec
+        expect: dict[str, Any] = {"measurement": row.measurement}
+        expect |= {k: v for k, v in spec.expectations().items() if v is not None}
+        if spec.technology is Technology.TDX and spec.td_config.edk2 is not None:
+            expect |= _boot_rtmrs(spec)
+        if min_tcb is not None and spec.technology is Technology.SEV_SNP:
+            expect["min_tcb"] = dict(min_tcb)
+        origin = {"tool": f"cvmlaunch {__version__}", **inputs, "assumptions": assumptions(spec)}
+        out.append(Reference(spec.technology, expect, point_doc(spec), origin))
+    return out
+
+
+def _boot_rtmrs(spec: GuestSpec) -> dict[str, Any]:
+    from cvmlaunch.measure.rtmr import boot_events, plan_boot_inputs, rtmrs
+    from cvmlaunch.plan.tdx import build_td_plan
+
+    values = rtmrs(boot_events(plan_boot_inputs(build_td_plan(spec))))
+    known = {n: value for n, value in enumerate(values[:3]) if value is not None}
+    return {"rtmrs": known} if known else {}
+
+
+def input_digests(spec: GuestSpec, profile_bytes: bytes | None) -> dict[str, Any]:
+    """The SHA-256 of the profile and of each input file (and of the command line)."""
+    from cvmlaunch.guest.files import read_firmware, sha256_file
+
+    inputs: dict[str, str | None] = {
+        "firmware": hashlib.sha256(read_firmware(spec.firmware)).hexdigest()
+    }
+    boot = spec.boot
+    if boot is not None:
+        for role, item in (("kernel", boot.kernel), ("initrd", boot.initrd)):
+            if item is None:
+                continue
+            digest = item.sha256 if item.path is None else sha256_file(item.path, f"boot.{role}")
+            inputs[role] = None if digest is None else digest.hex()
+        inputs["cmdline"] = hashlib.sha256(boot.cmdline.encode()).hexdigest()
+    profile = None if profile_bytes is None else hashlib.sha256(profile_bytes).hexdigest()
+    return {"profile_sha256": profile, "inputs": inputs}
+
+
+def assumptions(spec: GuestSpec) -> dict[str, Any]:
+    """The settings outside the measured bytes that fixed the values: the VMM flavour, and
+    a TD's page order, raw-data tail and, where its boot is predicted, edk2 and QEMU."""
+    out: dict[str, Any] = {"vmm": str(spec.vmm)}
+    if spec.technology is Technology.TDX:
+        td = spec.td_config
+        out |= {"page_order": str(td.page_order), "raw_data_tail": str(td.raw_data_tail)}
+        if td.edk2 is not None:
+            out |= {"edk2": td.edk2, "qemu": td.qemu}
+    return out
