@@ -12,7 +12,7 @@ from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
 from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.analysis.evidence import STEP_FIELDS
-from cvmlaunch.guest.spec import Technology, Vmm
+from cvmlaunch.guest.spec import Technology, Vmm, firmware_name
 from cvmlaunch.measure import Measurement, measure
 from cvmlaunch.plan.ops import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
@@ -131,7 +131,7 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
     if op.kind is StepKind.FIRMWARE:
         base = (1 << 32) - plan.firmware.size
         inputs = {
-            "file": str(spec.firmware),
+            "file": firmware_name(spec),
             "file_offsets": f"{op.gpa - base:#x}-{op.gpa - base + op.size - 1:#x}",
             "sha256": plan.firmware_sha256.hex(),
         }

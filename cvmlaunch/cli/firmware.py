@@ -21,6 +21,14 @@ def add_arguments(f: argparse.ArgumentParser) -> None:
     inspect.add_argument("image", type=Path)
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(handler=_inspect)
+    describe = fc.add_parser(
+        "describe",
+        help="the image by its measured facts: a [firmware] profile fragment that measures "
+        "as the image does without it (sev-snp)",
+    )
+    describe.add_argument("image", type=Path)
+    describe.add_argument("--json", action="store_true")
+    describe.set_defaults(handler=_describe)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -38,4 +46,45 @@ def _inspect(args: argparse.Namespace) -> int:
     except FirmwareError as e:
         tdvf = str(e)
     print(json_text(firmware_json(image, tdvf)) if args.json else firmware_text(image, tdvf))
+    return EXIT_OK
+
+
+def _describe(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from cvmlaunch.firmware.descriptor import describe
+    from cvmlaunch.firmware.ovmf import parse_ovmf
+    from cvmlaunch.guest.files import read_firmware
+    from cvmlaunch.guest.profile import descriptor_table
+    from cvmlaunch.measure.snp import firmware_pages_digest
+
+    data = read_firmware(args.image, "image")
+    image = parse_ovmf(data)
+    if image.sev_metadata is None:
+        raise FirmwareError("no SEV metadata: not an SEV-SNP firmware, nothing to describe")
+    descriptor = describe(image, hashlib.sha256(data).digest())
+    problems = descriptor.problems()
+    if problems:
+        name, reason = problems[0]
+        raise FirmwareError(f"its {name} {reason}")
+    digest = firmware_pages_digest(image).hex()
+    table = descriptor_table(descriptor)
+    if args.json:
+        print(json_text({"firmware": {"digest": digest, "descriptor": table}}))
+        return EXIT_OK
+    print(f"# {args.image}: what an SEV-SNP measurement takes from it (cvmlaunch firmware"
+          " describe).\n# In a profile it replaces firmware.path.")  # fmt: skip
+    print(f'[firmware]\ndigest = "{digest}"\n\n[firmware.descriptor]')
+    print(f"size = {table['size']:#x}")
+    print(f'sha256 = "{table["sha256"]}"')
+    if "reset_eip" in table:
+        print(f"reset_eip = {table['reset_eip']:#x}")
+    if "hash_table" in table:
+        area = table["hash_table"]
+        print(f"hash_table = {{ gpa = {area['gpa']:#x}, size = {area['size']:#x} }}")
+    print("sev_metadata = [")
+    for section in table["sev_metadata"]:
+        print(f'    {{ gpa = {section["gpa"]:#x}, size = {section["size"]:#x}, '
+              f'type = "{section["type"]}" }},')  # fmt: skip
+    print("]")
     return EXIT_OK

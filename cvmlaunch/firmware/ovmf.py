@@ -104,10 +104,13 @@ class OvmfImage(NamedTuple):
     hash_table_area: GpaRange | None
     secret_area: GpaRange | None
     tdx_metadata_offset: int | None
+    # The size of an image known by its descriptor (firmware/descriptor.py), which has no
+    # bytes; None: the size of `data`.
+    described_size: int | None = None
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self.data) if self.described_size is None else self.described_size
 
     @property
     def gpa(self) -> int:

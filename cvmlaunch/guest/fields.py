@@ -152,6 +152,8 @@ FIELDS = (
           meaning="different LoadOptions (command line): RTMR2"),
     Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
           "firmware_digest", True),
+    Field("firmware.descriptor", None, Format.TEXT, frozenset({SEV_SNP}), "firmware_descriptor",
+          True, meaning="the firmware by its descriptor: {a} vs {b}"),
     Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None, bounds=CPU_FAMILY),
     Field("cpu.model", "--vcpu-model", Format.DEC, _SEV_FAMILY, None, bounds=CPU_MODEL),
     Field("cpu.stepping", "--vcpu-stepping", Format.DEC, _SEV_FAMILY, None, bounds=CPU_STEPPING),

@@ -50,6 +50,8 @@ from cvmlaunch.inputs import read_input
 if TYPE_CHECKING:
     from tomlkit.items import Item
 
+    from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+
 SCHEMA_VERSION = 1
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="32 bytes as hex")]
@@ -67,10 +69,58 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Firmware(_Model):
-    """The firmware image (OVMF built with SEV support)."""
+class GpaRangeModel(_Model):
+    gpa: Annotated[int, Strict(), Field(ge=0, lt=1 << 32)]
+    size: Annotated[int, Strict(), Field(gt=0, le=1 << 32)]
 
-    path: Path = Field(description="Firmware image; relative paths are against the profile.")
+    def range(self) -> tuple[int, int]:
+        return self.gpa, self.size
+
+
+class SevMetadataSection(GpaRangeModel):
+    type: Literal["SNP_SEC_MEM", "SNP_SECRETS", "CPUID", "SVSM_CAA", "SNP_KERNEL_HASHES"]
+
+
+class Descriptor(_Model):
+    """An OVMF image by what an SEV-SNP measurement takes from it (`cvmlaunch firmware
+    describe IMAGE` writes it); with firmware.digest it replaces the image."""
+
+    size: Annotated[int, Strict(), Field(gt=0, le=1 << 32)] = Field(
+        description="The image's size in bytes: it is mapped to end at 4 GiB."
+    )
+    sha256: Hex32 = Field(description="The SHA-256 of the image described.")
+    reset_eip: Annotated[int, Strict(), Field(ge=0, lt=1 << 32)] | None = Field(
+        None, description="The AP start address of the SEV-ES reset block."
+    )
+    hash_table: GpaRangeModel | None = Field(
+        None, description="The SEV hash table area: where the kernel hashes go."
+    )
+    sev_metadata: list[SevMetadataSection] = Field(
+        description="The SEV metadata sections, in the image's order."
+    )
+
+    def to_spec(self) -> FirmwareDescriptor:
+        from cvmlaunch.abi.ovmf import SevSectionType
+        from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+        from cvmlaunch.firmware.ovmf import GpaRange, SevSection
+
+        sections = tuple(SevSection(n, s.gpa, s.size, SevSectionType[s.type], 0)
+                         for n, s in enumerate(self.sev_metadata))  # fmt: skip
+        area = None if self.hash_table is None else GpaRange(*self.hash_table.range())
+        return FirmwareDescriptor(
+            self.size, bytes.fromhex(self.sha256), sections, self.reset_eip, area
+        )
+
+
+class Firmware(_Model):
+    """The firmware image (OVMF built with SEV support), or its descriptor."""
+
+    path: Path | None = Field(
+        None, description="Firmware image; relative paths are against the profile."
+    )
+    descriptor: Descriptor | None = Field(
+        None, description="sev-snp: the image by its measured facts instead of its path."
+    )
     sha256: Hex32 | None = Field(None, description="Pin: the image must have this SHA-256.")
     digest: Hex48 | None = Field(
         None,
@@ -283,11 +333,16 @@ class Profile(_Model):
                 initrd = BootFile(b.initrd, _hex(b.initrd_sha256))
             boot = DirectBoot(BootFile(b.kernel, _hex(b.kernel_sha256)), initrd, b.cmdline)
         tdx = self.technology is Technology.TDX
+        described = self.firmware.descriptor
+        if (self.firmware.path is None) == (described is None):
+            reason = "give the image's path or its descriptor (firmware describe), one of them"
+            problems.append(FieldProblem("firmware.path", reason))
         fields = dict(
             technology=self.technology,
-            firmware=self.firmware.path,
+            firmware=self.firmware.path or Path(),
             firmware_sha256=_hex(self.firmware.sha256),
             firmware_digest=_hex(self.firmware.digest),
+            firmware_descriptor=None if described is None else described.to_spec(),
             vcpus=self.vcpus,
             cpu=None if tdx else cpu,
             vmm=self.vmm,
@@ -304,7 +359,8 @@ class Profile(_Model):
 
     def resolve_paths(self, base: Path) -> Profile:
         """A copy with relative paths made relative to `base` (the profile's folder)."""
-        fw = self.firmware.model_copy(update={"path": base / self.firmware.path})
+        path = self.firmware.path
+        fw = self.firmware.model_copy(update={"path": None if path is None else base / path})
         boot = self.boot
         if boot is not None:
             boot = boot.model_copy(
@@ -493,11 +549,15 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
     if description:
         doc["description"] = description
     # Absolute paths: a printed profile is saved elsewhere and must still find its inputs.
-    firmware: dict[str, Any] = {"path": str(spec.firmware.absolute())}
+    firmware: dict[str, Any] = {}
+    if spec.firmware_descriptor is None:
+        firmware["path"] = str(spec.firmware.absolute())
     if spec.firmware_sha256 is not None:
         firmware["sha256"] = spec.firmware_sha256.hex()
     if spec.firmware_digest is not None:
         firmware["digest"] = spec.firmware_digest.hex()
+    if spec.firmware_descriptor is not None:
+        firmware["descriptor"] = descriptor_table(spec.firmware_descriptor)
     doc.update(vcpus=spec.vcpus, vmm=str(spec.vmm))
     if spec.technology is Technology.TDX:
         doc["memory_mib"] = spec.memory_mib
@@ -590,3 +650,17 @@ __all__ = [
     "profile_json_schema",
     "toml_text",
 ]
+
+
+def descriptor_table(descriptor: FirmwareDescriptor) -> dict[str, Any]:
+    """The `[firmware.descriptor]` table of `descriptor`."""
+    table: dict[str, Any] = {"size": descriptor.size, "sha256": descriptor.sha256.hex()}
+    if descriptor.sev_es_reset_address is not None:
+        table["reset_eip"] = descriptor.sev_es_reset_address
+    area = descriptor.hash_table_area
+    if area is not None:
+        table["hash_table"] = {"gpa": area.base, "size": area.size}
+    table["sev_metadata"] = [
+        {"gpa": s.gpa, "size": s.size, "type": s.type.name} for s in descriptor.sev_metadata
+    ]
+    return table

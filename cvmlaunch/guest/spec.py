@@ -10,7 +10,7 @@ problems it finds at once, each under the name a user wrote it with.
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
 from cvmlaunch.abi.snp import (
@@ -35,6 +35,9 @@ from cvmlaunch.guest.fields import (
     within,
 )
 from cvmlaunch.guest.technology import Technology
+
+if TYPE_CHECKING:
+    from cvmlaunch.firmware.descriptor import FirmwareDescriptor
 
 SHA256_SIZE = 32
 DEFAULT_MEMORY_MIB = 2048
@@ -215,6 +218,9 @@ class GuestSpec(NamedTuple):
     launch_secret: SevLaunchSecretInputs | None = None
     memory_mib: int = DEFAULT_MEMORY_MIB
     td: TdConfig | None = None
+    # The firmware by its measured facts instead of the image (sev-snp; `firmware` is then
+    # not read).
+    firmware_descriptor: "FirmwareDescriptor | None" = None
 
     @property
     def td_config(self) -> TdConfig:
@@ -234,7 +240,8 @@ class GuestSpec(NamedTuple):
         """The files this guest is measured from: its firmware, kernel and initrd."""
         boot = self.boot
         items = () if boot is None else (boot.kernel, boot.initrd)
-        return [self.firmware] + [i.path for i in items if i is not None and i.path is not None]
+        firmware = [self.firmware] if self.firmware_descriptor is None else []
+        return firmware + [i.path for i in items if i is not None and i.path is not None]
 
     def expectations(self) -> dict[str, Any]:
         """The audit expectations this spec fixes: Expectations field -> value."""
@@ -269,6 +276,13 @@ class GuestSpec(NamedTuple):
         td, td_problems = _normalized_td(fields["td"])
         boot, boot_problems = _normalized_boot(fields["boot"])
         fields.update(td=td, boot=boot)
+        if fields["firmware_descriptor"] is not None:
+            from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+
+            if not isinstance(fields["firmware_descriptor"], FirmwareDescriptor):
+                problems.append(FieldProblem("firmware.descriptor",
+                                             "expected a FirmwareDescriptor or None"))  # fmt: skip
+                fields["firmware_descriptor"] = None
         for name, kind in (("cpu", CpuSpec), ("launch_secret", SevLaunchSecretInputs)):
             value = fields[name]
             if value is not None and not isinstance(value, kind):
@@ -288,6 +302,7 @@ class GuestSpec(NamedTuple):
         # Parts given that do not apply to the technology (the field table's rule).
         given = (
             ("firmware.digest", self.firmware_digest),
+            ("firmware.descriptor", self.firmware_descriptor),
             ("cpu", self.cpu),
             ("boot", self.boot),
             ("sev.tik", self.launch_secret),
@@ -299,6 +314,8 @@ class GuestSpec(NamedTuple):
         )
         if self.firmware_digest is not None and len(self.firmware_digest) != LD_SIZE:
             bad("firmware.digest", "expected 48 bytes (96 hex digits) of SHA-384")
+        if self.firmware_descriptor is not None:
+            out += _descriptor_problems(self, self.firmware_descriptor)
         tdx = self.technology is Technology.TDX
         needs_vcpus = self.technology is not Technology.SEV
         if needs_vcpus and not within("vcpus", self.vcpus):
@@ -482,6 +499,25 @@ def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem
         cmdline = ""
     kernel = files[0] if files[0] is not None else BootFile(sha256=bytes(SHA256_SIZE))
     return DirectBoot(kernel, files[1], cmdline), problems
+
+
+def firmware_name(spec: GuestSpec) -> str:
+    """How the firmware is named in documents: its path, or that a descriptor stands for it."""
+    return "(descriptor)" if spec.firmware_descriptor is not None else str(spec.firmware)
+
+
+def _descriptor_problems(spec: GuestSpec, descriptor: "FirmwareDescriptor") -> list[FieldProblem]:
+    if spec.technology is not Technology.SEV_SNP:
+        return []  # refused as inapplicable
+    key = "firmware.descriptor"
+    out = [FieldProblem(f"{key}.{name}", reason) for name, reason in descriptor.problems()]
+    if spec.firmware_digest is None:
+        reason = "required with firmware.descriptor: the launch digest after the firmware pages"
+        out.append(FieldProblem("firmware.digest", reason))
+    pin = spec.firmware_sha256
+    if pin is not None and pin != descriptor.sha256:
+        out.append(FieldProblem("firmware.sha256", "differs from firmware.descriptor.sha256"))
+    return out
 
 
 def _tdx_problems(spec: GuestSpec) -> list[FieldProblem]:

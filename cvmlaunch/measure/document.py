@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.cpu import split_signature
 from cvmlaunch.abi.snp import sev_feature_names
-from cvmlaunch.guest.spec import Technology, Vmm
+from cvmlaunch.guest.spec import Technology, Vmm, firmware_name
 from cvmlaunch.measure import Measurement
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import TD_RECORDS, Step
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the TDX modules load only for a TD (CLI start-up)
 def _inputs(plan: LaunchPlan) -> dict[str, Any]:
     spec = plan.spec
     doc: dict[str, Any] = {
-        "firmware": str(spec.firmware),
+        "firmware": firmware_name(spec),
         "firmware_sha256": plan.firmware_sha256.hex(),
         "firmware_size": plan.firmware.size,
     }

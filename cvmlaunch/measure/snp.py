@@ -20,6 +20,7 @@ from cvmlaunch.abi.snp import (
     ZERO_CONTENTS,
     PageType,
 )
+from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.plan.ops import LaunchPlan, PageOp
 from cvmlaunch.plan.step import Step, StepKind
 
@@ -47,6 +48,13 @@ def snp_digest(plan: LaunchPlan, trace: list[Step] | None = None) -> SnpDigests:
         if op.kind is StepKind.FIRMWARE:
             after_firmware = ld
     return SnpDigests(ld, after_firmware)
+
+
+def firmware_pages_digest(image: OvmfImage) -> bytes:
+    """The launch digest after `image`'s pages, which every SNP launch of it starts with (a
+    profile's firmware.digest)."""
+    op = PageOp(StepKind.FIRMWARE, image.gpa, image.size, PageType.NORMAL, image.data, "firmware")
+    return update(bytes(LD_SIZE), op, None)
 
 
 def update(ld: bytes, op: PageOp, trace: list[Step] | None) -> bytes:

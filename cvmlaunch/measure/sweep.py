@@ -172,7 +172,7 @@ def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[R
         return
     _check(base, groups, axes.vcpus, points)
     given, base = base, _boot_digests(base)
-    firmware = read_firmware(base.firmware)
+    firmware = b"" if base.firmware_descriptor is not None else read_firmware(base.firmware)
     if base.technology in VMSA_TECHNOLOGIES:
         chains = _VcpuChains(base, firmware, axes.vcpus)
         for vmm, cpu, features, gpa in groups:

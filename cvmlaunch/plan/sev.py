@@ -42,8 +42,13 @@ GCE_GENOA_VMSA_GPA = 0xFFFFFFFFFF000
 def build_sev_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
     """The plan for `spec`; `firmware` gives the image bytes instead of reading the file."""
     spec = spec.check()
-    data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
-    image = parse_ovmf(data)
+    described = spec.firmware_descriptor
+    if described is not None:  # the image's facts, not its bytes: its digest is given
+        image, firmware_sha256 = described.image(), described.sha256
+    else:
+        data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256,
+                                                     firmware)  # fmt: skip
+        image = parse_ovmf(data)
     hashes = None
     if spec.boot is not None:
         # Imported here (as is the table's layout): only measured direct boot needs them.
