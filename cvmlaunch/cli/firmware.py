@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.cli.common import EXIT_OK, Parser, json_text
 from cvmlaunch.errors import FirmwareError
 
 if TYPE_CHECKING:
+    from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+    from cvmlaunch.firmware.ovmf import OvmfImage
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 
@@ -27,6 +29,11 @@ def add_arguments(f: argparse.ArgumentParser) -> None:
         "as the image does without it (sev-snp)",
     )
     describe.add_argument("image", type=Path)
+    describe.add_argument(
+        "--technology",
+        choices=("sev-snp", "tdx"),
+        help="whose facts (default: sev-snp if the image has SEV metadata)",
+    )
     describe.add_argument("--json", action="store_true")
     describe.set_defaults(handler=_describe)
 
@@ -52,39 +59,73 @@ def _inspect(args: argparse.Namespace) -> int:
 def _describe(args: argparse.Namespace) -> int:
     import hashlib
 
-    from cvmlaunch.firmware.descriptor import describe
     from cvmlaunch.firmware.ovmf import parse_ovmf
+    from cvmlaunch.firmware.tdvf import find_tdvf
     from cvmlaunch.guest.files import read_firmware
     from cvmlaunch.guest.profile import descriptor_table
-    from cvmlaunch.measure.snp import firmware_pages_digest
 
     data = read_firmware(args.image, "image")
     image = parse_ovmf(data)
+    sha256 = hashlib.sha256(data).digest()
+    technology = args.technology or ("sev-snp" if image.sev_metadata is not None else "tdx")
+    if technology == "sev-snp":
+        table = _snp_facts(image, sha256)
+    else:
+        tdvf = find_tdvf(data)
+        if tdvf is None:
+            raise FirmwareError("no TDVF metadata: not a TDX firmware, nothing to describe")
+        table = {"descriptor": descriptor_table(_td_descriptor(args.image, data, sha256, tdvf))}
+    document = {"firmware": table}
+    if args.json:
+        print(json_text(document))
+        return EXIT_OK
+    import tomlkit
+
+    print(f"# {args.image} as a {technology} measurement sees it (cvmlaunch firmware "
+          "describe).\n# In a profile it replaces firmware.path.")  # fmt: skip
+    print(tomlkit.dumps(document), end="")
+    return EXIT_OK
+
+
+def _snp_facts(image: OvmfImage, sha256: bytes) -> dict[str, Any]:
+    from cvmlaunch.firmware.descriptor import describe
+    from cvmlaunch.guest.profile import descriptor_table
+    from cvmlaunch.measure.snp import firmware_pages_digest
+
     if image.sev_metadata is None:
         raise FirmwareError("no SEV metadata: not an SEV-SNP firmware, nothing to describe")
-    descriptor = describe(image, hashlib.sha256(data).digest())
-    problems = descriptor.problems()
-    if problems:
-        name, reason = problems[0]
+    descriptor = describe(image, sha256)
+    for name, reason in descriptor.problems():
         raise FirmwareError(f"its {name} {reason}")
-    digest = firmware_pages_digest(image).hex()
-    table = descriptor_table(descriptor)
-    if args.json:
-        print(json_text({"firmware": {"digest": digest, "descriptor": table}}))
-        return EXIT_OK
-    print(f"# {args.image}: what an SEV-SNP measurement takes from it (cvmlaunch firmware"
-          " describe).\n# In a profile it replaces firmware.path.")  # fmt: skip
-    print(f'[firmware]\ndigest = "{digest}"\n\n[firmware.descriptor]')
-    print(f"size = {table['size']:#x}")
-    print(f'sha256 = "{table["sha256"]}"')
-    if "reset_eip" in table:
-        print(f"reset_eip = {table['reset_eip']:#x}")
-    if "hash_table" in table:
-        area = table["hash_table"]
-        print(f"hash_table = {{ gpa = {area['gpa']:#x}, size = {area['size']:#x} }}")
-    print("sev_metadata = [")
-    for section in table["sev_metadata"]:
-        print(f'    {{ gpa = {section["gpa"]:#x}, size = {section["size"]:#x}, '
-              f'type = "{section["type"]}" }},')  # fmt: skip
-    print("]")
-    return EXIT_OK
+    return {
+        "digest": firmware_pages_digest(image).hex(),
+        "descriptor": descriptor_table(descriptor),
+    }
+
+
+def _td_descriptor(
+    path: Path, data: bytes, sha256: bytes, tdvf: TdvfMetadata
+) -> FirmwareDescriptor:
+    """The TD facts of an image: its sections, the MRTD of each page order and raw-data tail
+    it can be launched with, its CFV's SHA-384."""
+    from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+    from cvmlaunch.guest.spec import GuestSpec, PageOrder, RawDataTail, TdConfig, Technology
+    from cvmlaunch.measure import measure
+    from cvmlaunch.measure.rtmr import firmware_digests
+    from cvmlaunch.plan.tdx import build_td_plan
+
+    mrtds = []
+    cfv = None
+    # No memory size enters MRTD; the plan needs one that holds the largest section.
+    memory = max([4096] + [(s.mem_size >> 20) + 1 for s in tdvf.sections if not s.page_aug])
+    for order in PageOrder:
+        for tail in RawDataTail:
+            spec = GuestSpec(Technology.TDX, path, memory_mib=memory,
+                             td=TdConfig(page_order=order, raw_data_tail=tail))  # fmt: skip
+            try:
+                plan = build_td_plan(spec, data)
+            except FirmwareError:  # e.g. a short section's tail past the image's end
+                continue
+            mrtds.append((str(order), str(tail), measure(plan).digest))
+            cfv = firmware_digests(plan)[1]
+    return FirmwareDescriptor(len(data), sha256, tdvf=tdvf, mrtds=tuple(mrtds), cfv_sha384=cfv)

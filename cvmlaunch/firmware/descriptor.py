@@ -6,6 +6,10 @@ profile's `firmware.digest`), where it is mapped (its size: it ends at 4 GiB), t
 metadata sections (GPA, size, type), the AP start address of the SEV-ES reset block, and
 the GPA range of the kernel hashes table. `describe` reads them off a parsed image; `image`
 gives back an OvmfImage that plans exactly as the image does, with no bytes.
+
+A TD takes its MRTD (which depends on the page order and the raw-data tail, so the
+descriptor holds one per pair), the TDVF sections (which lay out the TD HOB, RTMR0's first
+event) and the SHA-384 of the CFV (RTMR0's second).
 """
 
 # No `from __future__ import annotations`: NamedTuple would compile each string annotation.
@@ -15,6 +19,7 @@ from typing import NamedTuple
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.firmware.ovmf import FOUR_GIB, GpaRange, OvmfImage, SevSection, first_overlap
+from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 
 class FirmwareDescriptor(NamedTuple):
@@ -22,9 +27,17 @@ class FirmwareDescriptor(NamedTuple):
 
     size: int  # of the image, in bytes: it is mapped to end at 4 GiB
     sha256: bytes  # of the image described
-    sev_metadata: tuple[SevSection, ...]
+    sev_metadata: tuple[SevSection, ...] = ()
     sev_es_reset_address: int | None = None
     hash_table_area: GpaRange | None = None
+    # TDX
+    tdvf: TdvfMetadata | None = None
+    mrtds: tuple[tuple[str, str, bytes], ...] = ()  # (page order, raw-data tail, MRTD)
+    cfv_sha384: bytes | None = None
+
+    def mrtd(self, page_order: str, raw_data_tail: str) -> bytes | None:
+        """The MRTD for a page order and raw-data tail (their values: "page", "image")."""
+        return next((m for o, t, m in self.mrtds if (o, t) == (page_order, raw_data_tail)), None)
 
     def image(self) -> OvmfImage:
         """The image as the plan sees it: its layout without its bytes (whose digest the
@@ -60,11 +73,32 @@ class FirmwareDescriptor(NamedTuple):
         address = self.sev_es_reset_address
         if address is not None and not 0 <= address < FOUR_GIB:
             out.append(("reset_eip", "expected a 32-bit address"))
+        if any(len(m) != 48 for _, _, m in self.mrtds):
+            out.append(("mrtd", "expected 48 bytes (96 hex digits) each"))
+        if self.cfv_sha384 is not None and len(self.cfv_sha384) != 48:
+            out.append(("cfv_sha384", "expected 48 bytes (96 hex digits)"))
+        if self.tdvf is not None:
+            out += _tdvf_problems(self.tdvf)
         return out
 
 
+def _tdvf_problems(tdvf: TdvfMetadata) -> list[tuple[str, str]]:
+    out = []
+    mapped = [s for s in tdvf.sections if s.mem_size]
+    overlap = first_overlap(mapped)
+    if overlap is not None:
+        first, second = overlap
+        out.append((f"tdvf_sections[{second.number}]", f"overlaps tdvf_sections[{first.number}]"))
+    aligned = "expected a page-aligned GPA and a size of whole pages"
+    for section in tdvf.sections:
+        if section.gpa % PAGE_SIZE or section.mem_size % PAGE_SIZE:
+            out.append((f"tdvf_sections[{section.number}]", aligned))
+    return out
+
+
 def describe(image: OvmfImage, sha256: bytes) -> FirmwareDescriptor:
-    """The descriptor of parsed image `image` (whose SHA-256 is `sha256`)."""
+    """The SEV-SNP facts of parsed image `image` (whose SHA-256 is `sha256`); a TD's are
+    measured (measure/describe.py)."""
     return FirmwareDescriptor(
         image.size,
         sha256,

@@ -81,9 +81,22 @@ class SevMetadataSection(GpaRangeModel):
     type: Literal["SNP_SEC_MEM", "SNP_SECRETS", "CPUID", "SVSM_CAA", "SNP_KERNEL_HASHES"]
 
 
+class TdvfSectionModel(_Model):
+    type: Literal["BFV", "CFV", "TD_HOB", "TEMP_MEM", "PERM_MEM", "PAYLOAD", "PAYLOAD_PARAM",
+                  "TD_INFO", "TD_PARAMS"]  # fmt: skip
+    gpa: Annotated[int, Strict(), Field(ge=0, lt=1 << 64)]
+    mem_size: Annotated[int, Strict(), Field(ge=0, lt=1 << 64)]
+    raw_size: Annotated[int, Strict(), Field(ge=0, lt=1 << 32)] = 0
+    data_offset: Annotated[int, Strict(), Field(ge=0, lt=1 << 32)] = 0
+    attributes: Annotated[int, Strict(), Field(ge=0, le=3)] = Field(
+        0, description="1: MR.EXTEND (measured), 2: PAGE.AUG."
+    )
+
+
 class Descriptor(_Model):
-    """An OVMF image by what an SEV-SNP measurement takes from it (`cvmlaunch firmware
-    describe IMAGE` writes it); with firmware.digest it replaces the image."""
+    """An OVMF image by what a measurement takes from it (`cvmlaunch firmware describe
+    IMAGE` writes it): for sev-snp, with firmware.digest, its layout; for tdx its TDVF
+    sections, its MRTD by page order and raw-data tail, and its CFV's SHA-384."""
 
     size: Annotated[int, Strict(), Field(gt=0, le=1 << 32)] = Field(
         description="The image's size in bytes: it is mapped to end at 4 GiB."
@@ -96,7 +109,16 @@ class Descriptor(_Model):
         None, description="The SEV hash table area: where the kernel hashes go."
     )
     sev_metadata: list[SevMetadataSection] = Field(
-        description="The SEV metadata sections, in the image's order."
+        [], description="sev-snp: the SEV metadata sections, in the image's order."
+    )
+    tdvf_sections: list[TdvfSectionModel] | None = Field(
+        None, description="tdx: the TDVF sections, in the metadata's order."
+    )
+    mrtd: dict[Literal["page/image", "page/zero", "section/image", "section/zero"], Hex48] = Field(
+        {}, description="tdx: the MRTD by page order and raw-data tail."
+    )
+    cfv_sha384: Hex48 | None = Field(
+        None, description="tdx: the SHA-384 of the CFV raw data (RTMR0's second event)."
     )
 
     def to_spec(self) -> FirmwareDescriptor:
@@ -107,9 +129,20 @@ class Descriptor(_Model):
         sections = tuple(SevSection(n, s.gpa, s.size, SevSectionType[s.type], 0)
                          for n, s in enumerate(self.sev_metadata))  # fmt: skip
         area = None if self.hash_table is None else GpaRange(*self.hash_table.range())
+        tdvf = None
+        if self.tdvf_sections is not None:
+            from cvmlaunch.abi.tdx import TdvfSectionType
+            from cvmlaunch.firmware.tdvf import TdvfMetadata, TdvfSection
+
+            tdvf = TdvfMetadata(0, "descriptor", tuple(
+                TdvfSection(n, t.data_offset, t.raw_size, t.gpa, t.mem_size,
+                            TdvfSectionType[t.type], t.attributes, 0)
+                for n, t in enumerate(self.tdvf_sections)))  # fmt: skip
+        mrtds = tuple((*key.split("/"), bytes.fromhex(v)) for key, v in self.mrtd.items())
         return FirmwareDescriptor(
-            self.size, bytes.fromhex(self.sha256), sections, self.reset_eip, area
-        )
+            self.size, bytes.fromhex(self.sha256), sections, self.reset_eip, area, tdvf,
+            cast("tuple[tuple[str, str, bytes], ...]", mrtds), _hex(self.cfv_sha384),
+        )  # fmt: skip
 
 
 class Firmware(_Model):
@@ -660,7 +693,17 @@ def descriptor_table(descriptor: FirmwareDescriptor) -> dict[str, Any]:
     area = descriptor.hash_table_area
     if area is not None:
         table["hash_table"] = {"gpa": area.base, "size": area.size}
-    table["sev_metadata"] = [
-        {"gpa": s.gpa, "size": s.size, "type": s.type.name} for s in descriptor.sev_metadata
-    ]
+    if descriptor.sev_metadata:
+        table["sev_metadata"] = [
+            {"gpa": s.gpa, "size": s.size, "type": s.type.name} for s in descriptor.sev_metadata
+        ]
+    if descriptor.tdvf is not None:
+        table["tdvf_sections"] = [
+            {"type": s.type.name, "gpa": s.gpa, "mem_size": s.mem_size, "raw_size": s.raw_size,
+             "data_offset": s.data_offset, "attributes": s.attributes}
+            for s in descriptor.tdvf.sections
+        ]  # fmt: skip
+        table["mrtd"] = {f"{o}/{t}": m.hex() for o, t, m in descriptor.mrtds}
+        if descriptor.cfv_sha384 is not None:
+            table["cfv_sha384"] = descriptor.cfv_sha384.hex()
     return table

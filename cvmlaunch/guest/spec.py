@@ -507,10 +507,21 @@ def firmware_name(spec: GuestSpec) -> str:
 
 
 def _descriptor_problems(spec: GuestSpec, descriptor: "FirmwareDescriptor") -> list[FieldProblem]:
-    if spec.technology is not Technology.SEV_SNP:
-        return []  # refused as inapplicable
     key = "firmware.descriptor"
     out = [FieldProblem(f"{key}.{name}", reason) for name, reason in descriptor.problems()]
+    if spec.technology is Technology.TDX:
+        td = spec.td_config
+        if descriptor.tdvf is None:
+            out.append(FieldProblem(f"{key}.tdvf_sections", "required for a tdx guest"))
+        elif descriptor.mrtd(str(td.page_order), str(td.raw_data_tail)) is None:
+            pair = f"{td.page_order!s}/{td.raw_data_tail!s}"
+            reason = f"no MRTD for this page order and raw-data tail (key {pair!r})"
+            out.append(FieldProblem(f"{key}.mrtd", reason))
+        return out
+    if spec.technology is not Technology.SEV_SNP:
+        return out  # refused as inapplicable
+    if not descriptor.sev_metadata:
+        out.append(FieldProblem(f"{key}.sev_metadata", "required for an sev-snp guest"))
     if spec.firmware_digest is None:
         reason = "required with firmware.descriptor: the launch digest after the firmware pages"
         out.append(FieldProblem("firmware.digest", reason))

@@ -37,7 +37,8 @@ def measure(plan: Plan, *, trace: bool = False) -> Measurement:
         from cvmlaunch.measure.tdx import mrtd  # loads only for a TD (CLI start-up)
 
         records: list[Step] | None = [] if trace else None
-        digest = mrtd(plan, records)
+        # A described firmware gives its MRTD (and has no records to trace).
+        digest = plan.mrtd if plan.mrtd is not None else mrtd(plan, records)
         frozen = None if records is None else tuple(records)
         if plan.spec.td_config.edk2 is None:
             return Measurement(plan.spec.technology, digest, None, None, frozen)

@@ -121,6 +121,9 @@ def firmware_digests(plan: TdPlan) -> tuple[bytes | None, bytes | None]:
 
     # As TDVF measures it: without the END_OF_HOB_LIST header at its end.
     hob = None if plan.td_hob is None else sha384(plan.td_hob[: -HOB_HEADER.size]).digest()
+    described = plan.spec.firmware_descriptor
+    if described is not None and described.tdvf is not None:
+        return hob, described.cfv_sha384
     for op in plan.ops:
         if op.section_type is TdvfSectionType.CFV and op.data is not None:
             raw = plan.tdvf.sections[op.section].raw_size

@@ -228,7 +228,7 @@ def boot_sweep(base: GuestSpec, axes: Axes) -> Iterator[BootRow]:
         problems = spec.problems()
         if problems:
             raise ProfileError(problems, source=f"configuration {point_text(spec, boot=True)}")
-    firmware = read_firmware(base.firmware)
+    firmware = b"" if base.firmware_descriptor is not None else read_firmware(base.firmware)
     files = BootFiles(base)
     digests: dict[int, tuple[bytes | None, bytes | None]] = {}
     for spec in specs:
@@ -426,7 +426,7 @@ def _mrtds(first: GuestSpec, points: list[_TdPoint], firmware: bytes) -> dict[_T
 
 def _measured_records(plan: TdPlan) -> tuple[object, ...]:
     """What MRTD depends on: the page order, and each added section's GPA range and, when
-    extended, contents (an added page's contents are not measured)."""
+    extended, contents (an added page's contents are not measured); or a descriptor's MRTD."""
     sections = tuple(
         (
             op.gpa,
@@ -437,4 +437,4 @@ def _measured_records(plan: TdPlan) -> tuple[object, ...]:
         for op in plan.ops
         if op.action is not TdAction.PAGE_AUG
     )
-    return (plan.spec.td_config.page_order, sections)
+    return (plan.spec.td_config.page_order, sections, plan.mrtd)

@@ -110,6 +110,8 @@ class TdPlan(NamedTuple):
     tdvf: "TdvfMetadata"
     ops: tuple[TdPageOp, ...]
     td_hob: bytes | None
+    # The MRTD a firmware descriptor gives (its page contents are not at hand).
+    mrtd: bytes | None = None
 
 
 Plan = LaunchPlan | TdPlan

@@ -36,8 +36,17 @@ _ACCEPTED = frozenset({TdvfSectionType.TD_HOB, TdvfSectionType.TEMP_MEM})
 def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
     """The plan for the TDX guest `spec`; `firmware` gives the image instead of the file."""
     spec = spec.check()
-    data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
-    tdvf = parse_tdvf(data)
+    described = spec.firmware_descriptor
+    mrtd = None
+    if described is not None and described.tdvf is not None:
+        # The image's facts, not its bytes: its sections, and the MRTD they measure to.
+        td = spec.td_config
+        data, firmware_sha256, tdvf = b"", described.sha256, described.tdvf
+        mrtd = described.mrtd(str(td.page_order), str(td.raw_data_tail))
+    else:
+        data, firmware_sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256,
+                                                     firmware)  # fmt: skip
+        tdvf = parse_tdvf(data)
     _warn_if_qemu_refuses(tdvf.sections)
     hobs = tdvf.of_type(TdvfSectionType.TD_HOB)
     if len(hobs) > 1:
@@ -66,15 +75,23 @@ def build_td_plan(spec: GuestSpec, firmware: bytes | None = None) -> TdPlan:
     tail = spec.td_config.raw_data_tail
     view = memoryview(data)
     ops = tuple(
-        _op(section, view, tail, hob)
+        _op(section, view, tail, hob, described=mrtd is not None)
         for section in tdvf.sections
         if section.mem_size  # TD_INFO / TD_PARAMS are read by the VMM, not mapped
     )
     _log.debug("plan.built", technology=str(spec.technology), operations=len(ops))
-    return TdPlan(spec, len(data), firmware_sha256, tdvf, ops, hob)
+    size = len(data) if described is None else described.size
+    return TdPlan(spec, size, firmware_sha256, tdvf, ops, hob, mrtd)
 
 
-def _op(section: TdvfSection, image: memoryview, tail: RawDataTail, hob: bytes | None) -> TdPageOp:
+def _op(
+    section: TdvfSection,
+    image: memoryview,
+    tail: RawDataTail,
+    hob: bytes | None,
+    *,
+    described: bool = False,
+) -> TdPageOp:
     if section.page_aug:
         action = TdAction.PAGE_AUG
     elif section.extends_mr:
@@ -84,6 +101,8 @@ def _op(section: TdvfSection, image: memoryview, tail: RawDataTail, hob: bytes |
     contents: memoryview | None = None
     if section.type is TdvfSectionType.TD_HOB and hob is not None:
         contents = memoryview(hob)
+    elif described:
+        pass  # the image's bytes are not at hand: the descriptor's MRTD stands for them
     elif section.raw_size:
         contents = _section_bytes(section, image, tail)
     elif action is TdAction.PAGE_ADD_EXTEND and section.type not in _ACCEPTED:

@@ -185,3 +185,97 @@ def test_neither_or_both_of_path_and_descriptor_is_refused() -> None:
     for case in (both, neither):
         with pytest.raises(ProfileError, match=r"firmware\.path: give the image's path or its"):
             parse_profile(tomllib.loads(case)).to_spec()
+
+
+# ---- TDX ---------------------------------------------------------------------------------
+
+
+def td_described(spec: GuestSpec, cli: CliRunner) -> GuestSpec:
+    """`spec` with its firmware given by the descriptor `firmware describe` prints."""
+    r = cli("firmware", "describe", spec.firmware, "--technology", "tdx", "--json")
+    assert r.code == 0, r.err
+    table = json.loads(r.out)["firmware"]
+    assert set(table) == {"descriptor"}  # no firmware.digest: a TD refuses it
+    profile = {"schema_version": 1, "technology": "tdx", "firmware": table}
+    descriptor = parse_profile(profile).firmware.descriptor
+    assert descriptor is not None
+    return spec._replace(firmware=Path("/nonexistent/firmware"),
+                         firmware_descriptor=descriptor.to_spec())  # fmt: skip
+
+
+def td_values(spec: GuestSpec) -> tuple[bytes, tuple[bytes | None, ...] | None]:
+    result = measure(build_plan(spec))
+    return result.digest, result.rtmrs
+
+
+@pytest.mark.parametrize("page_order", ["page", "section"])
+@pytest.mark.parametrize("tail", ["image", "zero"])
+@pytest.mark.parametrize("memory", [512, 2048, 3072, 8192])
+@pytest.mark.usefixtures("debian_ovmf")
+def test_a_td_measures_the_same_from_its_descriptor(
+    page_order: str, tail: str, memory: int, cli: CliRunner, tmp_path: Path
+) -> None:
+    # MRTD, and with the boot predicted RTMR0 (TD HOB from the sections, CFV) to RTMR2.
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(bytes(4096))
+    text = (ROOT / "profiles" / "debian-ovmf-qemu-tdx.toml").read_text()
+    text = text.replace('page_order = "page"', f'page_order = "{page_order}"')
+    text = text.replace('raw_data_tail = "image"', f'raw_data_tail = "{tail}"')
+    text = text.replace("memory_mib = 4096", f"memory_mib = {memory}")
+    kernel = Path(__file__).parents[1] / "vectors" / "tdx" / "vmlinuz-6.1.0-56-amd64"
+    acpi = "".join(f'{k} = "{d * 96}"\n' for k, d in (("table_loader", "1"), ("rsdp", "2"),
+                                                      ("tables", "3")))  # fmt: skip
+    text += (f'edk2 = 202502\nqemu = "8.2"\n[tdx.acpi]\n{acpi}'
+             f'[boot]\nkernel = "{kernel}"\ninitrd = "{initrd}"\ncmdline = "quiet"\n')  # fmt: skip
+    spec = parse_profile(tomllib.loads(text)).to_spec()
+    ours = td_values(td_described(spec, cli))
+    assert ours == td_values(spec)
+    assert ours[1] is not None and all(value is not None for value in ours[1])
+
+
+def test_a_real_td_by_published_values_alone(cli: CliRunner, debian_ovmf: Path) -> None:
+    """dstack-0.6.0's TD from what is published about it, no image, no files: its firmware
+    by descriptor (Debian bookworm's TDVF section layout, the MRTD its measurement document
+    gives for QEMU 8.2's two-pass (section) order, the empty-varstore CFV digest), its boot
+    by digests, the ACPI digests its log names. MRTD and RTMR0-2 equal its real quote."""
+    from cvmlaunch.attest.tdx import parse_tdx_quote
+
+    dstack = ROOT / "tests" / "vectors" / "eventlog" / "dstack"
+    quote = parse_tdx_quote((dstack / "tdx-lite-quote.bin").read_bytes())
+    published = json.loads((dstack / "dstack_tdx_lite_recompute.json").read_text())
+    vectors = json.loads((ROOT / "tests" / "vectors" / "tdx" / "tdx-vectors.json").read_text())
+    r = cli("firmware", "describe", debian_ovmf, "--technology", "tdx", "--json")
+    descriptor = json.loads(r.out)["firmware"]["descriptor"]
+    descriptor["mrtd"] = {"section/image": published["doc_mrtd_two_pass"]}
+    descriptor["cfv_sha384"] = vectors["acpi_fixture_rtmr0"][0]["event_digests"][1]
+    doc = published["measurement_doc"]
+    table_loader, rsdp, tables = published["acpi_digests_from_log"]
+    profile = {
+        "schema_version": 1, "technology": "tdx", "vcpus": 2, "memory_mib": 2048,
+        "firmware": {"descriptor": descriptor},
+        "tdx": {"page_order": "section", "edk2": 202502,
+                "kernel_authenticode": doc["kernel_authenticode"],
+                "initrd_sha384": doc["initrd_sha384"],
+                "load_options_sha384": doc["cmdline_sha384"],
+                "acpi": {"table_loader": table_loader, "rsdp": rsdp, "tables": tables}},
+    }  # fmt: skip
+    spec = parse_profile(profile).to_spec()
+    assert spec.files() == []
+    digest, rtmrs = td_values(spec)
+    assert digest == quote.body.mrtd
+    assert rtmrs is not None and rtmrs[:3] == quote.body.rtmrs[:3]
+
+
+def test_a_td_descriptor_needs_the_mrtd_of_its_page_order(
+    debian_ovmf: Path, cli: CliRunner
+) -> None:
+    r = cli("firmware", "describe", debian_ovmf, "--technology", "tdx", "--json")
+    descriptor = json.loads(r.out)["firmware"]["descriptor"]
+    descriptor["mrtd"] = {"page/image": descriptor["mrtd"]["page/image"]}
+    profile = {"schema_version": 1, "technology": "tdx", "firmware": {"descriptor": descriptor},
+               "tdx": {"page_order": "section"}}  # fmt: skip
+    with pytest.raises(ProfileError, match=r"firmware\.descriptor\.mrtd: no MRTD for this page"):
+        parse_profile(profile).to_spec()
+    del descriptor["tdvf_sections"]
+    with pytest.raises(ProfileError, match=r"tdvf_sections: required for a tdx guest"):
+        parse_profile(profile).to_spec()
