@@ -139,9 +139,10 @@ def input_digests(spec: GuestSpec, profile_bytes: bytes | None) -> dict[str, Any
     """The SHA-256 of the profile and of each input file (and of the command line)."""
     from cvmlaunch.guest.files import read_firmware, sha256_file
 
-    inputs: dict[str, str | None] = {
-        "firmware": hashlib.sha256(read_firmware(spec.firmware)).hexdigest()
-    }
+    described = spec.firmware_descriptor
+    firmware = (described.sha256.hex() if described is not None
+                else hashlib.sha256(read_firmware(spec.firmware)).hexdigest())  # fmt: skip
+    inputs: dict[str, str | None] = {"firmware": firmware}
     boot = spec.boot
     if boot is not None:
         for role, item in (("kernel", boot.kernel), ("initrd", boot.initrd)):
