@@ -25,6 +25,7 @@ _COMMANDS = {
     "diff": ("why two measurements differ", "diff"),
     "solve": ("which configurations produce a measurement", "solve"),
     "matrix": ("reference measurements over a range of configurations", "matrix"),
+    "publish": ("reference values for a verifier (RVPS, go-sev-guest, CoRIM, JSON)", "publish"),
     "profile": ("profile format tools", "profile"),
     "firmware": ("firmware image tools", "firmware"),
 }
