@@ -23,6 +23,9 @@ _OPTION_FORMATS = {
     "--signing-key": ("corim",),
     "--protojson": ("go-sev-guest", "go-tdx-guest"),
 }
+# The formats for one technology's guests, by its name (go-sev-guest and go-tdx-guest share
+# a module, which writes by the references' technology: the name must agree with it).
+_FORMAT_TECHNOLOGY = {"go-sev-guest": "sev-snp", "go-tdx-guest": "tdx"}
 # Where a format's document is not text, a terminal gets none of it.
 _BINARY_FORMATS = ("corim",)
 # A private key file is small; a larger file is not one.
@@ -79,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, _dest(flag), values[0])
     default_base(args)
     base = spec_from_args(args)
+    wanted = _FORMAT_TECHNOLOGY.get(args.format)
+    if wanted is not None and base.technology != wanted:
+        reason = f"checks {wanted} guests; this guest is {base.technology}"
+        raise ProfileError([FieldProblem("--format", f"{args.format} {reason}")])
     min_tcb = None
     if args.min_tcb is not None:
         if base.technology is not Technology.SEV_SNP:

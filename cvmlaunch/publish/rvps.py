@@ -81,7 +81,7 @@ EXPIRATION_REFUSED = (
 
 def write(references: Sequence[Reference], options: PublishOptions) -> bytes:
     """The RVPS message of `references`: each name with the distinct values of all of them,
-    in the order they first appear (TCB lists ascending)."""
+    in the order they first appear (a TCB list: every SPL from the least minimum)."""
     if options.expiration is not None:
         raise ProfileError([FieldProblem("--expiration", EXPIRATION_REFUSED)])
     if options.signing_key is not None:
@@ -103,7 +103,9 @@ def write(references: Sequence[Reference], options: PublishOptions) -> bytes:
                 raise ProfileError([FieldProblem(SINGLE[name], reason)])
             payload[name] = next(iter(seen))
         elif name in TCB_NAMES.values():
-            payload[name] = sorted(seen)
+            # Every SPL from the least minimum: each reference's minimum admits its own run
+            # up to 255, and the runs' union is the least one's.
+            payload[name] = list(range(min(seen), SPL_MAX + 1))
         else:
             payload[name] = list(seen)
     packed = json.dumps(payload, separators=(",", ":")).encode()
@@ -142,7 +144,7 @@ def _snp_entries(expect: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             raise ProfileError([FieldProblem("min_tcb", reason)])
         for component, name in TCB_NAMES.items():
             if component in minimum:
-                yield from ((name, spl) for spl in range(minimum[component], SPL_MAX + 1))
+                yield name, minimum[component]  # written out as a run up to 255
     policy = expect.get("policy")
     if policy is not None:
         yield "snp_guest_abi_major", policy >> 8 & 0xFF

@@ -93,6 +93,10 @@ def test_output_file_is_written_whole(cli: CliRunner, tmp_path: Path, debian_ovm
         (("--vcpus", "1-2", "-o", "/dev/null"), "--output /dev/null"),
         ((str(SNP_PROFILE), "-o", str(SNP_PROFILE)), "is one of this command's inputs"),
         (("--tik", "x"), "--tik: publish works on launch digests"),
+        ((str(SNP_PROFILE), "--format", "go-tdx-guest"),
+         "--format: go-tdx-guest checks tdx guests; this guest is sev-snp"),
+        ((str(TDX_PROFILE), "--format", "go-sev-guest"),
+         "--format: go-sev-guest checks sev-snp guests; this guest is tdx"),
     ],
 )  # fmt: skip
 def test_errors_are_one_line_exit_2(
