@@ -101,7 +101,8 @@ def references(
 ) -> list[Reference]:
     """The reference values of `base` (or of each guest of `axes` applied to it, in matrix
     order): its launch digest, the launch parameters the platform reports, a TD's boot
-    RTMR0-2 where its profile predicts them (RTMR3 and unknown registers are not claimed),
+    RTMR0-2 where its profile predicts them (RTMR3 and unknown registers are not claimed)
+    with the boot events behind them,
     and `min_tcb` (SNP) where given. `profile_bytes` is the profile the values come from,
     for the provenance."""
     from cvmlaunch import __version__
@@ -130,9 +131,12 @@ def _boot_rtmrs(spec: GuestSpec) -> dict[str, Any]:
     from cvmlaunch.measure.rtmr import boot_events, plan_boot_inputs, rtmrs
     from cvmlaunch.plan.tdx import build_td_plan
 
-    values = rtmrs(boot_events(plan_boot_inputs(build_td_plan(spec))))
+    events = tuple(boot_events(plan_boot_inputs(build_td_plan(spec))))
+    values = rtmrs(events)
     known = {n: value for n, value in enumerate(values[:3]) if value is not None}
-    return {"rtmrs": known} if known else {}
+    # The events too: a verifier checks some of them by themselves (Trustee: the kernel's
+    # and its parameters').
+    return {"rtmrs": known, "events": events} if known else {"events": events}
 
 
 def input_digests(spec: GuestSpec, profile_bytes: bytes | None) -> dict[str, Any]:

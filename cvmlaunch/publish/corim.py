@@ -348,6 +348,8 @@ def _claims(ref: Reference, where: str) -> list[dict[int, Any]]:
                 # (debug forbidden): refuse rather than publish a stricter reference.
                 raise _fail(at, "a CoRIM can only claim debug off (false)")
             out.append((-1, {1: {3: {3: False}}}))  # flags: is-debug false
+        elif name == "events" and not snp and "rtmrs" in ref.expect:
+            continue  # the RTMRs claimed bind the events that extend them
         elif name == "min_tcb" and snp:
             word, turin = _tcb_word(value, at)
             for mkey in TCB_MKEYS:

@@ -296,6 +296,8 @@ def _packed_tcb(minimum: object, product: str | None) -> int:
 def _td_tree(reference: Reference) -> dict[str, Any]:
     expect = reference.expect
     known = {"measurement", "td_attributes", "xfam", "rtmrs", "allow_debug", *_TD_BYTES}
+    if "rtmrs" in expect:
+        known.add("events")  # the RTMRs claimed bind the events that extend them
     _unexpressed(reference, known)
     body: dict[str, Any] = {}
     for name, field in _TD_BYTES.items():

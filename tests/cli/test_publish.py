@@ -130,3 +130,30 @@ def test_the_policy_values_come_from_the_profile(
     assert r.code == 0, r.err
     values = json.loads(base64.b64decode(json.loads(r.out)["payload"]))
     assert values["snp_single_socket"] is True and values["snp_smt_allowed"] is True
+
+
+def test_a_td_with_its_boot_predicted_publishes_in_every_format(
+    cli: CliRunner, tmp_path: Path, debian_ovmf: Path
+) -> None:
+    # references() carries a TD's boot events with its RTMRs: Trustee's policy checks the
+    # kernel's and its parameters' events by themselves; the other formats claim the RTMRs,
+    # which bind those events.
+    from cvmlaunch.publish import codec
+
+    kernel = ROOT / "tests" / "vectors" / "tdx" / "vmlinuz-6.1.0-56-amd64"
+    profile = tmp_path / "td.toml"
+    profile.write_text(TDX_PROFILE.read_text() + 'edk2 = 202502\nqemu = "8.2"\n'
+                       f'[boot]\nkernel = "{kernel}"\ncmdline = "console=ttyS0"\n')  # fmt: skip
+    measured = json.loads(cli("measure", profile, "--json").out)
+    for name in ("json", "rvps", "go-tdx-guest", "corim"):
+        out = tmp_path / f"refs.{name}"
+        r = cli("publish", profile, "--format", name, "-o", out)
+        assert r.code == 0, (name, r.err)
+        (reference,) = codec(name).read(out.read_bytes())
+        assert reference.expect["measurement"].hex() == measured["measurement"], name
+        for index in (1, 2):
+            assert reference.expect["rtmrs"][index].hex() == measured["rtmrs"][index], name
+    payload = json.loads(
+        base64.b64decode(json.loads((tmp_path / "refs.rvps").read_text())["payload"])
+    )
+    assert payload["tdvfkernel"] and payload["tdvfkernelparams"]
