@@ -3,7 +3,6 @@ table of an extended report, and gathering certificates from files into roles.""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import stat
@@ -53,7 +52,6 @@ class Vek(NamedTuple):
         return base if base in PRODUCTS else None
 
 
-@functools.lru_cache(maxsize=64)  # certificates hash by their DER: one decode per VEK
 def read_vek(cert: x509.Certificate, source: str) -> Vek:
     """The VCEK or VLEK `cert` with its extensions decoded."""
     cn = common_name(cert)
@@ -208,7 +206,12 @@ def certs_from_file(path: Path, flag: str = "--certs") -> list[x509.Certificate]
     """The certificates in one file: a certificate table, a PEM bundle, or one DER. `flag`
     names the option that gave the file, in errors."""
     data = read_bounded(path, "a certificate", flag=flag)
-    where = f"{flag} {path}"
+    return certs_from_bytes(data, f"{flag} {path}")
+
+
+def certs_from_bytes(data: bytes, where: str) -> list[x509.Certificate]:
+    """The certificates in `data`: a certificate table, a PEM bundle, or one DER. `where`
+    names its source in errors."""
     if not data.strip():
         raise AttestationError(
             f"{where}: empty; expected a DER or PEM certificate, a PEM bundle or an extended "

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
-from cvmlaunch.guest.spec import GuestSpec, Technology
-from cvmlaunch.plan.step import Step
+from cvmlaunch.guest.technology import Technology
+
+if TYPE_CHECKING:  # an audit without a profile needs neither (their imports cost ~10 ms)
+    from cvmlaunch.guest.spec import GuestSpec
+    from cvmlaunch.plan.step import Step
 
 REPORT_DATA_SIZE = 64
 TEE_TCB_SVN_SIZE = 16

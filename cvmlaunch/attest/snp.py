@@ -122,9 +122,15 @@ def parse_snp_report(data: bytes) -> SnpReport:
 
 
 def audit_snp(
-    report: SnpReport, certs: AmdCerts, expect: Expectations, now: datetime
+    report: SnpReport,
+    certs: AmdCerts,
+    expect: Expectations,
+    now: datetime,
+    memo: c.CertMemo | None = None,
 ) -> AuditResult:
-    """Verify `report` with `certs` at `now` and validate it against `expect`."""
+    """Verify `report` with `certs` at `now` and validate it against `expect`. `memo` keeps
+    what depends only on certificate bytes across calls (default: nothing is kept)."""
+    memo = memo if memo is not None else c.CertMemo()
     refuse_others(expect, "SEV-SNP")
     refuse_out_of_range(expect)
     checks = _format_checks(report)
@@ -133,21 +139,42 @@ def audit_snp(
     vek_cert = (certs.vlek or certs.vcek) if wanted == "vlek" else (certs.vcek or certs.vlek)
     if vek_cert is None:
         raise AttestationError("SEV-SNP report: no VCEK or VLEK given (--vcek, --vlek or --certs)")
-    vek = read_vek(vek_cert, certs.source or "VEK")
-    checks.append(_signing_key_check(report, vek))
-    product = report.cpuid_product or vek.product
-    checks.append(_product_check(report, vek))
-    checks += _chain_checks(vek, certs, product, now)
+    facts = memo.facts(vek_cert)
+    vek = memo.derived(
+        "vek", facts.der, lambda: _read_vek(vek_cert, certs.source or "VEK", facts.sha256)
+    )
+    checks.append(_signing_key_check(report, vek.vek))
+    product = report.cpuid_product or vek.vek.product
+    checks.append(_product_check(report, vek.vek))
+    checks += _chain_checks(vek.vek, certs, product, now, memo)
     checks.append(_signature_check(report, vek))
     if product is not None:
-        checks.append(_tcb_binding(report, vek, product))
-    if vek.kind == "vcek":
-        checks.append(_hwid_binding(report, vek, product))
+        checks.append(_tcb_binding(report, vek.vek, product))
+    if vek.vek.kind == "vcek":
+        checks.append(_hwid_binding(report, vek.vek, product))
     checks.append(_debug_check(report, expect))
     claims = _claim_checks(report, expect, product)
-    return AuditResult(
-        "sev-snp", (*checks, *claims), report_doc(report, product, vek), len(claims)
-    )
+    doc = report_doc(report, product)
+    # A copy: the caller owns its result, and the remembered document must stay as read.
+    doc["vek"] = {**vek.doc, "spl": dict(vek.doc["spl"])}
+    return AuditResult("sev-snp", (*checks, *claims), doc, len(claims))
+
+
+class _KnownVek(NamedTuple):
+    """A VEK read once: its extensions, its P-384 key (None if it has none) and its part of
+    the report document."""
+
+    vek: Vek
+    key: ec.EllipticCurvePublicKey | None
+    doc: Mapping[str, Any]
+
+
+def _read_vek(cert: x509.Certificate, source: str, sha256: bytes) -> _KnownVek:
+    vek = read_vek(cert, source)
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        return _KnownVek(vek, None, _vek_doc(vek, sha256))
+    return _KnownVek(vek, key, _vek_doc(vek, sha256))
 
 
 def _format_checks(report: SnpReport) -> list[Check]:
@@ -198,7 +225,9 @@ def _product_check(report: SnpReport, vek: Vek) -> Check:
     )
 
 
-def _chain_checks(vek: Vek, certs: AmdCerts, product: str | None, now: datetime) -> list[Check]:
+def _chain_checks(
+    vek: Vek, certs: AmdCerts, product: str | None, now: datetime, memo: c.CertMemo
+) -> list[Check]:
     if product is None:
         reason = "no pinned AMD roots: product unknown"
         return [
@@ -209,27 +238,27 @@ def _chain_checks(vek: Vek, certs: AmdCerts, product: str | None, now: datetime)
     ark_name = f"ARK-{product}"
     out: list[Check] = []
     if certs.ark is not None:
-        out.append(c.pinned("ark.pinned", certs.ark, AMD_ARK_SHA256[product], ark_name))
+        out.append(memo.pinned("ark.pinned", certs.ark, AMD_ARK_SHA256[product], ark_name))
     else:
         out.append(check("ark.pinned", ark_name, ark_name + " (bundled)", True))
     # The ARK is the pinned one; a supplied ASK is accepted when the pinned ARK signed it.
     supplied = certs.asvk if vek.kind == "vlek" else certs.ask
     ask = supplied if supplied is not None else pinned_ask
     out += [
-        c.issued_by("ark.signature", pinned_ark, pinned_ark),
-        c.issued_by("ask.signature", ask, pinned_ark),
-        c.issued_by("vek.signature", vek.cert, ask),
-        c.valid_at("ark.validity", pinned_ark, now),
-        c.valid_at("ask.validity", ask, now),
-        c.valid_at("vek.validity", vek.cert, now),
+        memo.issued_by("ark.signature", pinned_ark, pinned_ark),
+        memo.issued_by("ask.signature", ask, pinned_ark),
+        memo.issued_by("vek.signature", vek.cert, ask),
+        memo.valid_at("ark.validity", pinned_ark, now),
+        memo.valid_at("ask.validity", ask, now),
+        memo.valid_at("vek.validity", vek.cert, now),
     ]
     return out
 
 
-def _signature_check(report: SnpReport, vek: Vek) -> Check:
-    expected = f"ECDSA P-384 signature by the {vek.kind.upper()}"
-    key = vek.cert.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+def _signature_check(report: SnpReport, known: _KnownVek) -> Check:
+    expected = f"ECDSA P-384 signature by the {known.vek.kind.upper()}"
+    key = known.key
+    if key is None:
         return check("report.signature", expected, "the VEK has no P-384 key", False)
     r = int.from_bytes(report.signature_r[:ECDSA_COMPONENT_SIZE], "little")
     s = int.from_bytes(report.signature_s[:ECDSA_COMPONENT_SIZE], "little")
@@ -369,7 +398,7 @@ def report_doc(report: SnpReport, product: str | None, vek: Vek | None = None) -
         doc["launch_mit_vector"] = f"{r.launch_mit_vector:#x}"
         doc["current_mit_vector"] = f"{r.current_mit_vector:#x}"
     if vek is not None:
-        doc["vek"] = _vek_doc(vek)
+        doc["vek"] = _vek_doc(vek, c.fingerprint(vek.cert))
     return doc
 
 
@@ -394,7 +423,7 @@ def _bits_doc(value: int, names: dict[int, str], skip: int = 0) -> dict[str, Any
     return {"value": f"{value:#x}", "set": named, "unknown_bits": unknown}
 
 
-def _vek_doc(vek: Vek) -> dict[str, Any]:
+def _vek_doc(vek: Vek, sha256: bytes) -> dict[str, Any]:
     cert: x509.Certificate = vek.cert
     return {
         "kind": vek.kind.upper(),
@@ -405,5 +434,5 @@ def _vek_doc(vek: Vek) -> dict[str, Any]:
         "csp_id": vek.csp_id,
         "not_before": cert.not_valid_before_utc.isoformat(),
         "not_after": cert.not_valid_after_utc.isoformat(),
-        "sha256": c.fingerprint(cert).hex(),
+        "sha256": sha256.hex(),
     }

@@ -22,7 +22,7 @@ import hashlib
 import struct
 from datetime import datetime
 from enum import IntFlag
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -33,20 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cvmlaunch.abi import tdx_quote as abi
 from cvmlaunch.abi.tdx import TdAttribute, XfamBit, flag_names
 from cvmlaunch.attest import der
-from cvmlaunch.attest.certs import (
-    common_name,
-    issued_by,
-    load_certificates,
-    pinned,
-    utc,
-    valid_at,
-)
-from cvmlaunch.attest.eventlog import EventLog, event_checks, event_log_doc, replay
+from cvmlaunch.attest.certs import CertMemo, common_name, load_certificates, utc
 from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import INTEL_SGX_ROOT_SHA256, intel_root
 from cvmlaunch.errors import AttestationError
+
+if TYPE_CHECKING:
+    from cvmlaunch.attest.eventlog import EventLog
 
 
 class TdReportBody(NamedTuple):
@@ -244,8 +239,7 @@ class _Pck(NamedTuple):
     fmspc: str | None  # from the leaf's SGX extension, uppercase hex
 
 
-@functools.lru_cache(maxsize=64)
-def _pck(chain: bytes) -> _Pck:
+def _load_pck(chain: bytes) -> _Pck:
     try:
         certs = tuple(load_certificates(chain, "PCK certificate chain"))
     except AttestationError as e:
@@ -302,10 +296,11 @@ def _bits_text(flags: type[IntFlag], value: int) -> str:
     return f"{value:#018x} [{', '.join(_bit_names(flags, value))}]"
 
 
-def quote_doc(quote: TdxQuote) -> dict[str, Any]:
-    """The parsed quote as JSON-ready values: bytes as hex, bit fields also by name."""
+def quote_doc(quote: TdxQuote, pck: _Pck | None = None) -> dict[str, Any]:
+    """The parsed quote as JSON-ready values: bytes as hex, bit fields also by name. `pck`:
+    its PCK chain, if already loaded."""
     body, qe = quote.body, quote.qe
-    certs, problem, fmspc = _pck(quote.pck_chain)
+    certs, problem, fmspc = pck if pck is not None else _load_pck(quote.pck_chain)
     return {
         "header": {
             "version": quote.version,
@@ -385,20 +380,26 @@ def _ecdsa_p256_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: by
     return True
 
 
-def _quote_signature(quote: TdxQuote) -> Check:
-    name, expected = "quote.signature", "ECDSA P-256/SHA-256 by the attestation key"
+def _attestation_key(point: bytes) -> ec.EllipticCurvePublicKey | None:
     try:
-        key = ec.EllipticCurvePublicKey.from_encoded_point(
-            ec.SECP256R1(), b"\x04" + quote.attestation_key
-        )
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + point)
     except ValueError:
+        return None
+
+
+def _quote_signature(quote: TdxQuote, memo: CertMemo) -> Check:
+    name, expected = "quote.signature", "ECDSA P-256/SHA-256 by the attestation key"
+    point = quote.attestation_key
+    key = memo.derived("attestation-key", point, lambda: _attestation_key(point))
+    if key is None:
         return check(name, expected, "attestation key is not a P-256 point", False)
+    # Verified for every quote: what it signs (the TD report) differs from quote to quote.
     if _ecdsa_p256_ok(key, quote.signature, quote.signed):
         return check(name, expected, expected, True)
     return check(name, expected, "signature does not verify", False)
 
 
-def _pck_checks(pck: _Pck, now: datetime) -> list[Check]:
+def _pck_checks(pck: _Pck, now: datetime, memo: CertMemo) -> list[Check]:
     if pck.problem is not None:
         return [
             check(name, "a 3-certificate PCK chain", pck.problem, False) for name in _PCK_CHECKS
@@ -407,23 +408,23 @@ def _pck_checks(pck: _Pck, now: datetime) -> list[Check]:
     # Trust rests on the bundled root: the quote's own root copy only has to equal it.
     trusted = intel_root()
     return [
-        pinned("pck.root_pinned", root, INTEL_SGX_ROOT_SHA256, "Intel SGX Root CA"),
-        issued_by("pck.intermediate_signature", intermediate, trusted),
-        issued_by("pck.leaf_signature", leaf, intermediate),
-        valid_at("pck.root_validity", trusted, now),
-        valid_at("pck.intermediate_validity", intermediate, now),
-        valid_at("pck.leaf_validity", leaf, now),
+        memo.pinned("pck.root_pinned", root, INTEL_SGX_ROOT_SHA256, "Intel SGX Root CA"),
+        memo.issued_by("pck.intermediate_signature", intermediate, trusted),
+        memo.issued_by("pck.leaf_signature", leaf, intermediate),
+        memo.valid_at("pck.root_validity", trusted, now),
+        memo.valid_at("pck.intermediate_validity", intermediate, now),
+        memo.valid_at("pck.leaf_validity", leaf, now),
     ]
 
 
-def _qe_report_checks(quote: TdxQuote, pck: _Pck) -> list[Check]:
+def _qe_report_checks(quote: TdxQuote, pck: _Pck, memo: CertMemo) -> list[Check]:
     name, expected = "qe_report.signature", "ECDSA P-256/SHA-256 by the PCK leaf key"
     key = pck.certs[0].public_key() if pck.certs else None
     if key is None:
         signature = check(name, expected, f"no PCK leaf: {pck.problem}", False)
     elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         signature = check(name, expected, "PCK leaf key is not ECDSA P-256", False)
-    elif _ecdsa_p256_ok(key, quote.qe_report_signature, quote.qe_report):
+    elif _qe_report_signed(quote, key, memo.facts(pck.certs[0]).der, memo):
         signature = check(name, expected, expected, True)
     else:
         signature = check(name, expected, "signature does not verify", False)
@@ -440,6 +441,20 @@ def _qe_report_checks(quote: TdxQuote, pck: _Pck) -> list[Check]:
         check("qe_identity.attributes", abi.TD_QE_ATTRIBUTES, masked),
         check("qe_identity.miscselect", abi.TD_QE_MISCSELECT, misc),
     ]
+
+
+def _qe_report_signed(
+    quote: TdxQuote, key: ec.EllipticCurvePublicKey, leaf_der: bytes, memo: CertMemo
+) -> bool:
+    """The QE report signature verifies with the PCK leaf key. One platform's quotes share
+    their QE report and its signature, so the verdict is remembered by the exact bytes of
+    all three (the report and signature have fixed sizes: the key cannot be ambiguous)."""
+    report, signature = quote.qe_report, quote.qe_report_signature
+    return memo.derived(
+        "qe-report-signature",
+        report + signature + leaf_der,
+        lambda: _ecdsa_p256_ok(key, signature, report),
+    )
 
 
 def _module_checks(body: TdReportBody) -> list[Check]:
@@ -519,27 +534,38 @@ def _tee_tcb_svn_check(body: TdReportBody, minimum: bytes) -> Check:
 
 
 def audit_tdx(
-    quote: TdxQuote, expect: Expectations, now: datetime, log: EventLog | None = None
+    quote: TdxQuote,
+    expect: Expectations,
+    now: datetime,
+    log: EventLog | None = None,
+    memo: CertMemo | None = None,
 ) -> AuditResult:
     """Every verification and claim check of `quote` (none stops another) at time `now`
     (a naive `now` is taken as UTC), and, given its event `log`, that the log replays to the
     quote's RTMRs. AttestationError only for expectations a TDX quote cannot be checked
-    against."""
+    against. `memo` keeps what depends only on certificate and chain bytes across calls
+    (default: nothing is kept)."""
+    memo = memo if memo is not None else CertMemo()
     refuse_others(expect, "TDX")
     refuse_out_of_range(expect)
-    pck = _pck(quote.pck_chain)
+    chain = quote.pck_chain
+    pck = memo.derived("pck-chain", chain, lambda: _load_pck(chain))
     checks = [
         check("quote.att_key_type", abi.ATT_KEY_TYPE_ECDSA_P256, quote.att_key_type),
         check("quote.qe_vendor_id", abi.INTEL_QE_VENDOR_ID, quote.qe_vendor_id),
-        _quote_signature(quote),
-        *_pck_checks(pck, utc(now)),
-        *_qe_report_checks(quote, pck),
+        _quote_signature(quote, memo),
+        *_pck_checks(pck, utc(now), memo),
+        *_qe_report_checks(quote, pck, memo),
         _debug_check(quote.body, expect.allow_debug),
         *_module_checks(quote.body),
     ]
-    report = quote_doc(quote)
+    report = quote_doc(quote, pck)
     claims = _claim_checks(quote.body, expect)
     if log is not None:
+        # Imported here: the event log machinery (measure/, plan/) costs a quote without
+        # a log ~15 ms of start-up.
+        from cvmlaunch.attest.eventlog import event_checks, event_log_doc
+
         checks += _event_log_checks(quote.body, log)
         report["event_log"] = event_log_doc(log)
         if expect.events is not None:
@@ -550,6 +576,8 @@ def audit_tdx(
 def _event_log_checks(body: TdReportBody, log: EventLog) -> list[Check]:
     """The log's replay against each RTMR the quote signs: a log that does not replay to
     them is not this TD's, or was cut or altered (the first differing RTMR names where)."""
+    from cvmlaunch.attest.eventlog import replay
+
     replayed = replay(log)
     return [
         check(f"event_log.rtmr{n}", body.rtmrs[n], replayed[n]) for n in range(len(body.rtmrs))

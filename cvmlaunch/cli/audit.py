@@ -12,9 +12,13 @@ from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.argtypes import hex_bytes, hex_bytes_any, integer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import datetime
 
+    from cvmlaunch.attest.amd import AmdCerts
+    from cvmlaunch.attest.batch import Item
     from cvmlaunch.attest.expect import Expectations
+    from cvmlaunch.attest.result import AuditResult
 
 _log = log.get_logger("cvmlaunch.cli")
 
@@ -35,9 +39,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "'no-claims' and the exit status 1, unless --allow-no-claims. "
         "Exit 0 pass, 1 a check failed or no claim was checked, 2 unusable input."
     )
-    p.add_argument("--report", type=Path, required=True, metavar="FILE",
+    r = p.add_mutually_exclusive_group(required=True)
+    r.add_argument("--report", type=Path, metavar="FILE",
                    help="SNP report (raw, MSG_REPORT_RSP, hex or base64) or TDX quote (raw, "
                    "hex or base64)")  # fmt: skip
+    r.add_argument(
+        "--reports",
+        type=Path,
+        metavar="DIR_OR_JSONL",
+        help="audit many reports in one process, each against the same expectations: every "
+        "regular file of a directory (by name; others skipped, logged), or a JSON-lines "
+        'file of {"report": base64 or hex, "event_log": ..., "certs": ..., "name": ...}; '
+        "one line per report (with --json one JSON object per line); exit 0 only if every "
+        "report passes, 2 if one could not be audited",
+    )
     c = p.add_argument_group("SEV-SNP certificates (TDX quotes carry their own)")
     c.add_argument("--vcek", type=Path, metavar="FILE", help="VCEK, DER or PEM")
     c.add_argument("--vlek", type=Path, metavar="FILE", help="VLEK, DER or PEM")
@@ -92,6 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reports is not None:
+        return _run_batch(args)
     from cvmlaunch.attest import TDX, audit, read_evidence
     from cvmlaunch.attest.amd import AmdCerts, gather
     from cvmlaunch.attest.files import read_bounded
@@ -166,3 +183,106 @@ def _profile_expectations(path: Path, kind: str) -> Expectations:
     result = measure(build_plan(spec))
     _log.info("audit.expected_measurement", profile=str(path), measurement=result.digest.hex())
     return for_spec(spec, result.digest, result.rtmrs, result.events)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    """Every report of `--reports` through one Auditor (each certificate chain verified
+    once), a result each, printed as it is audited. Exit 0 only if every report passes; a
+    report that cannot be audited is listed with its error and fails the run (1); what
+    stops the whole run (the path, the flags, a file that is no batch) is a one-line error
+    (2) before any output."""
+    import itertools
+    import json
+
+    from cvmlaunch.attest.amd import AmdCerts, gather
+    from cvmlaunch.attest.batch import batch_items
+    from cvmlaunch.errors import AttestationError
+
+    if args.event_log is not None:
+        reason = "with --reports, give each quote's log in its JSON-lines record"
+        raise ProfileError([FieldProblem("--event-log", reason)])
+    now = _now(args.now)
+    # Given once for the run: the certificates of SNP reports whose record brings none (a
+    # cloud's VLEK, or many reports of one chip). TDX quotes carry their own.
+    shared = AmdCerts()
+    if any(getattr(args, f) is not None for f in ("vcek", "vlek", "certs")):
+        shared = gather(args.vcek, args.vlek, args.certs)
+    outcomes = _batch_outcomes(args, batch_items(args.reports), shared, now)
+    first = next(outcomes, None)  # a batch that cannot be read fails here, before output
+    if first is None:
+        raise AttestationError(f"--reports {args.reports}: no reports")
+    counts = {"passed": 0, "failed": 0, "not_audited": 0}
+    if args.json:
+        print('{"reports": [', end="")
+    for number, (name, result, error) in enumerate(itertools.chain([first], outcomes)):
+        if result is None:
+            counts["not_audited"] += 1
+        elif result.verdict == "pass" or (result.verdict == "no-claims" and args.allow_no_claims):
+            counts["passed"] += 1
+        else:
+            counts["failed"] += 1
+        if args.json:
+            doc = {"name": name, **result.doc()} if result is not None else {
+                "name": name, "verdict": "error", "error": error}  # fmt: skip
+            print(("\n" if number == 0 else ",\n") + json.dumps(doc), end="")
+        else:
+            print(_result_line(args, name, result, error))
+    _log.info("audit.batch_done", **counts)
+    if args.json:
+        print(f'\n], "summary": {json.dumps(counts)}}}')
+    else:
+        print(f"{sum(counts.values())} reports: {counts['passed']} passed, "
+              f"{counts['failed']} failed, {counts['not_audited']} not audited")  # fmt: skip
+    return EXIT_OK if counts["passed"] == sum(counts.values()) else EXIT_MISMATCH
+
+
+def _batch_outcomes(
+    args: argparse.Namespace, items: Iterator[Item], shared: AmdCerts, now: datetime | None
+) -> Iterator[tuple[str, AuditResult | None, str | None]]:
+    """(name, result, None) for each report audited, (name, None, why) for each not."""
+    from cvmlaunch.attest import TDX, Auditor, read_evidence
+    from cvmlaunch.cli.common import one_line
+    from cvmlaunch.errors import CvmlaunchError
+
+    auditor = Auditor()
+    expectations: dict[str, Expectations] = {}
+    for item in items:
+        try:
+            if item.error is not None:
+                yield item.name, None, one_line(item.error)
+                continue
+            evidence = read_evidence(item.evidence)
+            if evidence.kind == TDX and item.certs is not None:
+                reason = f'{item.name}: "certs" given, but a TDX quote carries its own'
+                yield item.name, None, one_line(reason)
+                continue
+            if evidence.kind not in expectations:
+                expectations[evidence.kind] = _expectations(args, evidence.kind)
+            result = auditor.audit(
+                evidence.data,
+                certs=item.certs if item.certs is not None else shared,
+                expect=expectations[evidence.kind],
+                now=now,
+                event_log=item.event_log,
+            )
+        except CvmlaunchError as e:  # this report is unusable; the next one may not be
+            _log.info("audit.report_error", name=item.name, error=str(e))
+            yield item.name, None, one_line(str(e))
+            continue
+        yield item.name, result, None
+
+
+def _result_line(
+    args: argparse.Namespace, name: str, result: AuditResult | None, error: str | None
+) -> str:
+    from cvmlaunch.cli.common import one_line
+
+    name = one_line(name)  # a file name may hold a line break: each result stays one line
+    if result is None:
+        return f"{name}: error: {error}"
+    failed = [c.name for c in result.failures]
+    line = f"{name}: {result.verdict} ({result.kind}; {len(result.checks)} checks"
+    line += f", failed: {', '.join(failed)})" if failed else ")"
+    if result.verdict == "no-claims" and not args.allow_no_claims:
+        line += ": nothing was expected of it (--profile, --expect-*, --min-*)"
+    return line
