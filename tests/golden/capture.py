@@ -212,7 +212,37 @@ def _cases(work: Path) -> list[tuple[str, list[str]]]:
                         "2048,4096", "--raw-data-tail", "image,zero"]),
         ("matrix-tdx-json", ["matrix", tdx, "--memory-mib", "1024,2048", "--json"]),
     ]  # fmt: skip
+    cases += _wave2_cases(work, snp, tdx)
     return cases
+
+
+def _wave2_cases(work: Path, snp: str, tdx: str) -> list[tuple[str, list[str]]]:
+    """Firmware descriptors, RTMR solving and publishing."""
+    amdsev = str(SNP_VEC / "ovmf_AmdSev_suffix.bin")
+    kernel = str(TDX_VEC / "vmlinuz-6.1.0-56-amd64")
+    booted = work / "td-boot.toml"
+    booted.write_text(Path(tdx).read_text() + 'edk2 = 202502\nqemu = "8.2"\n'
+                      f'[boot]\nkernel = "{kernel}"\ncmdline = "console=ttyS0"\n')  # fmt: skip
+    # The Debian kernel's RTMR1 unpatched, edk2 before 202411 (tests/vectors/tdx).
+    rtmr1 = json.loads((TDX_VEC / "tdx-vectors.json").read_text())["kernel_examples"]["unpatched"][
+        "rtmr1_edk2_lt_202411"
+    ]
+    cases = [
+        ("describe-ovmf", ["firmware", "describe", OVMF]),
+        (
+            "describe-ovmf-tdx-json",
+            ["firmware", "describe", OVMF, "--technology", "tdx", "--json"],
+        ),
+        ("describe-amdsev", ["firmware", "describe", amdsev]),
+        ("measure-td-boot-json", ["measure", str(booted), "--json"]),
+        ("solve-td-rtmr1", ["solve", str(booted), "--rtmr1", rtmr1]),
+        ("solve-td-rtmr1-json", ["solve", str(booted), "--rtmr1", rtmr1, "--json"]),
+    ]
+    for name in ("json", "rvps", "go-sev-guest", "corim"):
+        cases.append((f"publish-snp-{name}", ["publish", snp, "--format", name]))
+    for name in ("json", "rvps", "go-tdx-guest"):
+        cases.append((f"publish-td-{name}", ["publish", str(booted), "--format", name]))
+    return cases  # fmt: skip
 
 
 def _run(argv: list[str]) -> tuple[bytes, bytes, int]:
