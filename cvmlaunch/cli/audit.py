@@ -48,10 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR_OR_JSONL",
         help="audit many reports in one process, each against the same expectations: every "
-        "regular file of a directory (by name; others skipped, logged), or a JSON-lines "
-        'file of {"report": base64 or hex, "event_log": ..., "certs": ..., "name": ...}; '
-        "one line per report (with --json one JSON object per line); exit 0 only if every "
-        "report passes, 2 if one could not be audited",
+        "regular file of a directory (by name; others skipped, logged with -v), or a JSON-lines "
+        'file of {"report": base64 or hex, "event_log": base64 or JSON list, "certs": PEM or '
+        'base64 strings, "name": ...}; a line per report (with --json one object: "reports", '
+        'a result each, and "summary"); exit 0 only if every report passes; a report that '
+        "cannot be audited is listed with its error and fails the run",
     )
     c = p.add_argument_group("SEV-SNP certificates (TDX quotes carry their own)")
     c.add_argument("--vcek", type=Path, metavar="FILE", help="VCEK, DER or PEM")
