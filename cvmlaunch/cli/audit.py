@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
     from cvmlaunch.attest.amd import AmdCerts
     from cvmlaunch.attest.batch import Item
+    from cvmlaunch.attest.evidence import Evidence
     from cvmlaunch.attest.expect import Expectations
     from cvmlaunch.attest.result import AuditResult
+    from cvmlaunch.publish import Reference
 
 _log = log.get_logger("cvmlaunch.cli")
 
@@ -67,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("expectations (flags override the profile)")
     e.add_argument("--profile", type=Path, metavar="P",
                    help="expect this guest: its measurement and launch parameters")  # fmt: skip
+    e.add_argument("--reference", type=Path, metavar="FILE",
+                   help="expect one of the configurations of a published document (cvmlaunch "
+                   "publish: json, rvps, go-sev-guest/go-tdx-guest, corim): the one whose "
+                   "measurement the evidence reports")  # fmt: skip
     e.add_argument("--expect-measurement", type=hex_bytes(48), metavar="HEX",
                    help="SNP MEASUREMENT or TDX MRTD")  # fmt: skip
     e.add_argument("--expect-report-data", type=hex_bytes_any, metavar="HEX",
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     evidence = read_evidence(read_bounded(args.report, "an attestation report", flag="--report"))
     now = _now(args.now)
-    expect = _expectations(args, evidence.kind)
+    expect = _expectations(args, evidence.kind, _claimed(evidence))
     certs = AmdCerts()
     if evidence.kind == TDX:
         given = [f for f in ("vcek", "vlek", "certs") if getattr(args, f) is not None]
@@ -165,12 +171,75 @@ def _now(text: str | None) -> datetime | None:
         ) from None
 
 
-def _expectations(args: argparse.Namespace, kind: str) -> Expectations:
+def _expectations(
+    args: argparse.Namespace,
+    kind: str,
+    claimed: bytes,
+    documents: dict[Path, list[Reference]] | None = None,
+) -> Expectations:
+    """The expectations of the profile, or of the published configuration whose measurement
+    is `claimed` (the evidence's), with the flags laid over them (`documents`: the
+    reference documents read so far in this run)."""
     from cvmlaunch.attest.expect import OVERRIDE_FLAGS, Expectations, merged
 
-    base = Expectations() if args.profile is None else _profile_expectations(args.profile, kind)
+    if args.profile is not None and args.reference is not None:
+        reason = "give the expected guest once: --profile or --reference"
+        raise ProfileError([FieldProblem("--reference", reason)])
+    base = Expectations()
+    if args.profile is not None:
+        base = _profile_expectations(args.profile, kind)
+    elif args.reference is not None:
+        base = _reference_expectations(args.reference, kind, claimed, documents or {})
     flags = {flag: getattr(args, flag[2:].replace("-", "_")) for flag in OVERRIDE_FLAGS}
     return merged(base, kind, flags)
+
+
+def _claimed(evidence: Evidence) -> bytes:
+    """The launch measurement `evidence` reports (SNP MEASUREMENT, TDX MRTD)."""
+    from cvmlaunch.attest import TDX
+    from cvmlaunch.attest.snp import parse_snp_report
+    from cvmlaunch.attest.tdx import parse_tdx_quote
+
+    if evidence.kind == TDX:
+        return parse_tdx_quote(evidence.data).body.mrtd
+    return parse_snp_report(evidence.data).measurement
+
+
+# A published document: reference values of any number of configurations.
+MAX_REFERENCE_SIZE = 64 << 20
+
+
+def _reference_expectations(
+    path: Path, kind: str, claimed: bytes, read: dict[Path, list[Reference]]
+) -> Expectations:
+    """What the configuration of `path` whose measurement is `claimed` must report (the
+    first of the evidence's kind when none is: its checks then name the difference).
+    `read` keeps the documents this run has read: a batch asks for every report."""
+    from cvmlaunch.attest import TDX
+    from cvmlaunch.attest.expect import Expectations
+    from cvmlaunch.attest.files import read_bounded
+    from cvmlaunch.guest.spec import Technology
+    from cvmlaunch.publish import read_any
+
+    if path not in read:
+        data = read_bounded(path, "a reference document", flag="--reference",
+                            limit=MAX_REFERENCE_SIZE)  # fmt: skip
+        read[path] = read_any(data)
+    technology = Technology.TDX if kind == TDX else Technology.SEV_SNP
+    ours = [r for r in read[path] if r.technology is technology]
+    if not ours:
+        reason = f"{path} publishes no {technology} values, and the evidence is {kind}"
+        raise ProfileError([FieldProblem("--reference", reason)])
+    chosen = next((r for r in ours if r.expect.get("measurement") == claimed), ours[0])
+    matched = chosen.expect.get("measurement") == claimed
+    _log.info("audit.reference", path=str(path), configurations=len(ours), matched=matched,
+              config=dict(chosen.config))  # fmt: skip
+    known = set(Expectations._fields)
+    unknown = sorted(set(chosen.expect) - known)
+    if unknown:
+        reason = f"{path}: {unknown[0]!r} is no claim an audit checks"
+        raise ProfileError([FieldProblem("--reference", reason)])
+    return Expectations(**chosen.expect)
 
 
 def _profile_expectations(path: Path, kind: str) -> Expectations:
@@ -246,7 +315,8 @@ def _batch_outcomes(
     from cvmlaunch.errors import CvmlaunchError
 
     auditor = Auditor()
-    expectations: dict[str, Expectations] = {}
+    expectations: dict[tuple[str, bytes], Expectations] = {}
+    documents: dict[Path, list[Reference]] = {}
     for item in items:
         try:
             if item.error is not None:
@@ -257,12 +327,14 @@ def _batch_outcomes(
                 reason = f'{item.name}: "certs" given, but a TDX quote carries its own'
                 yield item.name, None, one_line(reason)
                 continue
-            if evidence.kind not in expectations:
-                expectations[evidence.kind] = _expectations(args, evidence.kind)
+            claimed = _claimed(evidence)
+            key = (evidence.kind, claimed if args.reference is not None else b"")
+            if key not in expectations:
+                expectations[key] = _expectations(args, evidence.kind, claimed, documents)
             result = auditor.audit(
                 evidence.data,
                 certs=item.certs if item.certs is not None else shared,
-                expect=expectations[evidence.kind],
+                expect=expectations[key],
                 now=now,
                 event_log=item.event_log,
             )
