@@ -46,6 +46,8 @@ bench: $(OVMF)
 	.venv-bench/bin/python benchmarks/launch_population.py
 	.venv-bench/bin/python benchmarks/audit_throughput.py
 	.venv-bench/bin/python benchmarks/matrix_vs_reference.py
+	.venv-bench/bin/python benchmarks/eventlog_replay.py
+	.venv-bench/bin/python benchmarks/publish_matrix.py
 
 clean:
 	rm -rf $(VENV) .venv-bench .mypy_cache .pytest_cache .ruff_cache
