@@ -28,9 +28,9 @@ Each configuration (each entry of a matrix) is one CoMID whose reference triples
 claims: a verifier accepts a guest when any one CoMID's triple matches, which is what a
 matrix means. The CoMID's tag-id carries the configuration point, so `read` gives it back.
 
-With a signing key the CoRIM is a COSE_Sign1 (tag 18) whose protected header holds the
-content type and the corim-meta (signer, signature validity); the expiration is also the
-CoRIM's own validity, so an unsigned document keeps it.
+With a signing key the CoRIM is a COSE_Sign1 (tag 18, publish/cose.py) whose protected
+header holds the content type and the corim-meta (signer, signature validity); the
+expiration is also the CoRIM's own validity, so an unsigned document keeps it.
 
 `read` takes what we write and what others write in these profiles, and refuses any claim
 it cannot turn into an audit expectation, naming where: dropping a claim would let an audit
@@ -49,16 +49,16 @@ from typing import Any, NamedTuple
 import cbor2
 
 from cvmlaunch.abi.snp_report import TCB_LAYOUTS
-from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
+from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.technology import Technology
-from cvmlaunch.publish import PublishOptions, Reference
+from cvmlaunch.publish import PublishOptions, Reference, cose
+from cvmlaunch.publish.cose import TAG_SIGN1
 
 SNP_PROFILE = "tag:amd.com,2025:snp-corim-profile"
 TDX_PROFILE = "tag:cvmlaunch,2026:tdx-td-corim-profile"
-MEDIA_TYPE = "application/rim+cbor"
 
 # CBOR tags (CoRIM, RFC 9052, RFC 8610, RFC 9090).
-TAG_CORIM, TAG_COMID, TAG_SIGN1 = 501, 506, 18
+TAG_CORIM, TAG_COMID = 501, 506  # COSE_Sign1's 18: publish/cose.py
 TAG_URI, TAG_OID, TAG_BYTES, TAG_SVN, TAG_MIN_SVN, TAG_TIME = 32, 111, 560, 552, 553, 1
 SHA384 = 7  # IANA Named Information hash algorithm: sha-384
 
@@ -284,12 +284,13 @@ def write(references: Sequence[Reference], options: PublishOptions) -> bytes:
         3: cbor2.CBORTag(TAG_URI, profile),
         5: [{0: _tool(references), 2: [1]}],  # manifest-creator
     }
-    if options.expiration is not None:
-        corim[4] = _validity(options.expiration)
+    validity = None if options.expiration is None else _validity(options.expiration)
+    if validity is not None:
+        corim[4] = validity
     unsigned = _dumps(cbor2.CBORTag(TAG_CORIM, corim))
     if options.signing_key is None:
         return unsigned
-    return _sign(unsigned, options.signing_key, options.expiration)
+    return cose.sign(unsigned, options.signing_key, validity)  # the signature's validity too
 
 
 def _dumps(value: Any) -> bytes:
@@ -364,127 +365,6 @@ def _claims(ref: Reference, where: str) -> list[dict[int, Any]]:
     return [m for _, m in sorted(out, key=lambda item: item[0])]
 
 
-# ---- COSE_Sign1 ---------------------------------------------------------------------------
-
-
-def _sign(payload: bytes, pem: bytes, expiration: datetime | None) -> bytes:
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise _fail("signing_key", f"not an unencrypted PEM private key ({exc})") from None
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    meta: dict[int, Any] = {0: {0: f"key sha-256:{hashlib.sha256(spki).hexdigest()}"}}
-    if expiration is not None:
-        meta[1] = _validity(expiration)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _EC_ALGS:
-            raise _fail("signing_key", f"expected a P-256/P-384/P-521 key, got {key.curve.name}")
-        alg, hash_name, size = _EC_ALGS[key.curve.name]
-    elif isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        alg = -8  # EdDSA
-    else:
-        raise _fail("signing_key", "expected an EC (P-256/384/521) or EdDSA key")
-    protected = _dumps({1: alg, 3: MEDIA_TYPE, 8: _dumps(meta)})
-    to_be_signed = _dumps(["Signature1", protected, b"", payload])
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        digest = getattr(hashes, hash_name)()
-        r, s = decode_dss_signature(key.sign(to_be_signed, ec.ECDSA(digest)))
-        signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")  # RFC 9053: r || s
-    else:
-        signature = key.sign(to_be_signed)
-    return _dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, signature]))
-
-
-# curve -> (COSE alg, hash, bytes per signature half)
-_EC_ALGS = {
-    "secp256r1": (-7, "SHA256", 32),
-    "secp384r1": (-35, "SHA384", 48),
-    "secp521r1": (-36, "SHA512", 66),
-}
-
-
-class _Envelope(NamedTuple):
-    protected: bytes
-    alg: int
-    payload: bytes
-    signature: bytes
-
-
-def _envelope(document: Any) -> _Envelope:
-    """The parts of a COSE_Sign1 CoRIM, checked for shape."""
-    parts = document.value
-    if not (isinstance(parts, list | tuple) and len(parts) == 4):
-        raise _fail("COSE_Sign1", "expected [protected, unprotected, payload, signature]")
-    protected, unprotected, payload, signature = parts
-    if not isinstance(protected, bytes) or not isinstance(signature, bytes):
-        raise _fail("COSE_Sign1", "expected protected header and signature as byte strings")
-    if not isinstance(unprotected, Mapping):
-        raise _fail("COSE_Sign1.unprotected", "expected a map")
-    if not isinstance(payload, bytes):
-        raise _fail("COSE_Sign1.payload", "expected the CoRIM inline (detached: not supported)")
-    header = _loads(protected, "COSE_Sign1.protected")
-    if not isinstance(header, Mapping):
-        raise _fail("COSE_Sign1.protected", "expected a map")
-    alg = header.get(1)
-    if isinstance(alg, bool) or not isinstance(alg, int):
-        raise _fail("COSE_Sign1.protected.alg", f"expected an integer, got {_short(alg)}")
-    if header.get(3) != MEDIA_TYPE:
-        raise _fail("COSE_Sign1.protected.content-type", f"expected {MEDIA_TYPE!r}")
-    meta = header.get(8)
-    if not isinstance(meta, bytes) or not isinstance(_loads(meta, "corim-meta"), dict):
-        raise _fail("COSE_Sign1.protected.corim-meta", "expected a corim-meta map")
-    return _Envelope(protected, alg, payload, signature)
-
-
-def verify(data: bytes, public_key_pem: bytes) -> list[Reference]:
-    """The references of a signed CoRIM whose signature verifies with `public_key_pem` (a
-    PEM public key or certificate); AttestationError if it does not or is unsigned."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
-    document = _loads(data, "corim")
-    if not (isinstance(document, cbor2.CBORTag) and document.tag == TAG_SIGN1):
-        raise AttestationError("CoRIM: not signed (no COSE_Sign1), nothing to verify")
-    envelope = _envelope(document)
-    try:
-        if b"CERTIFICATE" in public_key_pem:
-            key: Any = x509.load_pem_x509_certificate(public_key_pem).public_key()
-        else:
-            key = serialization.load_pem_public_key(public_key_pem)
-    except ValueError as exc:
-        raise _fail("--reference-key", f"not a PEM public key or certificate ({exc})") from None
-    to_be_signed = _dumps(["Signature1", envelope.protected, b"", envelope.payload])
-    signature = envelope.signature
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _EC_ALGS:
-            alg, hash_name, size = _EC_ALGS[key.curve.name]
-            if envelope.alg != alg or len(signature) != 2 * size:
-                raise InvalidSignature
-            r, s = signature[:size], signature[size:]
-            der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-            key.verify(der, to_be_signed, ec.ECDSA(getattr(hashes, hash_name)()))
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            if envelope.alg != -8:
-                raise InvalidSignature
-            key.verify(signature, to_be_signed)
-        else:
-            raise _fail("--reference-key", "expected an EC (P-256/384/521) or EdDSA key")
-    except InvalidSignature:
-        raise AttestationError(
-            f"CoRIM: signature (COSE alg {envelope.alg}) does not verify with the given key"
-        ) from None
-    return _references(_loads(envelope.payload, "COSE_Sign1.payload"), "corim")
-
-
 # ---- read ---------------------------------------------------------------------------------
 
 
@@ -497,8 +377,16 @@ def read(data: bytes) -> list[Reference]:
     """The references of a CoRIM, signed or not (a signature is checked by `verify`)."""
     document = _loads(data, "corim")
     if isinstance(document, cbor2.CBORTag) and document.tag == TAG_SIGN1:
-        return _references(_loads(_envelope(document).payload, "COSE_Sign1.payload"), "corim")
+        payload = cose.envelope(document, _loads).payload
+        return _references(_loads(payload, "COSE_Sign1.payload"), "corim")
     return _references(document, "corim")
+
+
+def verify(data: bytes, public_key_pem: bytes) -> list[Reference]:
+    """The references of a signed CoRIM whose signature verifies with `public_key_pem` (a
+    PEM public key or certificate); AttestationError if it does not or is unsigned."""
+    payload = cose.verify(_loads(data, "corim"), public_key_pem, _loads)
+    return _references(_loads(payload, "COSE_Sign1.payload"), "corim")
 
 
 def _raw_tag(tag: int) -> Callable[[Any, bool], Any]:

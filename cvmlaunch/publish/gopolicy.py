@@ -1,6 +1,7 @@
 """go-sev-guest `check.Config` and go-tdx-guest `checkconfig.Config`: the documents their
 `check` tools read (`-config FILE`, and `validate.PolicyToOptions` in a Go verifier), as
-textproto (PublishOptions.text) or protojson, written and read without a protobuf runtime.
+textproto (PublishOptions.text) or protojson, written and read without a protobuf runtime
+(publish/protodoc.py).
 
 What the documents can say, from the upstream protos and validate packages:
 
@@ -20,8 +21,6 @@ ProfileError says how many configurations differ and in what: publish one per co
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,13 +28,20 @@ from itertools import product as cartesian
 from typing import Any
 
 from cvmlaunch.abi.snp_report import TCB_LAYOUTS, product_of_cpuid
-from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.publish import PublishOptions, Reference
+from cvmlaunch.publish.protodoc import (
+    Schema,
+    fail,
+    json_of,
+    load_json,
+    parse_text,
+    text_lines,
+    typed_json,
+    typed_text,
+)
 
 MAX_DOCUMENT_SIZE = 4 << 20  # thousands of MRTDs; a policy is a few KiB
-_MAX_DEPTH = 8  # the schemas nest four deep
-_MAX_TOKENS = 1 << 18  # a list of 48-byte digests takes 3 tokens an entry
 
 # ---- the schemas (from check.proto, sevsnp.proto, checkconfig.proto) ------------------------
 # Message -> {field: (kind, repeated)}, in field-number order: the order Go writes them in.
@@ -44,7 +50,7 @@ _MAX_TOKENS = 1 << 18  # a list of 48-byte digests takes 3 tokens an entry
 _SEV_PRODUCT_NAMES = ("SEV_PRODUCT_UNKNOWN", "SEV_PRODUCT_MILAN", "SEV_PRODUCT_GENOA")
 _ENUMS = {"SevProductName": (*_SEV_PRODUCT_NAMES, "SEV_PRODUCT_TURIN")}
 _ONE, _MANY = False, True
-_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+_MESSAGES: dict[str, dict[str, tuple[str, bool]]] = {
     "check.Config": {
         "root_of_trust": ("check.RootOfTrust", _ONE),
         "policy": ("check.Policy", _ONE),
@@ -122,8 +128,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "get_collateral": ("bool", _ONE),
     },
 }
-_UINT_BITS = {"uint32": 32, "uint64": 64, "UInt32Value": 32, "UInt64Value": 64}
-_WRAPPERS = ("UInt32Value", "UInt64Value")
+_SCHEMA = Schema(_MESSAGES, _ENUMS)
 _ROOT = {Technology.SEV_SNP: "check.Config", Technology.TDX: "checkconfig.Config"}
 _TOOL = {Technology.SEV_SNP: "go-sev-guest", Technology.TDX: "go-tdx-guest"}
 
@@ -166,35 +171,24 @@ _LISTS = {
     Technology.TDX: {"policy.td_quote_body_policy.mr_td": "policy.td_quote_body_policy.any_mr_td"},
 }
 
-
-def _fail(where: str, reason: str) -> ProfileError:
-    # A document's own names and values appear here: escaped, so the error stays one line.
-    return ProfileError([FieldProblem(_printable(where), _printable(reason))])
-
-
-def _printable(text: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", lambda m: repr(m.group())[1:-1], text)
-
-
 # ---- writing ---------------------------------------------------------------------------------
 
 
 def write(references: Sequence[Reference], options: PublishOptions) -> bytes:
     """One check.Config (SEV-SNP) or checkconfig.Config (TDX) document for `references`."""
     if not references:
-        raise _fail("references", "none given; nothing to publish")
+        raise fail("references", "none given; nothing to publish")
     technology = references[0].technology
     if technology not in _ROOT:
         reason = f"go-sev-guest and go-tdx-guest check SEV-SNP and TDX guests, not {technology}"
-        raise _fail("technology", reason)
+        raise fail("technology", reason)
     if any(r.technology is not technology for r in references):
-        raise _fail("technology", "the references mix technologies; publish each on its own")
+        raise fail("technology", "the references mix technologies; publish each on its own")
     trees = [_snp_tree(r) if technology is Technology.SEV_SNP else _td_tree(r) for r in references]
     tree = _merged(trees, technology)
     if not options.text:
-        return (json.dumps(_json_of(tree, _ROOT[technology]), indent=1) + "\n").encode()
-    lines = _header(references, technology)
-    _text_lines(tree, _ROOT[technology], 0, lines)
+        return (json.dumps(json_of(tree, _SCHEMA, _ROOT[technology]), indent=1) + "\n").encode()
+    lines = _header(references, technology) + text_lines(tree, _SCHEMA, _ROOT[technology])
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -203,12 +197,12 @@ def _value(expect: Mapping[str, Any], name: str, size: int | None = None) -> Any
     value = expect[name]
     if size is None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _fail(f"expect.{name}", f"expected a non-negative integer, got {value!r}")
+            raise fail(f"expect.{name}", f"expected a non-negative integer, got {value!r}")
         return value
     if name == "report_data" and isinstance(value, bytes) and 0 < len(value) <= size:
         value = value.ljust(size, b"\0")  # as the audit compares it
     if not isinstance(value, bytes) or len(value) != size:
-        raise _fail(f"expect.{name}", f"expected {size} bytes, got {value!r:.80}")
+        raise fail(f"expect.{name}", f"expected {size} bytes, got {value!r:.80}")
     return value
 
 
@@ -217,7 +211,7 @@ def _unexpressed(reference: Reference, known: set[str]) -> None:
     extra = sorted(set(reference.expect) - known)
     if extra:
         tool = _TOOL[reference.technology]
-        raise _fail(f"expect.{extra[0]}", f"{tool}'s policy has no field for this claim")
+        raise fail(f"expect.{extra[0]}", f"{tool}'s policy has no field for this claim")
 
 
 def _snp_tree(reference: Reference) -> dict[str, Any]:
@@ -230,7 +224,7 @@ def _snp_tree(reference: Reference) -> dict[str, Any]:
             policy[name] = _value(expect, name, _SIZES[name])
     if "policy" not in expect:
         # PolicyToOptions refuses a zero policy (its reserved bit 17 must be set).
-        raise _fail("expect.policy", "go-sev-guest needs the guest policy; the reference has none")
+        raise fail("expect.policy", "go-sev-guest needs the guest policy; the reference has none")
     policy["policy"] = _bounded(expect, "policy", 64)
     if "vmpl" in expect:
         policy["vmpl"] = _bounded(expect, "vmpl", 2)
@@ -257,7 +251,7 @@ def _snp_tree(reference: Reference) -> dict[str, Any]:
 def _bounded(expect: Mapping[str, Any], name: str, bits: int) -> int:
     value: int = _value(expect, name)
     if value >> bits:
-        raise _fail(f"expect.{name}", f"{value:#x} does not fit the document's {bits}-bit field")
+        raise fail(f"expect.{name}", f"{value:#x} does not fit the document's {bits}-bit field")
     return value
 
 
@@ -281,14 +275,14 @@ def _packed_tcb(minimum: object, product: str | None) -> int:
     """min_tcb as the TCB_VERSION word go-sev-guest compares byte by byte, in `product`'s
     layout (Turin moved the components)."""
     if not isinstance(minimum, Mapping) or not minimum:
-        raise _fail("expect.min_tcb", f"expected {{component: 0..255}}, got {minimum!r:.80}")
+        raise fail("expect.min_tcb", f"expected {{component: 0..255}}, got {minimum!r:.80}")
     layout = TCB_LAYOUTS[product or "Milan"]  # go-sev-guest's default product line
     word = 0
     for name, value in minimum.items():
         if name not in layout:
-            raise _fail(f"expect.min_tcb.{name}", f"not a TCB component of {product or 'Milan'}")
+            raise fail(f"expect.min_tcb.{name}", f"not a TCB component of {product or 'Milan'}")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
-            raise _fail(f"expect.min_tcb.{name}", f"expected 0..255, got {value!r}")
+            raise fail(f"expect.min_tcb.{name}", f"expected 0..255, got {value!r}")
         word |= value << 8 * layout[name]
     return word
 
@@ -319,13 +313,13 @@ def _td_tree(reference: Reference) -> dict[str, Any]:
 
 def _rtmr_list(rtmrs: object) -> list[bytes]:
     if not isinstance(rtmrs, Mapping) or not rtmrs:
-        raise _fail("expect.rtmrs", f"expected {{index: 48 bytes}}, got {rtmrs!r:.80}")
+        raise fail("expect.rtmrs", f"expected {{index: 48 bytes}}, got {rtmrs!r:.80}")
     out = [b""] * _RTMRS  # an empty entry is not checked: the claims name only some RTMRs
     for index, value in rtmrs.items():
         if isinstance(index, bool) or index not in range(_RTMRS):
-            raise _fail("expect.rtmrs", f"RTMR index {index!r} is not 0..3")
+            raise fail("expect.rtmrs", f"RTMR index {index!r} is not 0..3")
         if not isinstance(value, bytes) or len(value) != _SIZES["rtmr"]:
-            raise _fail(f"expect.rtmrs.{index}", f"expected 48 bytes, got {value!r:.80}")
+            raise fail(f"expect.rtmrs.{index}", f"expected 48 bytes, got {value!r:.80}")
         out[index] = value
     return out
 
@@ -344,7 +338,7 @@ def _merged(trees: list[dict[str, Any]], technology: Technology) -> dict[str, An
     if len(distinct) > 1 and not (listable and all(differing[0] in f for f in flat)):
         tool = _TOOL[technology]
         where = ", ".join(differing)
-        raise _fail(
+        raise fail(
             "references",
             f"{len(distinct)} configurations differ in {where}; a {tool} policy holds one "
             "value there: publish one document per configuration",
@@ -407,67 +401,6 @@ def _one_line(doc: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in doc.items() if v is not None)
 
 
-def _text_lines(tree: Mapping[str, Any], message: str, depth: int, lines: list[str]) -> None:
-    indent = "  " * depth
-    for field, (kind, _) in _SCHEMA[message].items():
-        if field not in tree:
-            continue
-        for value in tree[field] if isinstance(tree[field], list) else [tree[field]]:
-            if kind in _WRAPPERS:
-                lines.append(f"{indent}{field} {{ value: {value} }}")
-            elif kind in _SCHEMA:
-                lines.append(f"{indent}{field} {{")
-                _text_lines(value, kind, depth + 1, lines)
-                lines.append(f"{indent}}}")
-            else:
-                lines.append(f"{indent}{field}: {_text_scalar(kind, value)}")
-
-
-def _text_scalar(kind: str, value: Any) -> str:
-    if kind == "bool":
-        return "true" if value else "false"
-    if kind in _ENUMS:
-        return str(value)
-    if kind in ("bytes", "string"):
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        return f'"{"".join(_escaped(b) for b in raw)}"'
-    return str(value)
-
-
-def _escaped(byte: int) -> str:
-    """One byte inside a quoted textproto string: printable ASCII as itself, else octal."""
-    return _ESCAPES.get(byte, chr(byte) if 0x20 <= byte < 0x7F else f"\\{byte:03o}")
-
-
-_ESCAPES = {0x22: '\\"', 0x27: "\\'", 0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
-
-
-def _json_name(field: str) -> str:
-    """proto3's JSON name: lowerCamelCase of the field name."""
-    head, *rest = field.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def _json_of(tree: Mapping[str, Any], message: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field, (kind, repeated) in _SCHEMA[message].items():
-        if field in tree:
-            value = tree[field]
-            items = [_json_scalar(kind, v) for v in (value if repeated else [value])]
-            out[_json_name(field)] = items if repeated else items[0]
-    return out
-
-
-def _json_scalar(kind: str, value: Any) -> Any:
-    if kind in _SCHEMA:
-        return _json_of(value, kind)
-    if kind == "bytes":
-        return base64.b64encode(value).decode()
-    if kind in ("uint64", "UInt64Value"):
-        return str(value)  # proto3 JSON writes 64-bit integers as strings
-    return value
-
-
 # ---- reading ---------------------------------------------------------------------------------
 
 
@@ -493,38 +426,19 @@ def read(data: bytes) -> list[Reference]:
     accepts (each MRTD of any_mr_td, each trusted key digest). Its checks that are not audit
     expectations are listed in provenance["not_audited"], approximations in ["notes"]."""
     if len(data) > MAX_DOCUMENT_SIZE:
-        raise _fail("document", f"{len(data)} bytes; a policy document is at most 4 MiB")
+        raise fail("document", f"{len(data)} bytes; a policy document is at most 4 MiB")
     try:
         text = data.decode()
     except UnicodeDecodeError as e:
-        raise _fail("document", f"not UTF-8 (byte {e.start})") from None
+        raise fail("document", f"not UTF-8 (byte {e.start})") from None
     is_json = text.lstrip()[:1] in ("{", "[")  # a textproto starts with a field name
-    raw = _json_load(text) if is_json else _TextParser(text).document()
+    raw = load_json(text) if is_json else parse_text(text)
     technology = _technology_of(raw, is_json)
     message = _ROOT[technology]
-    tree = _typed_json(raw, message, "") if is_json else _typed_text(raw, message, "")
+    tree = typed_json(raw, _SCHEMA, message) if is_json else typed_text(raw, _SCHEMA, message)
     if technology is Technology.SEV_SNP:
         return _snp_references(tree)
     return _td_references(tree)
-
-
-def _json_load(text: str) -> Any:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in items:
-            if key in out:
-                raise _fail(key, "given twice")
-            out[key] = value
-        return out
-
-    try:
-        return json.loads(text, object_pairs_hook=pairs)
-    except json.JSONDecodeError as e:
-        raise _fail(f"JSON line {e.lineno} column {e.colno}", e.msg) from None
-    except ValueError as e:  # an integer of more digits than Python converts
-        raise _fail("document", str(e).split(";")[0]) from None
-    except RecursionError:
-        raise _fail("document", "nested too deeply") from None
 
 
 _TD_ONLY = {"header_policy", "headerPolicy", "td_quote_body_policy", "tdQuoteBodyPolicy"}
@@ -533,274 +447,15 @@ _TD_ONLY = {"header_policy", "headerPolicy", "td_quote_body_policy", "tdQuoteBod
 def _technology_of(raw: Any, is_json: bool) -> Technology:
     """SEV-SNP or TDX, from the policy's fields (the two Policy messages share none)."""
     if not isinstance(raw, dict):
-        raise _fail("document", "expected a JSON object with a policy")
+        raise fail("document", "expected a JSON object with a policy")
     policy = raw.get("policy")
     if is_json:
         names = set(policy) if isinstance(policy, dict) else set()
     else:
         names = {n for item in policy or [] if isinstance(item[1], dict) for n in item[1]}
     if not names:
-        raise _fail("policy", "missing or empty: the document checks nothing")
+        raise fail("policy", "missing or empty: the document checks nothing")
     return Technology.TDX if names & _TD_ONLY else Technology.SEV_SNP
-
-
-class _TextParser:
-    """Protobuf text format, the subset these messages need: fields `name: scalar`,
-    `name { ... }` / `name < ... >` / `name: {...}`, lists `[a, b]`, decimal, hex and octal
-    integers, identifiers, quoted strings with C escapes, `#` comments, `,`/`;` separators.
-    Produces {field: [(line, value)]}, value an int, bytes, identifier str or such a dict."""
-
-    _TOKEN = re.compile(
-        r"""(?P<space>[ \t\r\f\v]+|\#[^\n]*)|(?P<newline>\n)
-        |(?P<number>-?(?:0[xX][0-9A-Fa-f]+|[0-9]+)(?![\w.]))
-        |(?P<ident>[A-Za-z_]\w*)
-        |(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-        |(?P<punct>[{}<>\[\]:,;])""",
-        re.X,
-    )
-
-    def __init__(self, text: str) -> None:
-        self.tokens: list[tuple[str, str, int]] = []
-        line, pos = 1, 0
-        while pos < len(text):
-            m = self._TOKEN.match(text, pos)
-            if m is None:
-                raise _fail(f"textproto line {line}", f"unexpected {text[pos : pos + 10]!r}")
-            kind = m.lastgroup or ""
-            if len(self.tokens) > _MAX_TOKENS:  # bounds the memory a hostile document takes
-                raise _fail(f"textproto line {line}", "too many tokens for a policy document")
-            if kind == "newline":
-                line += 1
-            elif kind != "space":
-                self.tokens.append((kind, m.group(), line))
-            pos = m.end()
-        self.pos = 0
-
-    def document(self) -> dict[str, Any]:
-        return self._fields(None, 0)
-
-    def _peek(self) -> tuple[str, str, int]:
-        if self.pos < len(self.tokens):
-            return self.tokens[self.pos]
-        last = self.tokens[-1][2] if self.tokens else 1
-        return ("end", "", last)
-
-    def _take(self) -> tuple[str, str, int]:
-        token = self._peek()
-        if token[0] == "end":
-            raise _fail(f"textproto line {token[2]}", "the document ends early")
-        self.pos += 1
-        return token
-
-    def _error(self, expected: str) -> ProfileError:
-        kind, text, line = self._peek()
-        got = "the end" if kind == "end" else repr(text[:20])
-        return _fail(f"textproto line {line}", f"expected {expected}, got {got}")
-
-    def _fields(self, close: str | None, depth: int) -> dict[str, Any]:
-        if depth > _MAX_DEPTH:
-            raise _fail(f"textproto line {self._peek()[2]}", "messages nested too deeply")
-        out: dict[str, list[tuple[int, Any]]] = {}
-        while True:
-            kind, text, line = self._peek()
-            if kind == "end" and close is None:
-                return out
-            if kind == "punct" and text == close:
-                self.pos += 1
-                return out
-            if kind != "ident":
-                raise self._error(
-                    "a field name" if close is None else f"a field name or {close!r}"
-                )
-            self.pos += 1
-            values = out.setdefault(text, [])
-            colon = self._peek()[:2] == ("punct", ":")
-            self.pos += colon
-            if self._peek()[:2] == ("punct", "["):
-                self.pos += 1
-                while self._peek()[:2] != ("punct", "]"):
-                    values.append((line, self._value(depth)))
-                    if self._peek()[:2] == ("punct", ","):
-                        self.pos += 1
-                    elif self._peek()[:2] != ("punct", "]"):
-                        raise self._error("',' or ']'")
-                self.pos += 1
-            elif not colon and self._peek()[1] not in ("{", "<"):
-                raise self._error("':' or '{'")
-            else:
-                values.append((line, self._value(depth)))
-            if self._peek()[:2] in (("punct", ","), ("punct", ";")):
-                self.pos += 1
-
-    def _value(self, depth: int) -> Any:
-        kind, text, line = self._take()
-        if kind == "punct" and text in ("{", "<"):
-            return self._fields("}" if text == "{" else ">", depth + 1)
-        if kind == "number":
-            try:  # a leading 0 is octal, as in C
-                return int(text, 8 if re.fullmatch("-?0[0-7]+", text) else 0)
-            except ValueError:
-                raise _fail(f"textproto line {line}", f"not an integer: {text[:40]!r}") from None
-        if kind == "ident":
-            return text
-        if kind == "string":
-            raw = _unescape(text[1:-1], line)
-            while self._peek()[0] == "string":  # adjacent strings concatenate
-                raw += _unescape(self._take()[1][1:-1], line)
-            return raw
-        self.pos -= 1
-        raise self._error("a value")
-
-
-_SIMPLE_ESCAPES = {
-    "n": 10, "r": 13, "t": 9, "a": 7, "b": 8, "f": 12, "v": 11, "?": 63,
-    "\\": 92, "'": 39, '"': 34,
-}  # fmt: skip
-
-
-def _unescape(body: str, line: int) -> bytes:
-    out = bytearray()
-    i = 0
-    while i < len(body):
-        c = body[i]
-        if c != "\\":
-            out += c.encode()
-            i += 1
-            continue
-        nxt = body[i + 1 : i + 2]
-        if nxt in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[nxt])
-            i += 2
-        elif m := re.match(r"[0-7]{1,3}", body[i + 1 :]):
-            if int(m.group(), 8) > 0xFF:
-                raise _fail(f"textproto line {line}", f"octal escape \\{m.group()} is over 255")
-            out.append(int(m.group(), 8))
-            i += 1 + m.end()
-        elif m := re.match(r"[xX]([0-9A-Fa-f]{1,2})", body[i + 1 :]):
-            out.append(int(m.group(1), 16))
-            i += 1 + m.end()
-        else:
-            raise _fail(f"textproto line {line}", f"unknown escape \\{nxt}")
-    return bytes(out)
-
-
-def _field(message: str, name: str, path: str) -> tuple[str, bool]:
-    if name not in _SCHEMA[message]:
-        raise _fail(f"{path}{name}", f"not a field of {message}")
-    return _SCHEMA[message][name]
-
-
-def _typed_text(
-    raw: Mapping[str, list[tuple[int, Any]]], message: str, path: str
-) -> dict[str, Any]:
-    """`raw` checked against `message`'s schema: {field: value, or a list if repeated}."""
-    out: dict[str, Any] = {}
-    for name, items in raw.items():
-        kind, repeated = _field(message, name, path)
-        where = f"{path}{name}"
-        if not repeated and len(items) > 1:
-            raise _fail(where, f"given {len(items)} times (line {items[1][0]}); it takes one")
-        values = [_text_value(kind, value, where, line) for line, value in items]
-        out[name] = values if repeated else values[0]
-    return out
-
-
-def _text_value(kind: str, value: Any, where: str, line: int) -> Any:
-    at = f"{where} (textproto line {line})"
-    if kind in _SCHEMA or kind in _WRAPPERS:
-        block = _expect_type(value, dict, "a { ... } block", at)
-        inner = _typed_text(block, kind + "W" if kind in _WRAPPERS else kind, where + ".")
-        return inner.get("value", 0) if kind in _WRAPPERS else inner
-    if kind == "bool":
-        if value in ("true", "True", "t", 1):
-            return True
-        if value in ("false", "False", "f", 0):
-            return False
-        raise _fail(at, f"expected true or false, got {value!r:.40}")
-    if kind in _ENUMS:
-        return _enum(kind, value, at)
-    if kind in ("bytes", "string"):
-        raw = _expect_type(value, bytes, "a quoted string", at)
-        return raw if kind == "bytes" else _utf8(raw, at)
-    return _uint(kind, value, at)
-
-
-# The wrappers' own schemas, so that `_typed_text` reads `vmpl { value: 0 }` like any message.
-_SCHEMA["UInt32ValueW"] = {"value": ("uint32", _ONE)}
-_SCHEMA["UInt64ValueW"] = {"value": ("uint64", _ONE)}
-
-
-def _expect_type(value: Any, kind: type, what: str, where: str) -> Any:
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise _fail(where, f"expected {what}, got {value!r:.40}")
-    return value
-
-
-def _utf8(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise _fail(where, "a string field holds invalid UTF-8") from None
-
-
-def _uint(kind: str, value: Any, where: str) -> int:
-    bits = _UINT_BITS[kind]
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << bits:
-        return value
-    raise _fail(where, f"expected an integer 0..2^{bits}-1, got {value!r:.40}")
-
-
-def _enum(kind: str, value: Any, where: str) -> str:
-    names = _ENUMS[kind]
-    if isinstance(value, str) and value in names:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
-        return names[value]
-    raise _fail(where, f"expected one of {', '.join(names)}, got {value!r:.40}")
-
-
-def _typed_json(raw: Any, message: str, path: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise _fail(path.rstrip(".") or "document", f"expected a JSON object ({message})")
-    by_json = {_json_name(name): name for name in _SCHEMA[message]}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = by_json.get(str(key), str(key))
-        kind, repeated = _field(message, name, path)
-        where = f"{path}{name}"
-        if name in out:
-            raise _fail(where, "given twice (by its JSON and its proto name)")
-        if value is None:  # proto3 JSON: null is the default
-            continue
-        if repeated:
-            items = _expect_type(value, list, "a JSON list", where)
-            out[name] = [_json_value(kind, v, f"{where}[{i}]") for i, v in enumerate(items)]
-        else:
-            out[name] = _json_value(kind, value, where)
-    return out
-
-
-def _json_value(kind: str, value: Any, where: str) -> Any:
-    if kind in _SCHEMA:
-        return _typed_json(value, kind, where + ".")
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        raise _fail(where, f"expected true or false, got {value!r:.40}")
-    if kind == "string":
-        return _expect_type(value, str, "a JSON string", where)
-    if kind == "bytes":
-        text = _expect_type(value, str, "a base64 string", where)
-        try:  # proto3 JSON accepts standard and URL-safe base64, padded or not
-            bare = text.rstrip("=").replace("-", "+").replace("_", "/")
-            return base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise _fail(where, f"not base64: {text!r:.40}") from None
-    if kind in _ENUMS:
-        return _enum(kind, value, where)
-    if isinstance(value, str) and re.fullmatch("[0-9]{1,20}", value):
-        value = int(value)  # 64-bit integers come as strings; either is accepted
-    return _uint(kind, value, where)
 
 
 def _sized(tree: Mapping[str, Any], field: str, size: int, where: str) -> bytes | None:
@@ -808,7 +463,7 @@ def _sized(tree: Mapping[str, Any], field: str, size: int, where: str) -> bytes 
     if value is None or value == b"":  # empty bytes: not checked
         return None
     if len(value) != size:
-        raise _fail(f"{where}{field}", f"expected {size} bytes, got {len(value)}")
+        raise fail(f"{where}{field}", f"expected {size} bytes, got {len(value)}")
     return value
 
 
@@ -829,7 +484,7 @@ def _snp_references(tree: Mapping[str, Any]) -> list[Reference]:
     if "vmpl" in policy:
         vmpl = policy.pop("vmpl")
         if vmpl > 3:
-            raise _fail("policy.vmpl", f"expected 0..3, got {vmpl}")
+            raise fail("policy.vmpl", f"expected 0..3, got {vmpl}")
         expect["vmpl"] = vmpl
     words = policy.pop("minimum_tcb", 0), policy.pop("minimum_launch_tcb", 0)
     tcb = _read_tcb(*words, _read_product(root, policy), notes) if any(words) else {}
@@ -858,7 +513,7 @@ def _read_product(root: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
     product = root.get("product_line") or named or "Milan"
     if product not in TCB_LAYOUTS:
         reason = f"expected one of {', '.join(TCB_LAYOUTS)}, got {product!r:.40}"
-        raise _fail("root_of_trust.product_line", reason)
+        raise fail("root_of_trust.product_line", reason)
     return str(product)
 
 
@@ -888,7 +543,7 @@ def _key_alternatives(policy: dict[str, Any], notes: list[str]) -> list[dict[str
     authors = policy.pop("trusted_author_key_hashes", [])
     for field in ("trusted_id_keys", "trusted_author_keys"):
         if policy.get(field) and id_block:
-            raise _fail(
+            raise fail(
                 f"policy.{field}", "certificates are not read; give their SHA-384 in *_hashes"
             )
     if not id_block:
@@ -898,9 +553,9 @@ def _key_alternatives(policy: dict[str, Any], notes: list[str]) -> list[dict[str
     for field, values in (("trusted_id_key_hashes", ids), ("trusted_author_key_hashes", authors)):
         for n, value in enumerate(values):
             if len(value) != 48:
-                raise _fail(f"policy.{field}[{n}]", f"expected 48 bytes, got {len(value)}")
+                raise fail(f"policy.{field}[{n}]", f"expected 48 bytes, got {len(value)}")
     if not ids and not authors:
-        raise _fail("policy.require_id_block", "set, but no trusted key digest is given")
+        raise fail("policy.require_id_block", "set, but no trusted key digest is given")
     if ids and authors:
         notes.append(
             "go-sev-guest accepts a trusted author key in place of a trusted ID key; "
@@ -928,11 +583,11 @@ def _td_references(tree: Mapping[str, Any]) -> list[Reference]:
             expect[name] = int.from_bytes(value, "little")
     rtmrs = body.pop("rtmrs", [])
     if rtmrs and len(rtmrs) != _RTMRS:
-        raise _fail(f"{where}rtmrs", f"expected 4 entries (or none), got {len(rtmrs)}")
+        raise fail(f"{where}rtmrs", f"expected 4 entries (or none), got {len(rtmrs)}")
     claimed = {}
     for index, value in enumerate(rtmrs):
         if value and len(value) != _SIZES["rtmr"]:
-            raise _fail(f"{where}rtmrs[{index}]", f"expected 48 bytes or empty, got {len(value)}")
+            raise fail(f"{where}rtmrs[{index}]", f"expected 48 bytes or empty, got {len(value)}")
         if value:
             claimed[index] = value
     if claimed:
@@ -953,9 +608,9 @@ def _mrtd_alternatives(body: dict[str, Any], where: str) -> list[dict[str, Any]]
     many = body.pop("any_mr_td", [])
     for n, value in enumerate(many):
         if len(value) != 48:
-            raise _fail(f"{where}any_mr_td[{n}]", f"expected 48 bytes, got {len(value)}")
+            raise fail(f"{where}any_mr_td[{n}]", f"expected 48 bytes, got {len(value)}")
     if one is not None and many and one not in many:
-        raise _fail(f"{where}any_mr_td", "does not hold mr_td: no quote can match both")
+        raise fail(f"{where}any_mr_td", "does not hold mr_td: no quote can match both")
     choices = [one] if one is not None else list(dict.fromkeys(many))
     return [{"measurement": v} for v in choices] or [{}]
 
