@@ -56,6 +56,20 @@ class PublishOptions(NamedTuple):
     text: bool = True  # go-sev-guest / go-tdx-guest: textproto (else protojson)
 
 
+def utc(moment: datetime) -> datetime:
+    """`moment` as an aware UTC time (a naive one is taken to be UTC already); ProfileError
+    naming --expiration if it has no UTC equivalent (an offset past the calendar's end)."""
+    from datetime import UTC
+
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        reason = f"{moment.isoformat()} has no UTC time this calendar can hold"
+        raise ProfileError([FieldProblem("--expiration", reason)]) from None
+
+
 class Format(Protocol):
     def write(self, references: Sequence[Reference], options: PublishOptions) -> bytes: ...
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.publish import PublishOptions, Reference
+from cvmlaunch.publish import PublishOptions, Reference, utc
 
 FORMAT = "cvmlaunch-reference"
 VERSION = 1
@@ -61,8 +61,6 @@ def write(references: Sequence[Reference], options: PublishOptions) -> bytes:
         )
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION}
     if options.expiration is not None:
-        from cvmlaunch.attest.certs import utc
-
         doc["expiration"] = utc(options.expiration).strftime("%Y-%m-%dT%H:%M:%SZ")
     doc["references"] = [
         {

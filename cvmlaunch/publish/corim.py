@@ -43,7 +43,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import cbor2
@@ -51,7 +51,7 @@ import cbor2
 from cvmlaunch.abi.snp_report import TCB_LAYOUTS
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.technology import Technology
-from cvmlaunch.publish import PublishOptions, Reference, cose
+from cvmlaunch.publish import PublishOptions, Reference, cose, utc
 from cvmlaunch.publish.cose import TAG_SIGN1
 
 SNP_PROFILE = "tag:amd.com,2025:snp-corim-profile"
@@ -305,8 +305,7 @@ def _tool(references: Sequence[Reference]) -> str:
 
 
 def _validity(expiration: datetime) -> dict[int, Any]:
-    if expiration.tzinfo is None:
-        expiration = expiration.replace(tzinfo=UTC)
+    expiration = utc(expiration)
     return {1: cbor2.CBORTag(TAG_TIME, int(expiration.timestamp()))}  # not-after
 
 
