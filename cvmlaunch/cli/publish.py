@@ -63,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cvmlaunch.analysis.space import MATRIX_FLAGS, axes_from_lists
     from cvmlaunch.guest.flags import spec_from_args
+    from cvmlaunch.guest.profile import read_profile
     from cvmlaunch.guest.spec import Technology
     from cvmlaunch.publish import PublishOptions, references
 
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         if values is not None:
             setattr(args, _dest(flag), values[0])
     default_base(args)
-    base = spec_from_args(args)
+    # Read once: the provenance's SHA-256 is of the bytes the values come from.
+    profile_bytes = None if args.profile is None else read_profile(args.profile)
+    base = spec_from_args(args, profile_data=profile_bytes)
     wanted = _FORMAT_TECHNOLOGY.get(args.format)
     if wanted is not None and base.technology != wanted:
         reason = f"checks {wanted} guests; this guest is {base.technology}"
@@ -94,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         from cvmlaunch.attest.expect import parse_snp_min_tcb
 
         min_tcb = parse_snp_min_tcb(args.min_tcb)
-    profile_bytes = None if args.profile is None else _profile_bytes(args.profile)
     refs = references(base, axes_from_lists(base, lists), profile_bytes=profile_bytes,
                       min_tcb=min_tcb)  # fmt: skip
     options = PublishOptions(expiration, signing_key, text=not args.protojson)
@@ -164,14 +166,6 @@ def _signing_key(path: Path | None) -> bytes | None:
     from cvmlaunch.inputs import read_input
 
     return read_input(path, limit=_MAX_KEY_SIZE, what="a PEM private key", name="--signing-key")
-
-
-def _profile_bytes(path: Path) -> bytes:
-    from cvmlaunch.guest.files import MAX_PROFILE_SIZE
-    from cvmlaunch.inputs import read_input
-
-    # Read again for its SHA-256 (the provenance): the spec does not keep the bytes.
-    return read_input(path, limit=MAX_PROFILE_SIZE, what="a TOML profile", name="PROFILE")
 
 
 def _dest(flag: str) -> str:

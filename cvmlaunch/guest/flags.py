@@ -154,12 +154,16 @@ def default_profile() -> Path:
 
 
 def spec_from_args(
-    args: argparse.Namespace, td_defaults: Mapping[str, Any] | None = None
+    args: argparse.Namespace,
+    td_defaults: Mapping[str, Any] | None = None,
+    *,
+    profile_data: bytes | None = None,
 ) -> GuestSpec:
     """The GuestSpec of a `measure` invocation: profile (or embedded default) + flags.
 
     A TD takes `td_defaults` (TdConfig field -> value) for the fields neither sets: what
-    `solve` searches anyway needs no value from the user.
+    `solve` searches anyway needs no value from the user. `profile_data` is the profile's
+    bytes where the caller has read them (`read_profile`) for more than this.
     """
     given = any(getattr(args, name) is not None for name in _GUEST_FLAGS)
     fields: dict[str, Any]
@@ -169,7 +173,7 @@ def spec_from_args(
     if profile_path is not None:
         from cvmlaunch.guest.profile import load_profile
 
-        fields = load_profile(profile_path).spec_fields()
+        fields = load_profile(profile_path, profile_data).spec_fields()
         _log.info("profile.loaded", path=str(profile_path))
     else:
         _require_flags_only_inputs(args)
