@@ -16,7 +16,7 @@ from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.guest.spec import GuestSpec, Technology
 from cvmlaunch.publish import PublishOptions, Reference, references, rvps
 from tests.cli.test_measure_rtmr import DSTACK, dstack_profile
-from tests.conftest import VECTORS
+from tests.conftest import VECTORS, CliRunner
 
 regopy = pytest.importorskip("regopy")
 
@@ -404,3 +404,22 @@ def test_an_unreadable_message_is_one_line(data: bytes, words: str) -> None:
     with pytest.raises(ProfileError, match=words) as e:
         rvps.read(data)
     assert "\n" not in str(e.value)
+
+
+def test_a_td_of_published_values_gives_every_value_the_quote_claims(
+    cli: CliRunner, tmp_path: Path, debian_ovmf: Path
+) -> None:
+    # dstack's TD from its published values alone (firmware descriptor included): every
+    # reference value Trustee's policy reads for a TD equals the claim of its real quote,
+    # MRTD too. (`hardware` still needs the quote's TCB status from Intel's collateral.)
+    from tests.cli.test_audit_reference import dstack_profile as published_profile
+
+    spec = load_profile(published_profile(cli, tmp_path, debian_ovmf)).to_spec()
+    values = payload(rvps.write(references(spec), PublishOptions()))
+    claims = tdx_claims()
+    body = claims["tdx"]["quote"]["body"]
+    for name in ("mr_td", "rtmr_1", "rtmr_2", "xfam"):
+        assert values[name] == [body[name]], name
+    result = trust_claims(values, claims)
+    assert result["executables"] == AFFIRMING_EXECUTABLES, result
+    assert result["configuration"] == APPROVED_CONFIG, result
