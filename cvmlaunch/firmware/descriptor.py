@@ -9,7 +9,9 @@ gives back an OvmfImage that plans exactly as the image does, with no bytes.
 
 A TD takes its MRTD (which depends on the page order and the raw-data tail, so the
 descriptor holds one per pair), the TDVF sections (which lay out the TD HOB, RTMR0's first
-event) and the SHA-384 of the CFV (RTMR0's second).
+event) and the SHA-384 of the CFV (RTMR0's second). An SEV or SEV-ES digest is one SHA-256
+over the image and what follows it: the descriptor gives its chaining value after the image,
+the AP start address and the hash table area.
 """
 
 # No `from __future__ import annotations`: NamedTuple would compile each string annotation.
@@ -34,6 +36,8 @@ class FirmwareDescriptor(NamedTuple):
     tdvf: TdvfMetadata | None = None
     mrtds: tuple[tuple[str, str, bytes], ...] = ()  # (page order, raw-data tail, MRTD)
     cfv_sha384: bytes | None = None
+    # SEV and SEV-ES: the SHA-256 chaining value after the image (measure/sha256.py)
+    sha256_chaining: bytes | None = None
 
     def mrtd(self, page_order: str, raw_data_tail: str) -> bytes | None:
         """The MRTD for a page order and raw-data tail (their values: "page", "image")."""
@@ -75,6 +79,8 @@ class FirmwareDescriptor(NamedTuple):
             out.append(("reset_eip", "expected a 32-bit address"))
         if any(len(m) != 48 for _, _, m in self.mrtds):
             out.append(("mrtd", "expected 48 bytes (96 hex digits) each"))
+        if self.sha256_chaining is not None and len(self.sha256_chaining) != 32:
+            out.append(("sha256_chaining", "expected 32 bytes (64 hex digits)"))
         if self.cfv_sha384 is not None and len(self.cfv_sha384) != 48:
             out.append(("cfv_sha384", "expected 48 bytes (96 hex digits)"))
         if self.tdvf is not None:

@@ -152,7 +152,7 @@ FIELDS = (
           meaning="different LoadOptions (command line): RTMR2"),
     Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
           "firmware_digest", True),
-    Field("firmware.descriptor", None, Format.TEXT, frozenset({SEV_SNP, TDX}),
+    Field("firmware.descriptor", None, Format.TEXT, _ALL,
           "firmware_descriptor",
           True, meaning="the firmware by its descriptor: {a} vs {b}"),
     Field("cpu.family", "--vcpu-family", Format.DEC, _SEV_FAMILY, None, bounds=CPU_FAMILY),

@@ -120,6 +120,9 @@ class Descriptor(_Model):
     cfv_sha384: Hex48 | None = Field(
         None, description="tdx: the SHA-384 of the CFV raw data (RTMR0's second event)."
     )
+    sha256_chaining: Hex32 | None = Field(
+        None, description="sev, sev-es: the SHA-256 chaining value after the image's bytes."
+    )
 
     def to_spec(self) -> FirmwareDescriptor:
         from cvmlaunch.abi.ovmf import SevSectionType
@@ -142,6 +145,7 @@ class Descriptor(_Model):
         return FirmwareDescriptor(
             self.size, bytes.fromhex(self.sha256), sections, self.reset_eip, area, tdvf,
             cast("tuple[tuple[str, str, bytes], ...]", mrtds), _hex(self.cfv_sha384),
+            _hex(self.sha256_chaining),
         )  # fmt: skip
 
 
@@ -706,4 +710,6 @@ def descriptor_table(descriptor: FirmwareDescriptor) -> dict[str, Any]:
         table["mrtd"] = {f"{o}/{t}": m.hex() for o, t, m in descriptor.mrtds}
         if descriptor.cfv_sha384 is not None:
             table["cfv_sha384"] = descriptor.cfv_sha384.hex()
+    if descriptor.sha256_chaining is not None:
+        table["sha256_chaining"] = descriptor.sha256_chaining.hex()
     return table

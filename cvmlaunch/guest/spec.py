@@ -518,8 +518,11 @@ def _descriptor_problems(spec: GuestSpec, descriptor: "FirmwareDescriptor") -> l
             reason = f"no MRTD for this page order and raw-data tail (key {pair!r})"
             out.append(FieldProblem(f"{key}.mrtd", reason))
         return out
-    if spec.technology is not Technology.SEV_SNP:
-        return out  # refused as inapplicable
+    if spec.technology is not Technology.SEV_SNP:  # sev, sev-es: one SHA-256 stream
+        if descriptor.sha256_chaining is None:
+            reason = f"required for an {spec.technology} guest (firmware describe writes it)"
+            out.append(FieldProblem(f"{key}.sha256_chaining", reason))
+        return out
     if not descriptor.sev_metadata:
         out.append(FieldProblem(f"{key}.sev_metadata", "required for an sev-snp guest"))
     if spec.firmware_digest is None:

@@ -16,8 +16,9 @@ import struct
 from typing import TYPE_CHECKING
 
 from cvmlaunch.guest.spec import SevLaunchSecretInputs
+from cvmlaunch.measure.sha256 import Sha256From
 from cvmlaunch.plan.ops import LaunchPlan
-from cvmlaunch.plan.step import Step
+from cvmlaunch.plan.step import Step, StepKind
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -31,12 +32,16 @@ def sev_digest(plan: LaunchPlan, trace: list[Step] | None = None) -> bytes:
     return sev_stream(plan, trace).digest()
 
 
-def sev_stream(plan: LaunchPlan, trace: list[Step] | None = None) -> _Hash:
+def sev_stream(plan: LaunchPlan, trace: list[Step] | None = None) -> _Hash | Sha256From:
     """The running SHA-256 after every operation of `plan`, still open: the sweep copies
-    the state after a shared prefix and extends it per configuration."""
-    ld = hashlib.sha256()
+    the state after a shared prefix and extends it per configuration. A described firmware
+    gives the state after its image, from which the rest is hashed."""
+    described = plan.spec.firmware_descriptor
+    ld: _Hash | Sha256From = hashlib.sha256()
+    if described is not None and described.sha256_chaining is not None:
+        ld = Sha256From(described.sha256_chaining, described.size)
     for op in plan.ops:
-        if op.data is None:
+        if op.data is None or (described is not None and op.kind is StepKind.FIRMWARE):
             continue
         ld.update(op.data)
         if trace is not None:

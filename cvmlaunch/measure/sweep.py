@@ -56,6 +56,11 @@ from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+    from cvmlaunch.measure.sha256 import Sha256From
+
+    # An SEV-ES launch digest's running SHA-256 (from a described firmware: resumed).
+    _Stream = _Hash | Sha256From
+
 # The technologies whose launch digest measures one VMSA per vCPU (so vCPUs, CPU and VMM).
 VMSA_TECHNOLOGIES = frozenset({Technology.SEV_ES, Technology.SEV_SNP})
 
@@ -333,7 +338,7 @@ class _VcpuChains:
         self._top = max(vcpus)
         self._snp = base.technology is Technology.SEV_SNP
         self._after_firmware = base.firmware_digest
-        self._prefixes: dict[Vmm, tuple[int, bytes | _Hash]] = {}
+        self._prefixes: dict[Vmm, tuple[int, bytes | _Stream]] = {}
         self._chains: dict[tuple[Vmm, int, int, int], dict[int, bytes]] = {}
 
     def digests(
@@ -359,7 +364,7 @@ class _VcpuChains:
 
     def _prefix(
         self, vmm: Vmm, cpu: CpuSpec | None, guest_features: int
-    ) -> tuple[int, bytes | _Hash]:
+    ) -> tuple[int, bytes | _Stream]:
         """The AP start address and the digest (SNP) or hash state (SEV-ES) before the VMSAs."""
         found = self._prefixes.get(vmm)
         if found is not None:
@@ -370,7 +375,7 @@ class _VcpuChains:
         at = point(self._base, min(self._top, 2), cpu, vmm, guest_features)
         plan = build_sev_plan(at, self._firmware)
         head = tuple(op for op in plan.ops if op.kind is not StepKind.VMSA)
-        prefix: bytes | _Hash
+        prefix: bytes | _Stream
         if self._snp:
             # The firmware pages come first under every VMM: measure them only once.
             digests = snp_digest(plan._replace(ops=head, firmware_digest=self._after_firmware))
@@ -395,7 +400,7 @@ class _VcpuChains:
                 out[count] = ld
         return out
 
-    def _es_chain(self, prefix: _Hash, bsp: bytes, ap: bytes) -> dict[int, bytes]:
+    def _es_chain(self, prefix: _Stream, bsp: bytes, ap: bytes) -> dict[int, bytes]:
         stream = prefix.copy()
         out = {}
         for count in range(1, self._top + 1):

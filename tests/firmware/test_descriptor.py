@@ -4,6 +4,7 @@ kernel hashes only, no files), and descriptors that contradict themselves refuse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -16,11 +17,12 @@ from hypothesis import strategies as st
 
 from cvmlaunch.abi.cpu import CPU_MODELS
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.firmware.descriptor import describe
+from cvmlaunch.firmware.descriptor import FirmwareDescriptor, describe
 from cvmlaunch.firmware.ovmf import parse_ovmf
 from cvmlaunch.guest.profile import load_profile, parse_profile
 from cvmlaunch.guest.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 from cvmlaunch.measure import measure
+from cvmlaunch.measure.sha256 import chaining_value
 from cvmlaunch.measure.snp import firmware_pages_digest
 from cvmlaunch.plan import build_plan
 from tests.conftest import DEBIAN_OVMF, SNP_VECTORS, CliRunner
@@ -279,3 +281,57 @@ def test_a_td_descriptor_needs_the_mrtd_of_its_page_order(
     del descriptor["tdvf_sections"]
     with pytest.raises(ProfileError, match=r"tdvf_sections: required for a tdx guest"):
         parse_profile(profile).to_spec()
+
+
+# ---- SEV and SEV-ES: one SHA-256 stream, resumed after the image -----------------------------
+
+
+@functools.cache
+def stream_descriptor(path: Path) -> FirmwareDescriptor:
+    data = path.read_bytes()
+    image = parse_ovmf(data)
+    return FirmwareDescriptor(len(data), hashlib.sha256(data).digest(), (),
+                              image.sev_es_reset_address, image.hash_table_area,
+                              sha256_chaining=chaining_value(data))  # fmt: skip
+
+
+def test_the_shipped_sev_es_profile_measures_the_same_from_its_descriptor(
+    debian_ovmf: Path, cli: CliRunner
+) -> None:
+    spec = load_profile(ROOT / "profiles" / "debian-ovmf-qemu-sev-es.toml").to_spec()
+    described = spec._replace(firmware=Path("/nonexistent"),
+                              firmware_descriptor=stream_descriptor(spec.firmware))  # fmt: skip
+    assert digest(described) == digest(spec)
+    # What `firmware describe --technology sev-es` prints is that descriptor.
+    r = cli("firmware", "describe", debian_ovmf, "--technology", "sev-es", "--json")
+    table = json.loads(r.out)["firmware"]["descriptor"]
+    assert table["sha256_chaining"] == stream_descriptor(debian_ovmf).sha256_chaining.hex()  # type: ignore[union-attr]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    technology=st.sampled_from([Technology.SEV, Technology.SEV_ES]),
+    vcpus=st.integers(1, 8),
+    cpu=st.sampled_from(sorted(CPU_MODELS)),
+    vmm=st.sampled_from(list(Vmm)),
+    cmdline=st.one_of(st.none(), st.text(st.characters(min_codepoint=0x20,
+                                                       max_codepoint=0x7E), max_size=20)),
+)  # fmt: skip
+def test_generated_sev_guests_measure_the_same_from_the_descriptor(
+    technology: Technology, vcpus: int, cpu: str, vmm: Vmm, cmdline: str | None
+) -> None:
+    direct = None
+    if cmdline is not None:
+        direct = DirectBoot(BootFile(SNP_VECTORS / "fake-kernel.bin"),
+                            BootFile(SNP_VECTORS / "test-initrd.cpio"), cmdline)  # fmt: skip
+    spec = GuestSpec(technology, AMDSEV, vcpus=vcpus, cpu=CpuSpec.from_name(cpu), vmm=vmm,
+                     boot=direct).check()  # fmt: skip
+    described = spec._replace(firmware=Path("/nonexistent"),
+                              firmware_descriptor=stream_descriptor(AMDSEV))  # fmt: skip
+    assert digest(described) == digest(spec)
+
+
+def test_an_sev_es_descriptor_needs_its_chaining_value() -> None:
+    text = _profile("size = 4096\n", digest=False, technology="sev-es")
+    with pytest.raises(ProfileError, match=r"sha256_chaining: required for an sev-es guest"):
+        parse_profile(tomllib.loads(text)).to_spec()
