@@ -52,6 +52,10 @@ def launch(
     sim_host: str | None = None,
 ) -> LaunchRecord:
     """Launch `plan`; `kernel` replaces the one the backend would use (tests, embedding)."""
+    if plan.spec.firmware_descriptor is not None:
+        # A descriptor has the image's measured facts, not the bytes to put in guest memory.
+        reason = "a launch loads the image itself: give firmware.path (a descriptor measures)"
+        raise ProfileError([FieldProblem("firmware.descriptor", reason)])
     steps = plan_steps(plan)
     expected = measure(plan).digest
     chosen, reason, kernel = _choose(plan, backend, kernel, sim_host)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -335,3 +336,17 @@ def test_an_sev_es_descriptor_needs_its_chaining_value() -> None:
     text = _profile("size = 4096\n", digest=False, technology="sev-es")
     with pytest.raises(ProfileError, match=r"sha256_chaining: required for an sev-es guest"):
         parse_profile(tomllib.loads(text)).to_spec()
+
+
+def test_a_described_firmware_cannot_be_launched(cli: CliRunner, tmp_path: Path) -> None:
+    # The descriptor measures; a launch must load the image's bytes into guest memory.
+    table = fragment(cli, AMDSEV)
+    descriptor = table["descriptor"]
+    profile = {"schema_version": 1, "technology": "sev-snp", "vcpus": 1,
+               "cpu": {"name": "EPYC-v4"},
+               "firmware": {"digest": table["digest"], "descriptor": descriptor}}  # fmt: skip
+    path = tmp_path / "described.toml"
+    path.write_text(tomlkit.dumps(profile))
+    assert cli("measure", path).code == 0
+    r = cli("launch", path, "--backend", "sim")
+    assert r.code == 2 and "firmware.descriptor: a launch loads the image itself" in r.err
