@@ -298,8 +298,8 @@ def _image_digest(e: Evidence) -> bytes | None:
     the digest a precomputed firmware.digest must equal."""
     if PRECOMPUTED not in e.inputs:
         return e.firmware_digest
-    if not isinstance(e.plan, LaunchPlan):
-        return None
+    if not isinstance(e.plan, LaunchPlan) or e.plan.spec.firmware_descriptor is not None:
+        return None  # a descriptor gives the image's facts, not its pages
     firmware = tuple(op for op in e.plan.ops if op.kind is StepKind.FIRMWARE)
     return snp_digest(e.plan._replace(ops=firmware, firmware_digest=None)).firmware_digest
 

@@ -350,3 +350,21 @@ def test_a_described_firmware_cannot_be_launched(cli: CliRunner, tmp_path: Path)
     assert cli("measure", path).code == 0
     r = cli("launch", path, "--backend", "sim")
     assert r.code == 2 and "firmware.descriptor: a launch loads the image itself" in r.err
+
+
+def test_diff_does_not_invent_what_a_described_image_measures_to(
+    cli: CliRunner, tmp_path: Path, debian_ovmf: Path
+) -> None:
+    snp = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
+    table = fragment(cli, debian_ovmf)
+    profile = tomlkit.parse(snp.read_text())
+    profile["firmware"] = table
+    same = tmp_path / "same.toml"
+    same.write_text(tomlkit.dumps(profile))
+    assert cli("diff", snp, same).out.startswith("same: ")
+    profile["firmware"] = {"digest": "00" * 48, "descriptor": table["descriptor"]}
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(tomlkit.dumps(profile))
+    r = cli("diff", snp, wrong)
+    assert r.code == 1
+    assert "B's is precomputed (its firmware image is not at hand)" in r.out
