@@ -81,7 +81,7 @@ def td_inputs(plan: TdPlan, events: Sequence[Step] | None = None) -> dict[str, A
     spec = plan.spec
     td = spec.td_config
     mrtd_inputs = {
-        "firmware": str(spec.firmware),
+        "firmware": firmware_name(spec),
         "firmware_sha256": plan.firmware_sha256.hex(),
         "firmware_size": plan.firmware_size,
         "vcpus": spec.vcpus,
