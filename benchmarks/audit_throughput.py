@@ -9,7 +9,8 @@ root, the VEK/PCK bindings, every expectation). Three figures per kind:
   report's own signature and claims are checked every time;
 * cold: a fresh `Auditor` for every audit, as for the first report of a platform never
   seen: its certificates are loaded, parsed and verified again. (The bundled vendor roots
-  are pinned and their signatures verified once per process, when first loaded.);
+  are pinned and their signatures verified once per process, when first loaded; a quote's
+  root byte-identical to the bundled Intel root is that certificate.);
 * process: a new interpreter per audit (start-up, imports, reading the files, one audit),
   as one `cvmlaunch audit`-like script per report; audits/s is 1 / its wall time, best
   of several.

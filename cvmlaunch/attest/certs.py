@@ -8,6 +8,8 @@ silenced for exactly these loads and for nothing else.
 
 from __future__ import annotations
 
+import binascii
+import contextlib
 import hashlib
 import threading
 import warnings
@@ -17,14 +19,19 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
+from cvmlaunch.attest import der as _der
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.errors import AttestationError
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+PublicKey = CertificatePublicKeyTypes
 
 
 def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
@@ -63,14 +70,156 @@ _UNREADABLE = (
 )
 
 
-def _parse_fully(cert: x509.Certificate) -> None:
+def _parse_fully(cert: x509.Certificate, issuer: bool = True) -> tuple[PublicKey, x509.Name]:
     """Touch every part the audit reads: `cryptography` parses some of them lazily, and a
-    damaged part must be refused here, not fail later in the middle of an audit."""
+    damaged part must be refused here, not fail later in the middle of an audit. `issuer`
+    False: the issuer name is byte-identical to a name already parsed, so parsing it again
+    could only repeat that outcome."""
     # Reading a name decodes each of its values (the RFC 4514 text, which only formats
     # them, is not needed for that and would double the cost of loading a PCK chain).
-    for _ in (*cert.subject, *cert.issuer, *cert.extensions):
+    subject = cert.subject
+    for _ in (*subject, *(cert.issuer if issuer else ()), *cert.extensions):
         pass
-    cert.public_key()
+    return cert.public_key(), subject
+
+
+_PEM_END = b"\n-----END CERTIFICATE-----"
+
+
+def pem_ders(data: bytes) -> list[bytes] | None:
+    """The DER encoding in each block of `data` when `data` is nothing but PEM CERTIFICATE
+    blocks in RFC 7468's strict form (64-character lines of canonical base64, each block
+    ending in a newline or the end of the text; a trailing NUL, as in TDX quotes,
+    tolerated): exactly what `load_certificates` would read from it. None for anything
+    else, which is left to `load_certificates` (and its errors)."""
+    text = data.rstrip(b"\0")
+    begin = _PEM_BEGIN + b"\n"
+    ders: list[bytes] = []
+    pos = 0
+    while pos < len(text):
+        if not text.startswith(begin, pos):
+            return None
+        start = pos + len(begin)
+        stop = text.find(_PEM_END, start)
+        if stop < 0:
+            return None
+        lines = text[start:stop].split(b"\n")
+        if any(len(line) != 64 for line in lines[:-1]) or not 0 < len(lines[-1]) <= 64:
+            return None
+        body = b"".join(lines)
+        try:
+            der = binascii.a2b_base64(body, strict_mode=True)
+        except binascii.Error:
+            return None
+        if binascii.b2a_base64(der, newline=False) != body:  # canonical: one text per DER
+            return None
+        ders.append(der)
+        pos = stop + len(_PEM_END)
+        if pos < len(text):
+            if text[pos] != 0x0A:
+                return None
+            pos += 1
+    return ders or None
+
+
+class Parts(NamedTuple):
+    """The raw DER elements of a certificate that a signature check compares or verifies."""
+
+    tbs: bytes  # TBSCertificate, as signed
+    issuer: bytes  # the issuer Name element, tag and length included
+    subject: bytes  # the subject Name element
+    signature_algorithm: bytes  # the outer AlgorithmIdentifier element
+    inner_algorithm: bytes  # the TBSCertificate's own copy of it
+    positive_serial: bool  # the serialNumber INTEGER is above zero
+    signature: bytes  # the BIT STRING's contents after its unused-bits byte
+
+
+def der_parts(der: bytes) -> Parts | None:
+    """The parts of a certificate's DER (None when it is not laid out as X.509 lays it out;
+    `cryptography` decides everything else about it)."""
+    try:
+        tag, body, end = _der.header(der, 0, len(der))
+        if tag != _der.SEQUENCE or end != len(der):
+            return None
+        tag, fields, tbs_end = _der.header(der, body, end)
+        _, _, alg_end = _der.header(der, tbs_end, end)
+        sig_tag, sig_start, sig_end = _der.header(der, alg_end, end)
+        if tag != _der.SEQUENCE or sig_tag != 0x03 or sig_end != end:
+            return None
+        if sig_start == sig_end or der[sig_start] != 0:  # BIT STRING: no unused bits
+            return None
+        pos = fields
+        tag, _, after = _der.header(der, pos, tbs_end)
+        if tag == 0xA0:  # [0] version
+            pos = after
+        spans = []
+        for _ in range(5):  # serialNumber, signature, issuer, validity, subject
+            tag, start, after = _der.header(der, pos, tbs_end)
+            spans.append((pos, start, after, tag))
+            pos = after
+    except ValueError:
+        return None
+    (_, n0, n1, ntag), (a0, _, a1, _), (i0, _, i1, itag) = spans[:3]
+    s0, _, s1, stag = spans[4]
+    if itag != _der.SEQUENCE or stag != _der.SEQUENCE:
+        return None
+    return Parts(der[body:tbs_end], der[i0:i1], der[s0:s1], der[tbs_end:alg_end],
+                 der[a0:a1], ntag == _der.INTEGER and n1 > n0 and der[n0] < 0x80
+                 and any(der[n0:n1]), der[sig_start + 1 : sig_end])  # fmt: skip
+
+
+class Chain(NamedTuple):
+    certs: list[x509.Certificate]
+    ders: list[bytes]  # the DER encoding of each, as read
+    keys: list[PublicKey | None]  # the public key of each, where loaded already
+    subjects: list[x509.Name | None]  # the subject name of each, where read already
+    parts: list[Parts | None]  # the DER parts of each, where read already
+
+
+def load_chain(
+    data: bytes, source: str, known: dict[bytes, x509.Certificate] | None = None
+) -> Chain:
+    """As `load_certificates`, with the DER of each certificate. A certificate byte-identical
+    to one of `known` (DER -> certificate, loaded and fully parsed before) is that object;
+    an issuer name byte-identical to the subject of the next certificate in the chain is
+    parsed once. Whatever this shortcut does not take (not strict PEM, a certificate that
+    does not load or parse) goes the way of `load_certificates`, which names the problem."""
+    ders = pem_ders(data)
+    if ders is not None:
+        chain = _load_ders(ders, known or {})
+        if chain is not None:
+            return chain
+    certs = load_certificates(data, source)
+    none: list[Any] = [None] * len(certs)
+    return Chain(certs, [c.public_bytes(Encoding.DER) for c in certs], none, none, none)
+
+
+def _load_ders(ders: list[bytes], known: dict[bytes, x509.Certificate]) -> Chain | None:
+    certs: list[x509.Certificate | None] = [known.get(der) for der in ders]
+    keys: list[PublicKey | None] = [None] * len(ders)
+    subjects: list[x509.Name | None] = [None] * len(ders)
+    parts = [der_parts(der) for der in ders]
+    # `cryptography` warns only of a serial number that is not positive: with none such,
+    # nothing is silenced (and the warning filters need not change).
+    quiet = all(part is not None and part.positive_serial for part in parts)
+    with contextlib.nullcontext() if quiet else warnings.catch_warnings():
+        if not quiet:
+            warnings.filterwarnings(
+                "ignore", message=".*serial number", category=CryptographyDeprecationWarning
+            )
+        try:
+            for i, der in enumerate(ders):
+                if certs[i] is not None:
+                    continue
+                cert = x509.load_der_x509_certificate(der)
+                # Its issuer is the next certificate's subject, parsed there (or before).
+                own, nxt = parts[i], parts[i + 1] if i + 1 < len(ders) else None
+                same = own is not None and nxt is not None and own.issuer == nxt.subject
+                keys[i], subjects[i] = _parse_fully(cert, issuer=not same)
+                certs[i] = cert
+        except (*_UNREADABLE, x509.InvalidVersion):
+            return None
+    return Chain([cert for cert in certs if cert is not None], ders, keys, subjects, parts)
 
 
 def load_certificate(data: bytes, source: str) -> x509.Certificate:
@@ -86,8 +235,11 @@ def fingerprint(cert: x509.Certificate) -> bytes:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
 
 
-def common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+def common_name(cert: x509.Certificate, subject: x509.Name | None = None) -> str:
+    """The certificate's subject CN ("" without one); `subject`: its subject, if read."""
+    names = (cert.subject if subject is None else subject).get_attributes_for_oid(
+        NameOID.COMMON_NAME
+    )
     value = names[0].value if names else ""
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
@@ -116,6 +268,29 @@ def issuer_problem(child: x509.Certificate, issuer: x509.Certificate) -> str | N
     return None
 
 
+# AlgorithmIdentifier ecdsa-with-SHA256 (RFC 5758: no parameters).
+_ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _signed_p256(child: Parts | None, parent: Parts | None, key: PublicKey) -> bool:
+    """True when the child (its DER parts) names the issuer byte for byte as its issuer and
+    carries an ecdsa-with-SHA256 signature over its TBSCertificate that verifies with the
+    issuer's P-256 key: what `verify_directly_issued_by` establishes, without re-encoding
+    either certificate. False means "not shown this way"; the caller then asks
+    `cryptography`, which also words the problem."""
+    if child is None or parent is None or child.issuer != parent.subject:
+        return False
+    if child.signature_algorithm != _ECDSA_SHA256 or child.inner_algorithm != _ECDSA_SHA256:
+        return False
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return False
+    try:
+        key.verify(child.signature, child.tbs, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def valid_at(name: str, cert: x509.Certificate, now: datetime) -> Check:
     """`now` lies within the certificate's validity period."""
     return _valid_check(name, _Facts.of(cert), utc(now))
@@ -140,10 +315,13 @@ class _Facts(NamedTuple):
     period: str  # "not_before .. not_after", as checks show it
 
     @classmethod
-    def of(cls, cert: x509.Certificate, der: bytes | None = None) -> _Facts:
+    def of(
+        cls, cert: x509.Certificate, der: bytes | None = None, subject: x509.Name | None = None
+    ) -> _Facts:
         der = cert.public_bytes(Encoding.DER) if der is None else der
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-        return cls(der, hashlib.sha256(der).digest(), common_name(cert), start, end,
+        cn = common_name(cert, subject)
+        return cls(der, hashlib.sha256(der).digest(), cn, start, end,
                    f"{start.isoformat()} .. {end.isoformat()}")  # fmt: skip
 
 
@@ -152,6 +330,7 @@ class _Facts(NamedTuple):
 # certificate (so the id is not reused); by pair of DER encodings.
 _BUNDLED_FACTS: dict[int, tuple[x509.Certificate, _Facts]] = {}
 _BUNDLED_VERDICTS: dict[tuple[bytes, bytes], str | None] = {}
+_BUNDLED_KEYS: dict[int, tuple[x509.Certificate, PublicKey]] = {}
 
 
 def verify_bundled(child: x509.Certificate, issuer: x509.Certificate) -> str | None:
@@ -167,6 +346,7 @@ def bundled(cert: x509.Certificate) -> _Facts:
     held = _BUNDLED_FACTS.get(id(cert))
     if held is None or held[0] is not cert:
         held = _BUNDLED_FACTS[id(cert)] = (cert, _Facts.of(cert))
+        _BUNDLED_KEYS[id(cert)] = (cert, cert.public_key())
     return held[1]
 
 
@@ -180,9 +360,10 @@ class CertMemo:
 
     Remembered: whether one certificate signed another (a pure function of the two
     encodings: a certificate differing in any byte is another key and is verified afresh),
-    the texts checks show (names, validity periods, fingerprints), and values derived from
-    certificate or chain bytes by `derived`. Not remembered: whether a certificate is valid
-    at a given time, which each call compares with its own `now`.
+    the texts checks show (names, validity periods, fingerprints), public keys, the DER
+    parts a signature check reads, and values derived from certificate or chain bytes by
+    `derived`. Not remembered: whether a certificate is valid at a given time, which each
+    call compares with its own `now`.
 
     Each table holds at most `capacity` entries; past that the oldest is dropped (a fleet
     has few platforms; a flood of distinct certificates costs time, never memory).
@@ -197,6 +378,8 @@ class CertMemo:
         self._facts: dict[bytes, _Facts] = {}
         self._signed: dict[tuple[bytes, bytes], str | None] = {}
         self._derived: dict[tuple[str, bytes], object] = {}
+        self._keys: dict[int, tuple[x509.Certificate, PublicKey]] = {}
+        self._parts: dict[bytes, Parts | None] = {}
 
     def _put(self, table: dict[Any, Any], key: object, value: object) -> None:
         with self._lock:
@@ -204,18 +387,44 @@ class CertMemo:
                 del table[next(iter(table))]
             table[key] = value
 
-    def facts(self, cert: x509.Certificate) -> _Facts:
-        """The certificate's DER, SHA-256, common name and validity period."""
+    def facts(
+        self, cert: x509.Certificate, der: bytes | None = None, subject: x509.Name | None = None
+    ) -> _Facts:
+        """The certificate's DER, SHA-256, common name and validity period (`der` and
+        `subject`: its DER and subject name, when the caller has read them)."""
         held = self._by_object.get(id(cert)) or _BUNDLED_FACTS.get(id(cert))
         if held is not None and held[0] is cert:
             return held[1]
-        der = cert.public_bytes(Encoding.DER)
+        der = cert.public_bytes(Encoding.DER) if der is None else der
         facts = self._facts.get(der)
         if facts is None:
-            facts = _Facts.of(cert, der)
+            facts = _Facts.of(cert, der, subject)
             self._put(self._facts, der, facts)
         self._put(self._by_object, id(cert), (cert, facts))
         return facts
+
+    def parts(self, der: bytes, parts: Parts | None = None) -> Parts | None:
+        """`der_parts(der)` (`parts`, when the caller has read them), read once."""
+        held = self._parts.get(der, _MISSING)
+        if held is _MISSING:
+            held = der_parts(der) if parts is None else parts
+            self._put(self._parts, der, held)
+        return cast(Parts | None, held)
+
+    def public_key(self, cert: x509.Certificate, key: PublicKey | None = None) -> PublicKey:
+        """The certificate's public key (`key`, when the caller has loaded it), loaded once."""
+        held = self._keys.get(id(cert)) or _BUNDLED_KEYS.get(id(cert))
+        if held is not None and held[0] is cert:
+            return held[1]
+        key = cert.public_key() if key is None else key
+        self._put(self._keys, id(cert), (cert, key))
+        return key
+
+    def _signed_p256(self, child_der: bytes, issuer_der: bytes, issuer: x509.Certificate) -> bool:
+        # Only an ECDSA P-256/SHA-256 signature takes this way (AMD's certificates do not).
+        if _ECDSA_SHA256 not in child_der:
+            return False
+        return _signed_p256(self.parts(child_der), self.parts(issuer_der), self.public_key(issuer))
 
     def issued_by(self, name: str, child: x509.Certificate, issuer: x509.Certificate) -> Check:
         """As `issued_by`, the verdict remembered by the two certificates' DER bytes."""
@@ -225,7 +434,7 @@ class CertMemo:
         if problem is _MISSING:
             problem = _BUNDLED_VERDICTS.get(key, _MISSING)
         if problem is _MISSING:
-            problem = issuer_problem(child, issuer)
+            problem = None if self._signed_p256(*key, issuer) else issuer_problem(child, issuer)
             self._put(self._signed, key, problem)
         return _signed_check(name, issuer_facts.common_name, problem)
 

@@ -37,6 +37,25 @@ def read_tlv(data: bytes, pos: int = 0, what: str = "DER value") -> Tlv:
     return Tlv(tag, data[pos : pos + length], pos + length)
 
 
+def header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, where the value starts, where it ends) of the element at `pos`, which must lie
+    within `end`: `read_tlv` without copying the value out (ValueError where `read_tlv`
+    raises AttestationError)."""
+    if pos + 2 > end:
+        raise ValueError
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first & 0x80:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or pos + count > end:
+            raise ValueError
+        first = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + first > end:
+        raise ValueError
+    return tag, pos, pos + first
+
+
 def elements(data: bytes, what: str = "DER sequence") -> Iterator[Tlv]:
     """The elements of a constructed value's contents, in order."""
     pos = 0

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cvmlaunch.abi import tdx_quote as abi
 from cvmlaunch.abi.tdx import TdAttribute, XfamBit, flag_names
 from cvmlaunch.attest import der
-from cvmlaunch.attest.certs import CertMemo, common_name, load_certificates, utc
+from cvmlaunch.attest.certs import CertMemo, bundled, common_name, load_chain, utc
 from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
@@ -237,45 +237,87 @@ class _Pck(NamedTuple):
     certs: tuple[x509.Certificate, ...]  # as in the quote: leaf, intermediate CA, root CA
     problem: str | None  # why the chain cannot be verified, if it cannot
     fmspc: str | None  # from the leaf's SGX extension, uppercase hex
+    leaf_cn: str | None = None  # the leaf's subject CN
 
 
-def _load_pck(chain: bytes) -> _Pck:
+def _load_pck(chain: bytes, memo: CertMemo | None = None) -> _Pck:
+    """The chain in a quote. Given a `memo`, it learns what loading read of each
+    certificate (its DER, subject, public key, DER parts), which is then not read again."""
+    # A root byte-identical to the bundled one is the bundled certificate: parsed, pinned
+    # and its self-signature verified once per process (roots.intel_root).
+    root = intel_root()
     try:
-        certs = tuple(load_certificates(chain, "PCK certificate chain"))
+        loaded = load_chain(chain, "PCK certificate chain", {bundled(root).der: root})
     except AttestationError as e:
         return _Pck((), str(e), None)
+    certs = tuple(loaded.certs)
+    if memo is not None:
+        for cert, cert_der, key, subject, parts in zip(certs, *loaded[1:], strict=True):
+            memo.facts(cert, cert_der, subject)
+            if key is not None:
+                memo.public_key(cert, key)
+            if parts is not None:
+                memo.parts(cert_der, parts)
     fmspc = _fmspc(certs[0]) if certs else None
+    leaf_cn = None
+    if certs:
+        leaf_cn = common_name(certs[0], loaded.subjects[0])
+    problem = None
     if len(certs) != 3:
         problem = f"PCK chain holds {len(certs)} certificates, expected 3 (leaf, CA, root CA)"
-        return _Pck(certs, problem, fmspc)
-    return _Pck(certs, None, fmspc)
+    return _Pck(certs, problem, fmspc, leaf_cn)
+
+
+_SGX_EXTENSION = x509.ObjectIdentifier(abi.SGX_EXTENSION_OID)
 
 
 def _fmspc(leaf: x509.Certificate) -> str | None:
     """FMSPC from the PCK leaf's SGX extension (a SEQUENCE of SEQUENCE {OID, value}), or
     None when the leaf has none or it is malformed."""
     try:
-        ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(abi.SGX_EXTENSION_OID))
+        ext = leaf.extensions.get_extension_for_oid(_SGX_EXTENSION)
     except (x509.ExtensionNotFound, ValueError):
         return None
     if not isinstance(ext.value, x509.UnrecognizedExtension):
         return None
+    data = ext.value.value
+    # Walked in place with der.header (what der.only and der.elements read, without
+    # copying each element out).
     try:
-        entries = der.only(ext.value.value, der.SEQUENCE, "PCK SGX extension")
-        for entry in der.elements(entries, "PCK SGX extension"):
-            if entry.tag != der.SEQUENCE:
+        tag, pos, end = der.header(data, 0, len(data))
+        if tag != der.SEQUENCE or end != len(data):
+            return None
+        while pos < end:
+            tag, start, pos = der.header(data, pos, end)
+            if tag != der.SEQUENCE:
                 continue
-            parts = list(der.elements(entry.value, "PCK SGX extension entry"))
-            if len(parts) == 2 and parts[0].tag == der.OID:
-                if der.oid_text(parts[0].value) != abi.FMSPC_OID:
+            parts = []
+            at = start
+            while at < pos:
+                parts.append(der.header(data, at, pos))
+                at = parts[-1][2]
+            if len(parts) == 2 and parts[0][0] == der.OID:
+                if not _is_fmspc_oid(data[parts[0][1] : parts[0][2]]):
                     continue
-                value = parts[1]
-                if value.tag == der.OCTET_STRING and len(value.value) == abi.FMSPC_SIZE:
-                    return value.value.hex().upper()
+                tag, start, stop = parts[1]
+                if tag == der.OCTET_STRING and stop - start == abi.FMSPC_SIZE:
+                    return data[start:stop].hex().upper()
                 return None
-    except AttestationError:
+    except (ValueError, AttestationError):
         return None
     return None
+
+
+_FMSPC_OID_CONTENTS = bytes.fromhex("2a864886f84d010d0104")  # 1.2.840.113741.1.13.1.4
+
+
+def _is_fmspc_oid(value: bytes) -> bool:
+    """`der.oid_text(value) == abi.FMSPC_OID` (AttestationError for a malformed OID alike),
+    by comparing bytes when the encoding is minimal (no subidentifier opens with 0x80),
+    which makes the bytes a function of the text."""
+    if not value or value[-1] & 0x80 or 0x80 in value:
+        return der.oid_text(value) == abi.FMSPC_OID
+    return value == _FMSPC_OID_CONTENTS
 
 
 # -- The parsed quote as a document -------------------------------------------------------
@@ -300,7 +342,7 @@ def quote_doc(quote: TdxQuote, pck: _Pck | None = None) -> dict[str, Any]:
     """The parsed quote as JSON-ready values: bytes as hex, bit fields also by name. `pck`:
     its PCK chain, if already loaded."""
     body, qe = quote.body, quote.qe
-    certs, problem, fmspc = pck if pck is not None else _load_pck(quote.pck_chain)
+    pck = pck if pck is not None else _load_pck(quote.pck_chain)
     return {
         "header": {
             "version": quote.version,
@@ -348,10 +390,10 @@ def quote_doc(quote: TdxQuote, pck: _Pck | None = None) -> dict[str, Any]:
         "qe_auth_data": quote.qe_auth_data.hex(),
         "inner_cert_data_type": quote.inner_cert_data_type,
         "pck": {
-            "certificates": len(certs),
-            "leaf_cn": common_name(certs[0]) if certs else None,
-            "fmspc": fmspc,
-            "problem": problem,
+            "certificates": len(pck.certs),
+            "leaf_cn": pck.leaf_cn,
+            "fmspc": pck.fmspc,
+            "problem": pck.problem,
         },
         "trailing_bytes": quote.trailing,
     }
@@ -419,7 +461,7 @@ def _pck_checks(pck: _Pck, now: datetime, memo: CertMemo) -> list[Check]:
 
 def _qe_report_checks(quote: TdxQuote, pck: _Pck, memo: CertMemo) -> list[Check]:
     name, expected = "qe_report.signature", "ECDSA P-256/SHA-256 by the PCK leaf key"
-    key = pck.certs[0].public_key() if pck.certs else None
+    key = memo.public_key(pck.certs[0]) if pck.certs else None
     if key is None:
         signature = check(name, expected, f"no PCK leaf: {pck.problem}", False)
     elif not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
@@ -549,7 +591,7 @@ def audit_tdx(
     refuse_others(expect, "TDX")
     refuse_out_of_range(expect)
     chain = quote.pck_chain
-    pck = memo.derived("pck-chain", chain, lambda: _load_pck(chain))
+    pck = memo.derived("pck-chain", chain, lambda: _load_pck(chain, memo))
     checks = [
         check("quote.att_key_type", abi.ATT_KEY_TYPE_ECDSA_P256, quote.att_key_type),
         check("quote.qe_vendor_id", abi.INTEL_QE_VENDOR_ID, quote.qe_vendor_id),
