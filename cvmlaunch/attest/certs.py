@@ -103,10 +103,13 @@ def pem_ders(data: bytes) -> list[bytes] | None:
         stop = text.find(_PEM_END, start)
         if stop < 0:
             return None
-        lines = text[start:stop].split(b"\n")
-        if any(len(line) != 64 for line in lines[:-1]) or not 0 < len(lines[-1]) <= 64:
+        raw = text[start:stop]
+        # Lines of 64 characters and a last one of 1 to 64: a newline at every 65th byte
+        # and nowhere else.
+        full = raw.count(b"\n")
+        if raw[64::65] != b"\n" * full or not 0 < len(raw) - 65 * full <= 64:
             return None
-        body = b"".join(lines)
+        body = raw.replace(b"\n", b"")
         try:
             der = binascii.a2b_base64(body, strict_mode=True)
         except binascii.Error:

@@ -303,3 +303,21 @@ def test_cold_audit_of_a_reserialized_quote_with_a_fake_chain() -> None:
         "not issued by Intel SGX Root CA: "
         "Issuer certificate subject does not match certificate issuer."
     )
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 47, 48, 49, 95, 96, 97, 1269])
+def test_pem_ders_takes_64_columns_only(size: int) -> None:
+    """Every length of a last line (1 to 64 characters) is read; another width, an empty
+    line or a missing newline is not."""
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    text = base64.b64encode(data)
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    pem = b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+    assert pem_ders(pem) == [data]
+    assert pem_ders(pem.replace(b"\n-----END", b"\n\n-----END")) is None
+    assert pem_ders(pem.replace(b"\n-----END", b"-----END")) is None
+    if len(lines) > 1:
+        assert (
+            pem_ders(pem.replace(lines[0] + b"\n", lines[0][:63] + b"\n" + lines[0][63:])) is None
+        )
