@@ -23,7 +23,7 @@ from cvmlaunch.abi.snp_report import (
 )
 from cvmlaunch.attest import der
 from cvmlaunch.attest.certs import common_name, load_certificate, load_certificates
-from cvmlaunch.attest.files import read_bounded
+from cvmlaunch.attest.files import folder_files, read_bounded
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
 
 _T = TypeVar("_T")
@@ -252,28 +252,8 @@ def _directory_certificates(folder: Path) -> list[x509.Certificate]:
     """The certificates in the files of `folder`. Files that are not certificates (a README,
     the report itself, a CRL, which is not checked here) are skipped, and so is what is not a
     regular file; each skip is logged as `attest.certs_file_skipped`."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as e:
-        raise AttestationError(f"--certs {folder}: {e.strerror or e}") from None
-    files: list[Path] = []
-    for entry in entries:
-        path = Path(entry.path)
-        if entry.name.startswith("."):
-            continue
-        if "crl" in entry.name.lower():  # snpguest keeps the CRL beside the certificates
-            _skipped(path, "a CRL: revocation is not checked")
-            continue
-        try:
-            regular = entry.is_file()  # follows symbolic links
-        except OSError:
-            regular = False
-        if not regular:
-            _skipped(path, "not a regular file")
-            continue
-        files.append(path)
-    if len(files) > MAX_CERTIFICATES:
-        raise AttestationError(f"--certs {folder}: more than {MAX_CERTIFICATES} files")
+    files = folder_files(folder, "--certs", most=MAX_CERTIFICATES, skipped=_skipped,
+                         excluded=_not_a_certificate_name)  # fmt: skip
     found: list[x509.Certificate] = []
     for path in files:
         data = read_bounded(path, "a certificate", flag="--certs")
@@ -286,6 +266,11 @@ def _directory_certificates(folder: Path) -> list[x509.Certificate]:
         else:
             found += load_certificates(data, where)
     return found
+
+
+def _not_a_certificate_name(name: str) -> str | None:
+    # snpguest keeps the CRL beside the certificates.
+    return "a CRL: revocation is not checked" if "crl" in name.lower() else None
 
 
 def _skipped(path: Path, reason: str) -> None:

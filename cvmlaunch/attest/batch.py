@@ -16,14 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from cvmlaunch import log
 from cvmlaunch.attest.amd import AmdCerts
-from cvmlaunch.attest.files import read_bounded
+from cvmlaunch.attest.files import folder_files, read_bounded
 from cvmlaunch.errors import AttestationError, InputError
 from cvmlaunch.inputs import open_input, size_text
 
@@ -61,26 +60,7 @@ def batch_items(path: Path, flag: str = "--reports") -> Iterator[Item]:
 
 
 def _directory_items(folder: Path, flag: str) -> Iterator[Item]:
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as e:
-        raise AttestationError(f"{flag} {folder}: {e.strerror or e}") from None
-    files: list[Path] = []
-    for entry in entries:
-        path = Path(entry.path)
-        if entry.name.startswith("."):
-            _skipped(path, "a hidden file")
-            continue
-        try:
-            regular = entry.is_file()  # follows a symbolic link: to a device, it is skipped
-        except OSError:
-            regular = False
-        if not regular:
-            _skipped(path, "not a regular file")
-            continue
-        files.append(path)
-    if len(files) > MAX_REPORTS:
-        raise AttestationError(f"{flag} {folder}: more than {MAX_REPORTS} files")
+    files = folder_files(folder, flag, most=MAX_REPORTS, skipped=_skipped)
     return _read_files(files, flag)
 
 
