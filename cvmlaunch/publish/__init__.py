@@ -56,6 +56,28 @@ class PublishOptions(NamedTuple):
     text: bool = True  # go-sev-guest / go-tdx-guest: textproto (else protojson)
 
 
+def json_document(data: bytes | str) -> Any:
+    """`data` parsed as JSON; ValueError if it is none, a document nested past the
+    interpreter's recursion limit included (json raises RecursionError for it)."""
+    import json
+
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` as a JSON object, or None where it is none (what `looks_like` asks)."""
+    if data.lstrip()[:1] != b"{":
+        return None
+    try:
+        doc = json_document(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def utc(moment: datetime) -> datetime:
     """`moment` as an aware UTC time (a naive one is taken to be UTC already); ProfileError
     naming --expiration if it has no UTC equivalent (an offset past the calendar's end)."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.publish import PublishOptions, Reference, utc
+from cvmlaunch.publish import PublishOptions, Reference, json_document, json_object, utc
 
 FORMAT = "cvmlaunch-reference"
 VERSION = 1
@@ -108,19 +108,14 @@ def _event_doc(n: int, step: Any) -> dict[str, Any]:
 
 def looks_like(data: bytes) -> bool:
     """Whether `data` is a document of this format (a JSON object saying so)."""
-    if data.lstrip()[:1] != b"{":
-        return False
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
+    doc = json_object(data)
+    return doc is not None and doc.get("format") == FORMAT
 
 
 def read(data: bytes) -> list[Reference]:
     """The references `write` wrote: equal to them, value by value."""
     try:
-        doc = json.loads(data)
+        doc = json_document(data)
     except ValueError as e:
         raise _problem("document", f"not JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -29,7 +29,7 @@ from typing import Any
 
 from cvmlaunch.abi.snp_report import TCB_LAYOUTS, product_of_cpuid
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.publish import PublishOptions, Reference
+from cvmlaunch.publish import PublishOptions, Reference, json_document
 from cvmlaunch.publish.protodoc import (
     Schema,
     fail,
@@ -412,8 +412,8 @@ def looks_like(data: bytes) -> bool:
     text = data.decode("utf-8", "replace").lstrip()
     if text.startswith("{"):
         try:
-            doc = json.loads(text)
-        except (ValueError, RecursionError):
+            doc = json_document(text)
+        except ValueError:
             return False
         keys = {"policy", "rootOfTrust", "root_of_trust"}
         return isinstance(doc, dict) and "policy" in doc and set(doc) <= keys

@@ -42,7 +42,7 @@ from typing import Any
 
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.publish import PublishOptions, Reference
+from cvmlaunch.publish import PublishOptions, Reference, json_document, json_object
 
 MESSAGE_VERSION = "0.1.0"
 MESSAGE_TYPE = "sample"
@@ -196,13 +196,8 @@ def _boot_digests(events: Sequence[Any]) -> tuple[bytes | None, bytes | None]:
 
 def looks_like(data: bytes) -> bool:
     """Whether `data` is an RVPS sample message (a JSON object of type "sample")."""
-    if data.lstrip()[:1] != b"{":
-        return False
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return False
-    return isinstance(doc, dict) and doc.get("type") == MESSAGE_TYPE and "payload" in doc
+    doc = json_object(data)
+    return doc is not None and doc.get("type") == MESSAGE_TYPE and "payload" in doc
 
 
 def read(data: bytes) -> list[Reference]:
@@ -233,7 +228,7 @@ def _payload(data: bytes) -> dict[str, Any]:
         return ProfileError([FieldProblem("payload", reason)], source="RVPS message")
 
     try:
-        message = json.loads(data)
+        message = json_document(data)
     except ValueError as e:
         raise ProfileError([FieldProblem("message", f"not JSON: {e}")], "RVPS message") from None
     if not isinstance(message, dict) or message.get("type") != MESSAGE_TYPE:
@@ -246,7 +241,7 @@ def _payload(data: bytes) -> dict[str, Any]:
     if not isinstance(text, str):
         raise fail("expected a base64 string")
     try:
-        payload = json.loads(base64.b64decode(text, validate=True))
+        payload = json_document(base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError) as e:
         raise fail(f"not base64 of a JSON object: {e}") from None
     if not isinstance(payload, dict):

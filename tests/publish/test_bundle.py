@@ -17,7 +17,7 @@ from cvmlaunch.attest.expect import SNP_TCB_COMPONENTS, Expectations
 from cvmlaunch.errors import ProfileError
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.plan.step import Step, StepKind
-from cvmlaunch.publish import PublishOptions, Reference, bundle, read_any
+from cvmlaunch.publish import PublishOptions, Reference, bundle, read_any, rvps
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.text()
 json_values = st.recursive(
@@ -154,3 +154,11 @@ def test_a_step_that_is_not_an_event_is_refused() -> None:
     ref = Reference(Technology.TDX, {"events": (page,)}, {}, {})
     with pytest.raises(ProfileError, match=r"events\[0\]: a firmware step is not carried"):
         bundle.write([ref], PublishOptions())
+
+
+@pytest.mark.parametrize("document", [b'{"a":' + b"[" * 100_000, b"[" * 100_000])
+def test_a_document_nested_past_the_recursion_limit_is_our_error(document: bytes) -> None:
+    # json raises RecursionError for it: no format may let that escape.
+    for reader in (read_any, bundle.read, rvps.read):
+        with pytest.raises(ProfileError):
+            reader(document)
