@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomlkit
 
 from cvmlaunch.abi.snp_report import tcb_parts
 from cvmlaunch.attest import read_evidence
@@ -20,44 +19,15 @@ from cvmlaunch.attest.snp import parse_snp_report
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.publish import PublishOptions, Reference, codec
 from tests.conftest import CliRunner
+from tests.published_td import QUOTE, published_dstack_profile
 
 ROOT = Path(__file__).parents[2]
-DSTACK = ROOT / "tests" / "vectors" / "eventlog" / "dstack"
-QUOTE, LOG = DSTACK / "tdx-lite-quote.bin", DSTACK / "tdx-lite-getquote.json"
+LOG = ROOT / "tests" / "vectors" / "eventlog" / "dstack" / "tdx-lite-getquote.json"
 SNP = ROOT / "tests" / "vectors" / "attestation" / "snp"
 REPORT, VCEK = SNP / "trustee_milan_vcek_report.bin", SNP / "trustee_milan_vcek.der"
 NOW = "2025-09-01T00:00:00Z"
 TD_FORMATS = ("json", "rvps", "go-tdx-guest", "corim")
 SNP_FORMATS = ("json", "rvps", "go-sev-guest", "corim")
-
-
-def dstack_profile(cli: CliRunner, folder: Path, debian_ovmf: Path, **changes: str) -> Path:
-    """dstack-0.6.0's TD from what is published about it (see tests/firmware/
-    test_descriptor.py): its firmware by descriptor, its boot by digests, the ACPI digests
-    its log names. MRCONFIGID is the app's identity dstack sets at deployment, not a
-    measurement: the deployment publishes it."""
-    published = json.loads((DSTACK / "dstack_tdx_lite_recompute.json").read_text())
-    vectors = json.loads((ROOT / "tests" / "vectors" / "tdx" / "tdx-vectors.json").read_text())
-    r = cli("firmware", "describe", debian_ovmf, "--technology", "tdx", "--json")
-    descriptor = json.loads(r.out)["firmware"]["descriptor"]
-    descriptor["mrtd"] = {"section/image": published["doc_mrtd_two_pass"]}
-    descriptor["cfv_sha384"] = vectors["acpi_fixture_rtmr0"][0]["event_digests"][1]
-    doc = published["measurement_doc"]
-    table_loader, rsdp, tables = published["acpi_digests_from_log"]
-    tdx: dict[str, Any] = {
-        "page_order": "section", "edk2": 202502, "xfam": 0x602E7,
-        "mrconfigid": "0186b0e55f2fa8e4fb69d890f14f54d5612707646e2573d54e0d2ddaaade77caa9"
-                      + "00" * 15,
-        "kernel_authenticode": doc["kernel_authenticode"],
-        "initrd_sha384": doc["initrd_sha384"], "load_options_sha384": doc["cmdline_sha384"],
-        "acpi": {"table_loader": table_loader, "rsdp": rsdp, "tables": tables},
-    }  # fmt: skip
-    tdx |= changes
-    profile = {"schema_version": 1, "technology": "tdx", "vcpus": 2, "memory_mib": 2048,
-               "firmware": {"descriptor": descriptor}, "tdx": tdx}  # fmt: skip
-    path = folder / "dstack.toml"
-    path.write_text(tomlkit.dumps(profile))
-    return path
 
 
 def published(cli: CliRunner, profile: Path, name: str) -> Path:
@@ -71,7 +41,7 @@ def published(cli: CliRunner, profile: Path, name: str) -> Path:
 def test_a_real_td_passes_against_what_was_published_about_it(
     name: str, cli: CliRunner, tmp_path: Path, debian_ovmf: Path
 ) -> None:
-    document = published(cli, dstack_profile(cli, tmp_path, debian_ovmf), name)
+    document = published(cli, published_dstack_profile(cli, tmp_path, debian_ovmf), name)
     r = cli("audit", "--report", QUOTE, "--reference", document, "--event-log", LOG, "--json")
     assert r.code == 0, r.out + r.err
     result = json.loads(r.out)
@@ -86,7 +56,7 @@ def test_a_real_td_passes_against_what_was_published_about_it(
 def test_another_command_line_fails_at_rtmr2(
     name: str, cli: CliRunner, tmp_path: Path, debian_ovmf: Path
 ) -> None:
-    other = dstack_profile(cli, tmp_path, debian_ovmf, load_options_sha384="ab" * 48)
+    other = published_dstack_profile(cli, tmp_path, debian_ovmf, load_options_sha384="ab" * 48)
     r = cli("audit", "--report", QUOTE, "--reference", published(cli, other, name), "--json")
     assert r.code == 1
     failed = {c["name"] for c in json.loads(r.out)["checks"] if not c["ok"]}
@@ -155,7 +125,7 @@ def test_what_cannot_be_a_reference_is_one_line_exit_2(
 ) -> None:
     junk = tmp_path / "junk.txt"
     junk.write_text("not a document\n")
-    tdx_doc = published(cli, dstack_profile(cli, tmp_path, debian_ovmf), "json")
+    tdx_doc = published(cli, published_dstack_profile(cli, tmp_path, debian_ovmf), "json")
     profile = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
     cases = [
         (["--reference", junk], "--reference: not a document of any of"),

@@ -236,33 +236,19 @@ def test_a_td_measures_the_same_from_its_descriptor(
     assert ours[1] is not None and all(value is not None for value in ours[1])
 
 
-def test_a_real_td_by_published_values_alone(cli: CliRunner, debian_ovmf: Path) -> None:
+def test_a_real_td_by_published_values_alone(
+    cli: CliRunner, debian_ovmf: Path, tmp_path: Path
+) -> None:
     """dstack-0.6.0's TD from what is published about it, no image, no files: its firmware
     by descriptor (Debian bookworm's TDVF section layout, the MRTD its measurement document
     gives for QEMU 8.2's two-pass (section) order, the empty-varstore CFV digest), its boot
     by digests, the ACPI digests its log names. MRTD and RTMR0-2 equal its real quote."""
     from cvmlaunch.attest.tdx import parse_tdx_quote
+    from tests.published_td import QUOTE, published_dstack_profile
 
-    dstack = ROOT / "tests" / "vectors" / "eventlog" / "dstack"
-    quote = parse_tdx_quote((dstack / "tdx-lite-quote.bin").read_bytes())
-    published = json.loads((dstack / "dstack_tdx_lite_recompute.json").read_text())
-    vectors = json.loads((ROOT / "tests" / "vectors" / "tdx" / "tdx-vectors.json").read_text())
-    r = cli("firmware", "describe", debian_ovmf, "--technology", "tdx", "--json")
-    descriptor = json.loads(r.out)["firmware"]["descriptor"]
-    descriptor["mrtd"] = {"section/image": published["doc_mrtd_two_pass"]}
-    descriptor["cfv_sha384"] = vectors["acpi_fixture_rtmr0"][0]["event_digests"][1]
-    doc = published["measurement_doc"]
-    table_loader, rsdp, tables = published["acpi_digests_from_log"]
-    profile = {
-        "schema_version": 1, "technology": "tdx", "vcpus": 2, "memory_mib": 2048,
-        "firmware": {"descriptor": descriptor},
-        "tdx": {"page_order": "section", "edk2": 202502,
-                "kernel_authenticode": doc["kernel_authenticode"],
-                "initrd_sha384": doc["initrd_sha384"],
-                "load_options_sha384": doc["cmdline_sha384"],
-                "acpi": {"table_loader": table_loader, "rsdp": rsdp, "tables": tables}},
-    }  # fmt: skip
-    spec = parse_profile(profile).to_spec()
+    quote = parse_tdx_quote(QUOTE.read_bytes())
+    profile = published_dstack_profile(cli, tmp_path, debian_ovmf)
+    spec = load_profile(profile).to_spec()
     assert spec.files() == []
     digest, rtmrs = td_values(spec)
     assert digest == quote.body.mrtd

@@ -412,9 +412,9 @@ def test_a_td_of_published_values_gives_every_value_the_quote_claims(
     # dstack's TD from its published values alone (firmware descriptor included): every
     # reference value Trustee's policy reads for a TD equals the claim of its real quote,
     # MRTD too. (`hardware` still needs the quote's TCB status from Intel's collateral.)
-    from tests.cli.test_audit_reference import dstack_profile as published_profile
+    from tests.published_td import published_dstack_profile
 
-    spec = load_profile(published_profile(cli, tmp_path, debian_ovmf)).to_spec()
+    spec = load_profile(published_dstack_profile(cli, tmp_path, debian_ovmf)).to_spec()
     values = payload(rvps.write(references(spec), PublishOptions()))
     claims = tdx_claims()
     body = claims["tdx"]["quote"]["body"]
