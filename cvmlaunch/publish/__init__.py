@@ -28,6 +28,7 @@ from cvmlaunch.guest.spec import GuestSpec, Technology
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from cvmlaunch.measure.rtmr import BootFiles
     from cvmlaunch.measure.sweep import Axes
 
 
@@ -149,13 +150,14 @@ def references(
     if axes is None:
         axes = AxesType((base.vcpus,), (base.cpu,), (base.vmm,), (base.guest_features,))
     inputs = input_digests(base, profile_bytes)
+    boots = _Boots(base)
     out = []
     for row in matrix(base, axes, cloud_cpu=True):
         spec = row.spec
         expect: dict[str, Any] = {"measurement": row.measurement}
         expect |= {k: v for k, v in spec.expectations().items() if v is not None}
         if spec.technology is Technology.TDX and spec.td_config.edk2 is not None:
-            expect |= _boot_rtmrs(spec)
+            expect |= boots.rtmrs(spec)
         if min_tcb is not None and spec.technology is Technology.SEV_SNP:
             expect["min_tcb"] = dict(min_tcb)
         origin = {"tool": f"cvmlaunch {__version__}", **inputs, "assumptions": assumptions(spec)}
@@ -163,16 +165,32 @@ def references(
     return out
 
 
-def _boot_rtmrs(spec: GuestSpec) -> dict[str, Any]:
-    from cvmlaunch.measure.rtmr import boot_events, plan_boot_inputs, rtmrs
-    from cvmlaunch.plan.tdx import build_td_plan
+class _Boots:
+    """A TD's boot RTMRs and events for each guest of a matrix: its firmware read and its
+    kernel and initrd hashed once for all of them."""
 
-    events = tuple(boot_events(plan_boot_inputs(build_td_plan(spec))))
-    values = rtmrs(events)
-    known = {n: value for n, value in enumerate(values[:3]) if value is not None}
-    # The events too: a verifier checks some of them by themselves (Trustee: the kernel's
-    # and its parameters').
-    return {"rtmrs": known, "events": events} if known else {"events": events}
+    def __init__(self, base: GuestSpec) -> None:
+        self._base = base
+        self._firmware: bytes | None = None
+        self._files: BootFiles | None = None
+
+    def rtmrs(self, spec: GuestSpec) -> dict[str, Any]:
+        from cvmlaunch.guest.files import read_firmware
+        from cvmlaunch.measure.rtmr import BootFiles, boot_events, boot_inputs, firmware_digests
+        from cvmlaunch.measure.rtmr import rtmrs as registers
+        from cvmlaunch.plan.tdx import build_td_plan
+
+        if self._files is None:
+            described = self._base.firmware_descriptor is not None
+            self._firmware = b"" if described else read_firmware(self._base.firmware)
+            self._files = BootFiles(self._base)
+        plan = build_td_plan(spec, self._firmware)
+        events = tuple(boot_events(boot_inputs(spec, *firmware_digests(plan), self._files)))
+        values = registers(events)
+        known = {n: value for n, value in enumerate(values[:3]) if value is not None}
+        # The events too: a verifier checks some of them by themselves (Trustee: the
+        # kernel's and its parameters').
+        return {"rtmrs": known, "events": events} if known else {"events": events}
 
 
 def input_digests(spec: GuestSpec, profile_bytes: bytes | None) -> dict[str, Any]:

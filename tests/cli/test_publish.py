@@ -157,3 +157,39 @@ def test_a_td_with_its_boot_predicted_publishes_in_every_format(
         base64.b64decode(json.loads((tmp_path / "refs.rvps").read_text())["payload"])
     )
     assert payload["tdvfkernel"] and payload["tdvfkernelparams"]
+
+
+def test_each_td_of_a_matrix_carries_its_own_boot_rtmrs(
+    cli: CliRunner, tmp_path: Path, debian_ovmf: Path
+) -> None:
+    # One kernel hash serves the matrix; the RTMRs still differ by memory (RTMR0's TD HOB,
+    # RTMR1's header QEMU 8.2 writes) and must be each guest's own.
+    kernel = ROOT / "tests" / "vectors" / "tdx" / "vmlinuz-6.1.0-56-amd64"
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(bytes(4096))
+    acpi = "".join(f'{k} = "{d * 96}"\n' for k, d in (("table_loader", "1"), ("rsdp", "2"),
+                                                      ("tables", "3")))  # fmt: skip
+    profile = tmp_path / "td.toml"
+    boot = f'[boot]\nkernel = "{kernel}"\ninitrd = "{initrd}"\ncmdline = "quiet"\n'
+    td = f'edk2 = 202502\nqemu = "8.2"\n[tdx.acpi]\n{acpi}'
+    profile.write_text(TDX_PROFILE.read_text() + td + boot)
+    out = tmp_path / "refs.json"
+    r = cli("publish", profile, "--memory-mib", "1024,2048", "--tdx-page-order", "page,section",
+            "--format", "json", "-o", out)  # fmt: skip
+    assert r.code == 0, r.err
+    references = bundle.read(out.read_bytes())
+    assert len(references) == 4
+    seen = set()
+    for reference in references:
+        config = reference.config
+        point = (
+            "--memory-mib",
+            str(config["memory_mib"]),
+            "--tdx-page-order",
+            config["page_order"],
+        )
+        measured = json.loads(cli("measure", profile, *point, "--json").out)
+        rtmrs = reference.expect["rtmrs"]
+        assert [rtmrs[i].hex() for i in (0, 1, 2)] == measured["rtmrs"][:3]
+        seen.add(rtmrs[0])
+    assert len(seen) == 2  # the memory sizes' TD HOBs
