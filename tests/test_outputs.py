@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from cvmlaunch import outputs
 from cvmlaunch.errors import OutputError
-from cvmlaunch.outputs import check_output, write_output
+from cvmlaunch.outputs import FOLDER_INDEX, check_output, write_output, write_output_folder
 
 
 def test_writes_a_new_file_with_the_umask(tmp_path: Path) -> None:
@@ -92,3 +95,104 @@ def test_paths_the_os_refuses_are_one_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"^--record "):
         write_output(loop / "r.json", b"x", name="--record")
     assert sorted(os.listdir(tmp_path)) == ["loop", "plain"]
+
+
+# ---- folders ---------------------------------------------------------------------------------
+
+DOCS = {"1-a.json": b"a", "2-b.json": b"b"}
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_new_folder_holds_the_documents_and_their_index(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_output_folder(tmp_path / "out", DOCS, {"cvmlaunch": "t", "n": 2}, name="--dir")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    files = listing(out)
+    assert {k: v for k, v in files.items() if k != FOLDER_INDEX} == DOCS
+    assert json.loads(files[FOLDER_INDEX]) == {"cvmlaunch": "t", "n": 2, "files": sorted(DOCS)}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert stat.S_IMODE((out / "1-a.json").stat().st_mode) == 0o640
+    assert os.listdir(tmp_path) == ["out"]  # no temporary folder left
+
+
+def test_an_earlier_folder_is_replaced_whole_keeping_its_mode(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_output_folder(out, {**DOCS, "3-c.json": b"c"}, {"cvmlaunch": "t"}, name="--dir")
+    out.chmod(0o705)
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    write_output_folder(link, {"9-z.json": b"z"}, {"cvmlaunch": "t"}, name="--dir")
+    assert sorted(listing(out)) == ["9-z.json", FOLDER_INDEX]  # the old documents are gone
+    assert stat.S_IMODE(out.stat().st_mode) == 0o705 and link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["link", "out"]
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    write_output_folder(empty, DOCS, {"cvmlaunch": "t"}, name="--dir")
+    assert sorted(listing(empty)) == [*sorted(DOCS), FOLDER_INDEX]
+    assert stat.S_IMODE(empty.stat().st_mode) == 0o700
+
+
+def test_refuses_a_folder_that_is_not_an_earlier_output(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    write_output_folder(mine, DOCS, {"cvmlaunch": "t"}, name="--dir")
+    (mine / "notes.txt").write_bytes(b"the user's")  # added since: not ours to remove
+    unindexed = tmp_path / "unindexed"
+    unindexed.mkdir()
+    (unindexed / FOLDER_INDEX).write_bytes(b'{"files": []}')  # no cvmlaunch mark
+    nested = tmp_path / "nested"
+    write_output_folder(nested, DOCS, {"cvmlaunch": "t"}, name="--dir")
+    (nested / "1-a.json").unlink()
+    (nested / "1-a.json").mkdir()  # a listed name that is now a folder
+    profile = tmp_path / "holds" / "guest.toml"
+    profile.parent.mkdir()
+    profile.write_bytes(b"profile")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases: list[tuple[Path | str, str]] = [
+        (mine, "holds notes.txt, which no earlier output wrote; give a new or empty folder"),
+        (unindexed, f"holds {FOLDER_INDEX}, which no earlier output wrote"),
+        (nested, "holds 1-a.json, which no earlier output wrote"),
+        (profile.parent, f"holds {profile}, one of this command's inputs"),
+        (fifo, "a FIFO; expected a directory to write"),
+        (profile, "a regular file; expected a directory to write"),
+        ("/", "is the root directory; not replaced"),
+        (tmp_path / "no" / "such", "no directory"),
+    ]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    for path, reason in cases:
+        with pytest.raises(OutputError, match=f"^--dir {path}: {reason}"):
+            write_output_folder(path, DOCS, {"cvmlaunch": "t"}, name="--dir", inputs=[profile])
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    for bad in ("", "..", FOLDER_INDEX, "a/b", "a\0b"):
+        with pytest.raises(OutputError, match="cannot be a file name in it"):
+            write_output_folder(tmp_path / "new", {bad: b"x"}, {"cvmlaunch": "t"}, name="--dir")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_write_leaves_the_earlier_folder_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    write_output_folder(out, DOCS, {"cvmlaunch": "t"}, name="--dir")
+    before = listing(out)
+    written: list[Path] = []
+    real = outputs._write_new
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(outputs, "_write_new", full_disk)
+    with pytest.raises(OutputError, match=f"^--dir {out}: No space left on device$"):
+        write_output_folder(out, {"x.json": b"x", "y.json": b"y"}, {"cvmlaunch": "t"},
+                            name="--dir")  # fmt: skip
+    assert listing(out) == before
+    assert os.listdir(tmp_path) == ["out"]

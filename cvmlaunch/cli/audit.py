@@ -69,10 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("expectations (flags override the profile)")
     e.add_argument("--profile", type=Path, metavar="P",
                    help="expect this guest: its measurement and launch parameters")  # fmt: skip
-    e.add_argument("--reference", type=Path, metavar="FILE",
+    e.add_argument("--reference", type=Path, metavar="FILE_OR_DIR",
                    help="expect one of the configurations of a published document (cvmlaunch "
-                   "publish: json, rvps, go-sev-guest/go-tdx-guest, corim): the one whose "
-                   "measurement the evidence reports")  # fmt: skip
+                   "publish: json, rvps, go-sev-guest/go-tdx-guest, corim) or folder of "
+                   "them (publish --output-dir): the one whose measurement the evidence "
+                   "reports")  # fmt: skip
     e.add_argument("--expect-measurement", type=hex_bytes(48), metavar="HEX",
                    help="SNP MEASUREMENT or TDX MRTD")  # fmt: skip
     e.add_argument("--expect-report-data", type=hex_bytes_any, metavar="HEX",
@@ -217,14 +218,10 @@ def _reference_expectations(
     `read` keeps the documents this run has read: a batch asks for every report."""
     from cvmlaunch.attest import TDX
     from cvmlaunch.attest.expect import Expectations
-    from cvmlaunch.attest.files import read_bounded
     from cvmlaunch.guest.spec import Technology
-    from cvmlaunch.publish import read_any
 
     if path not in read:
-        data = read_bounded(path, "a reference document", flag="--reference",
-                            limit=MAX_REFERENCE_SIZE)  # fmt: skip
-        read[path] = read_any(data)
+        read[path] = _reference_documents(path)
     technology = Technology.TDX if kind == TDX else Technology.SEV_SNP
     ours = [r for r in read[path] if r.technology is technology]
     if not ours:
@@ -240,6 +237,44 @@ def _reference_expectations(
         reason = f"{path}: {unknown[0]!r} is no claim an audit checks"
         raise ProfileError([FieldProblem("--reference", reason)])
     return Expectations(**chosen.expect)
+
+
+# A folder of published documents (publish --output-dir): one per configuration.
+MAX_REFERENCE_FILES = 1 << 16
+
+
+def _reference_documents(path: Path) -> list[Reference]:
+    """The references of the document `path`, or of every document in the folder `path`
+    (its index, which names them, aside)."""
+    from cvmlaunch.attest.files import folder_files, read_bounded
+    from cvmlaunch.outputs import FOLDER_INDEX
+    from cvmlaunch.publish import read_any
+
+    if not path.is_dir():
+        data = read_bounded(path, "a reference document", flag="--reference",
+                            limit=MAX_REFERENCE_SIZE)  # fmt: skip
+        return read_any(data)
+
+    def skipped(file: Path, reason: str) -> None:
+        _log.info("audit.reference_skipped", path=str(file), reason=reason)
+
+    def excluded(name: str) -> str | None:
+        return "the folder's index" if name == FOLDER_INDEX else None
+
+    files = folder_files(path, "--reference", most=MAX_REFERENCE_FILES, skipped=skipped,
+                         excluded=excluded)  # fmt: skip
+    out: list[Reference] = []
+    for file in files:
+        data = read_bounded(file, "a reference document", flag="--reference",
+                            limit=MAX_REFERENCE_SIZE)  # fmt: skip
+        try:
+            out += read_any(data)
+        except ProfileError as e:
+            reason = f"{file}: {e}"
+            raise ProfileError([FieldProblem("--reference", reason)]) from None
+    if not out:
+        raise ProfileError([FieldProblem("--reference", f"{path} holds no reference document")])
+    return out
 
 
 def _profile_expectations(path: Path, kind: str) -> Expectations:

@@ -55,8 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="COSE-sign the CoRIM with this private key")  # fmt: skip
     d.add_argument("--protojson", action="store_true",
                    help="go-sev-guest/go-tdx-guest: protojson instead of textproto")  # fmt: skip
-    d.add_argument("-o", "--output", type=Path, metavar="FILE",
-                   help="write the document to FILE (atomically) instead of stdout")  # fmt: skip
+    out = d.add_mutually_exclusive_group()
+    out.add_argument("-o", "--output", type=Path, metavar="FILE",
+                     help="write the document to FILE (atomically) instead of stdout")  # fmt: skip
+    out.add_argument("--output-dir", type=Path, metavar="DIR",
+                     help="write one document per configuration into the new folder DIR, "
+                     "with index.json naming each one's configuration (atomically; an "
+                     "earlier --output-dir folder is replaced, any other is refused)")  # fmt: skip
     p.set_defaults(handler=run)
 
 
@@ -76,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         from cvmlaunch.outputs import check_output
 
         check_output(args.output, name="--output", inputs=inputs)
+    if args.output_dir is not None:
+        from cvmlaunch.outputs import check_output_folder
+
+        check_output_folder(args.output_dir, name="--output-dir", inputs=inputs)
     signing_key = _signing_key(args.signing_key)
     lists = {flag: getattr(args, _dest(flag)) for flag in MATRIX_FLAGS}
     for flag, values in lists.items():  # the base spec takes each list's first value
@@ -100,6 +109,16 @@ def run(args: argparse.Namespace) -> int:
     refs = references(base, axes_from_lists(base, lists), profile_bytes=profile_bytes,
                       min_tcb=min_tcb)  # fmt: skip
     options = PublishOptions(expiration, signing_key, text=not args.protojson)
+    if args.output_dir is not None:
+        from cvmlaunch.outputs import write_output_folder
+        from cvmlaunch.publish import one_per_configuration
+
+        documents, index = one_per_configuration(args.format, refs, options)
+        write_output_folder(args.output_dir, documents, index, name="--output-dir",
+                            inputs=inputs)  # fmt: skip
+        print(f"{len(refs)} reference(s) written to {args.output_dir} as {args.format}, "
+              "one document each (index.json names their configurations)")  # fmt: skip
+        return EXIT_OK
     document = module.write(refs, options)
     if args.output is not None:
         from cvmlaunch.outputs import write_output

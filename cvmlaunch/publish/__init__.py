@@ -119,6 +119,50 @@ def codec(name: str) -> Format:
     return cast(Format, importlib.import_module(FORMATS[name]))
 
 
+# The file name suffix of each format's documents (go-*: textproto, or protojson).
+SUFFIXES = {"json": ".json", "rvps": ".json", "corim": ".cbor"}
+
+
+def one_per_configuration(
+    name: str, refs: Sequence[Reference], options: PublishOptions
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """A document of format `name` for each of `refs` (file name -> bytes), and the index
+    that says which configuration each is for: for verifiers that hold one value where a
+    matrix has many (go-sev-guest's measurement). A file is named by its place in the
+    matrix and the configuration values that tell it apart from the others."""
+    import re
+
+    module = codec(name)
+    suffix = SUFFIXES.get(name, ".textproto" if options.text else ".json")
+    # The keys that tell the configurations apart, each once: a key that splits them as
+    # an earlier one does (a CPU's signature, its name) adds nothing to a name.
+    keys, splits = [], set()
+    for key in dict.fromkeys(k for r in refs for k in r.config):
+        values = [repr(r.config.get(key)) for r in refs]
+        split = tuple(values.index(v) for v in values)
+        if len(set(values)) > 1 and split not in splits:
+            keys.append(key)
+            splits.add(split)
+    width = len(str(len(refs)))
+    documents: dict[str, bytes] = {}
+    entries = []
+    for n, ref in enumerate(refs, 1):
+        shown = "_".join(f"{k}-{_or_any(ref.config.get(k))}" for k in keys)
+        slug = re.sub(r"[^A-Za-z0-9.+-]+", "_", shown)[:120].strip("._")
+        file = f"{n:0{width}d}{'-' if slug else ''}{slug}{suffix}"
+        documents[file] = module.write([ref], options)
+        measurement = ref.expect.get("measurement")
+        entries.append({
+            "file": file,
+            "config": dict(ref.config),
+            "measurement": measurement.hex() if isinstance(measurement, bytes) else None,
+        })  # fmt: skip
+    from cvmlaunch import __version__
+
+    index = {"cvmlaunch": __version__, "format": name, "documents": entries}
+    return documents, index
+
+
 def read_any(data: bytes) -> list[Reference]:
     """The references of a document in any of FORMATS, told apart by its content."""
     for name in dict.fromkeys(FORMATS.values()):
@@ -223,3 +267,7 @@ def assumptions(spec: GuestSpec) -> dict[str, Any]:
         if td.edk2 is not None:
             out |= {"edk2": td.edk2, "qemu": td.qemu}
     return out
+
+
+def _or_any(value: object) -> object:
+    return "any" if value is None else value  # a value the configuration leaves free

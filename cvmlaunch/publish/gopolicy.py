@@ -16,7 +16,8 @@ What the documents can say, from the upstream protos and validate packages:
 
 A matrix becomes one document when its configurations differ in one value the proto holds
 a list of (a TD's MRTD; an SNP guest's trusted ID or author key digest), else a one-line
-ProfileError says how many configurations differ and in what: publish one per configuration.
+ProfileError says how many configurations differ and in what: publish one per configuration
+(`publish --output-dir`).
 """
 
 from __future__ import annotations
@@ -341,7 +342,7 @@ def _merged(trees: list[dict[str, Any]], technology: Technology) -> dict[str, An
         raise fail(
             "references",
             f"{len(distinct)} configurations differ in {where}; a {tool} policy holds one "
-            "value there: publish one document per configuration",
+            "value there: publish one document per configuration (--output-dir DIR)",
         )
     tree = distinct[0]
     if len(distinct) > 1:

@@ -2,8 +2,8 @@
 expectations, against real evidence. dstack's real TD is reproduced from its published values
 (firmware descriptor, boot digests, ACPI digests), published in each TD format and audited
 with its quote and log; a real SEV-SNP report against documents holding its values. A changed
-value fails, naming its check; a document of many configurations is matched by the
-measurement the evidence reports."""
+value fails, naming its check; a document (or folder of documents) of many configurations is
+matched by the measurement the evidence reports."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from cvmlaunch.abi.snp_report import tcb_parts
 from cvmlaunch.attest import read_evidence
 from cvmlaunch.attest.snp import parse_snp_report
 from cvmlaunch.guest.spec import Technology
-from cvmlaunch.publish import PublishOptions, Reference, codec
+from cvmlaunch.outputs import write_output_folder
+from cvmlaunch.publish import PublishOptions, Reference, codec, one_per_configuration
 from tests.conftest import CliRunner
 from tests.published_td import QUOTE, published_dstack_profile
 
@@ -150,3 +151,28 @@ def test_a_batch_checks_each_report_against_its_own_configuration(
             document, "--json")  # fmt: skip
     assert r.code == 0, r.out + r.err
     assert [d["verdict"] for d in json.loads(r.out)["reports"]] == ["pass", "pass"]
+
+
+def test_a_folder_of_documents_one_per_configuration(cli: CliRunner, tmp_path: Path) -> None:
+    real = snp_reference()
+    others = [snp_reference(measurement=bytes([n]) * 48) for n in (1, 2)]
+    folder = tmp_path / "published"
+    for refs in ([others[0], real, others[1]], others):
+        documents, index = one_per_configuration("go-sev-guest", refs, PublishOptions())
+        write_output_folder(folder, documents, index, name="--output-dir")
+        expected = (0, set()) if real in refs else (1, {"guest.measurement"})
+        assert audit_snp(cli, folder) == expected
+    # Any format, and files of several: each file read, the index aside.
+    (folder / "more.json").write_bytes(codec("json").write([real], PublishOptions()))
+    assert audit_snp(cli, folder) == (0, set())
+    (folder / "notes.txt").write_text("not a document\n")
+    r = cli("audit", "--report", REPORT, "--vcek", VCEK, "--now", NOW, "--reference", folder)
+    assert r.code == 2 and r.out == ""
+    assert r.err.startswith(f"cvmlaunch: error: --reference: {folder / 'notes.txt'}: ")
+    assert "not a document of any of" in r.err and len(r.err.splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("audit", "--report", REPORT, "--vcek", VCEK, "--now", NOW, "--reference", empty)
+    assert r.code == 2 and r.err == (
+        f"cvmlaunch: error: --reference: {empty} holds no reference document\n"
+    )

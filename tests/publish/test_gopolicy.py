@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 
 from cvmlaunch.errors import CvmlaunchError, ProfileError
 from cvmlaunch.guest.profile import load_profile
-from cvmlaunch.guest.spec import PageOrder, Technology
+from cvmlaunch.guest.spec import CpuSpec, PageOrder, Technology, Vmm
 from cvmlaunch.measure.sweep import Axes
 from cvmlaunch.publish import PublishOptions, Reference, references
 from cvmlaunch.publish import gopolicy as gp
+from tests.conftest import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors" / "refvalues"
@@ -150,8 +151,59 @@ def test_snp_matrix_refused_naming_what_differs(debian_ovmf: Path) -> None:
         gp.write(refs, TEXT)
     assert str(e.value) == (
         "references: 3 configurations differ in policy.measurement; a go-sev-guest policy "
-        "holds one value there: publish one document per configuration"
+        "holds one value there: publish one document per configuration (--output-dir DIR)"
     )
+
+
+@pytest.mark.parametrize("protojson", [False, True])
+def test_snp_matrix_as_one_document_per_configuration(
+    pb: SimpleNamespace, cli: CliRunner, tmp_path: Path, debian_ovmf: Path, protojson: bool
+) -> None:
+    profile = ROOT / "profiles" / "debian-ovmf-qemu-snp.toml"
+    out = tmp_path / "policies"
+    flags = ["--vcpus", "1-3", "--vcpu-type", "EPYC-v4,EPYC-Milan", "--vmm", "qemu,ec2"]
+    r = cli("publish", profile, "--format", "go-sev-guest", *flags, "--output-dir", out,
+            *(["--protojson"] if protojson else []))  # fmt: skip
+    assert r.code == 0, r.err
+    spec = load_profile(profile).to_spec()
+    cpus = (CpuSpec.from_name("EPYC-v4"), CpuSpec.from_name("EPYC-Milan"))
+    axes = Axes((1, 2, 3), cpus, (Vmm.QEMU, Vmm.EC2), (spec.guest_features,))
+    expected = references(spec, axes)
+    index = json.loads((out / "index.json").read_bytes())
+    entries = index["documents"]
+    assert len(entries) == len(expected) == 9  # ec2 measures no CPU model: 3 + 6
+    assert sorted(index["files"]) == sorted(e["file"] for e in entries)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*index["files"], "index.json"])
+    suffix = ".json" if protojson else ".textproto"
+    for n, (entry, ref) in enumerate(zip(entries, expected, strict=True), 1):
+        assert entry["config"] == ref.config
+        assert entry["measurement"] == ref.expect["measurement"].hex()
+        # Named by place and by what tells it apart, so a listing reads as the matrix.
+        config = ref.config
+        words = [f"vcpus-{config['vcpus']}", f"cpu-{config['cpu'] or 'any'}"]
+        assert entry["file"] == f"{n}-{'_'.join(words)}_vmm-{config['vmm']}{suffix}"
+        data = (out / entry["file"]).read_bytes()
+        policy = upstream(pb, Technology.SEV_SNP, data, text=not protojson).policy
+        assert policy.measurement == ref.expect["measurement"]
+        assert policy.policy == ref.expect["policy"]
+        assert policy.host_data == ref.expect["host_data"]
+        [back] = gp.read(data)
+        assert back.expect == ref.expect
+    # Again, into the same folder, fewer configurations: the folder is replaced whole.
+    r = cli("publish", profile, "--format", "go-sev-guest", "--vcpus", "1,2", "--output-dir",
+            out)  # fmt: skip
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "1-vcpus-1.textproto", "2-vcpus-2.textproto", "index.json"
+    ]  # fmt: skip
+    (out / "mine.txt").write_text("kept")
+    r = cli("publish", profile, "--format", "go-sev-guest", "--output-dir", out)
+    assert r.code == 2 and r.out == ""
+    assert r.err == (
+        f"cvmlaunch: error: --output-dir {out}: holds mine.txt, which no earlier output "
+        "wrote; give a new or empty folder\n"
+    )
+    assert (out / "mine.txt").read_text() == "kept" and len(list(out.iterdir())) == 4
 
 
 def snp(**expect: Any) -> Reference:
