@@ -83,12 +83,7 @@ def write_output(
         reason = f"cannot create a file in {target.parent}: {e.strerror or e}"
         raise OutputError(where, reason) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            if mode is not None:
-                os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _fill(fd, data, mode)
         os.replace(temp, target)
     except OSError as e:
         _remove(temp)
@@ -214,8 +209,14 @@ def _not_ours(folder: Path) -> str | None:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    _fill(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), data)
+
+
+def _fill(fd: int, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to the new file `fd` (closed after), with `mode` if given, to disk."""
     with os.fdopen(fd, "wb") as f:
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
