@@ -1,0 +1,101 @@
+"""The SEV-SNP page operations of an IGVM file: what a loader hands SNP_LAUNCH_UPDATE, in order.
+
+Directives run in file order, and only those whose compatibility mask holds the SEV-SNP
+platform's bit. The Rust measurers differ on cases a file may contain; where they do we follow
+QEMU's IGVM loader (backends/igvm.c), the one that launches SNP guests on KVM:
+* SHARED pages are measured as their type says (QEMU ignores the flag; the igvm crate skips
+  them, COCONUT's igvmmeasure measures them);
+* PARAMETER_INSERT measures every page of its area as UNMEASURED (the crate does too;
+  igvmmeasure measures one page);
+* VP_CONTEXT directives are filtered by the mask like the rest (igvmmeasure takes every one);
+* a 2 MiB page is 512 pages at consecutive GPAs, as KVM updates it (the crate rejects them).
+"""
+
+from __future__ import annotations
+
+from cvmlaunch.abi.igvm import (
+    IGVM_PAGE_SIZE,
+    PageData,
+    PageDataFlags,
+    PageDataType,
+    ParameterArea,
+    ParameterInsert,
+    PlatformType,
+    VpContext,
+)
+from cvmlaunch.abi.snp import PageType
+from cvmlaunch.errors import FirmwareError
+from cvmlaunch.firmware.igvm import Header, IgvmFile
+from cvmlaunch.plan.ops import PageOp
+from cvmlaunch.plan.step import StepKind
+
+_ZERO_PAGE = bytes(IGVM_PAGE_SIZE)
+
+_SPECIAL_PAGES = {
+    PageDataType.SECRETS: PageType.SECRETS,
+    PageDataType.CPUID_DATA: PageType.CPUID,
+    PageDataType.CPUID_XF: PageType.CPUID,
+}
+
+
+def snp_page_ops(igvm: IgvmFile, *, native_zero: bool = False) -> list[PageOp]:
+    """The SNP launch updates of `igvm`'s directives for its SEV-SNP platform, in order.
+
+    A PAGE_DATA without file data is a NORMAL page of zeros, as the spec, the igvm crate,
+    igvmmeasure and igvm-tooling (Hyper-V) measure it; `native_zero` makes it an SNP ZERO
+    page instead, as QEMU's loader hands it to KVM (igvmmeasure --native-zero).
+    """
+    mask = igvm.platform_mask(PlatformType.SEV_SNP)
+    if mask is None:
+        raise FirmwareError("IGVM file has no SUPPORTED_PLATFORM header for SEV-SNP")
+    areas: dict[int, int] = {}
+    ops: list[PageOp] = []
+    measured: dict[int, Header] = {}  # 4 KiB GPA -> the header that put a page there
+    for header in igvm.headers:
+        body = header.body
+        if isinstance(body, ParameterArea):
+            areas[body.parameter_area_index] = body.number_of_bytes
+        if not isinstance(body, PageData | ParameterInsert | VpContext):
+            continue
+        if not body.compatibility_mask & mask:
+            continue
+        label = f"igvm header {header.index} {header.name}"
+        if isinstance(body, PageData):
+            op = _page(body, label, native_zero)
+        elif isinstance(body, ParameterInsert):
+            size = areas[body.parameter_area_index]
+            op = PageOp(StepKind.FIRMWARE, body.gpa, size, PageType.UNMEASURED, None, label)
+        else:
+            assert body.data is not None  # read for every VP context of an SEV-SNP mask
+            op = PageOp(StepKind.VMSA, body.gpa, IGVM_PAGE_SIZE, PageType.VMSA, body.data,
+                         label, vcpu=body.vp_index)  # fmt: skip
+        _claim(measured, header, op)
+        ops.append(op)
+    return ops
+
+
+def _page(page: PageData, label: str, native_zero: bool) -> PageOp:
+    special = _SPECIAL_PAGES.get(page.data_type)
+    if special is not None:
+        page_type, data = special, None
+    elif page.flags & PageDataFlags.UNMEASURED:
+        page_type, data = PageType.UNMEASURED, None
+    elif page.data is not None:
+        page_type, data = PageType.NORMAL, page.data
+    elif native_zero:
+        page_type, data = PageType.ZERO, None
+    else:
+        page_type, data = PageType.NORMAL, _ZERO_PAGE * (page.size // IGVM_PAGE_SIZE)
+    return PageOp(StepKind.FIRMWARE, page.gpa, page.size, page_type, data, label)
+
+
+def _claim(measured: dict[int, Header], header: Header, op: PageOp) -> None:
+    """Refuse a second update of a page: the PSP refuses it, so no launch measures it."""
+    for gpa in range(op.gpa, op.gpa + op.size, IGVM_PAGE_SIZE):
+        first = measured.setdefault(gpa, header)
+        if first is not header:
+            raise FirmwareError(
+                f"IGVM header {header.index} ({header.name}): gpa {gpa:#x} was already "
+                f"populated by header {first.index} ({first.name})",
+                header.offset,
+            )
