@@ -11,6 +11,7 @@ from cvmlaunch.errors import FirmwareError
 
 if TYPE_CHECKING:
     from cvmlaunch.firmware.descriptor import FirmwareDescriptor
+    from cvmlaunch.firmware.igvm import Header, IgvmFile
     from cvmlaunch.firmware.ovmf import OvmfImage
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 def add_arguments(f: argparse.ArgumentParser) -> None:
     fc = f.add_subparsers(dest="firmware_command", required=True, parser_class=Parser)
     inspect = fc.add_parser(
-        "inspect", help="show the OVMF footer table, SEV metadata and TDVF metadata"
+        "inspect",
+        help="show the OVMF footer table, SEV metadata and TDVF metadata (of an IGVM file: "
+        "its headers and SEV-SNP launch digest)",
     )
     inspect.add_argument("image", type=Path)
     inspect.add_argument("--json", action="store_true")
@@ -39,12 +42,15 @@ def add_arguments(f: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from cvmlaunch.abi.igvm import IGVM_MAGIC_BYTES
     from cvmlaunch.cli.render import firmware_json, firmware_text
     from cvmlaunch.firmware.ovmf import parse_ovmf
     from cvmlaunch.firmware.tdvf import find_tdvf
     from cvmlaunch.guest.files import read_firmware
 
     data = read_firmware(args.image, "image")
+    if data[: len(IGVM_MAGIC_BYTES)] == IGVM_MAGIC_BYTES:
+        return _inspect_igvm(data, as_json=args.json)
     image = parse_ovmf(data)
     # Broken TDVF metadata does not hide the rest of the image: it is reported instead.
     tdvf: TdvfMetadata | str | None
@@ -54,6 +60,102 @@ def _inspect(args: argparse.Namespace) -> int:
         tdvf = str(e)
     print(json_text(firmware_json(image, tdvf)) if args.json else firmware_text(image, tdvf))
     return EXIT_OK
+
+
+def _inspect_igvm(data: bytes, *, as_json: bool) -> int:
+    from cvmlaunch.firmware.igvm import parse_igvm
+
+    igvm = parse_igvm(data)
+    snp = _igvm_snp(igvm)
+    if as_json:
+        headers = [{"index": h.index, "offset": h.offset, "type": h.type, "name": h.name,
+                    **_igvm_fields(h)} for h in igvm.headers]  # fmt: skip
+        print(json_text({"format": "igvm", "format_version": igvm.format_version,
+                         "total_file_size": igvm.total_file_size,
+                         "checksum": f"{igvm.checksum:#010x}", "headers": headers,
+                         "sev_snp": snp}))  # fmt: skip
+        return EXIT_OK
+    print(f"IGVM format {igvm.format_version}, {igvm.total_file_size} bytes, checksum "
+          f"{igvm.checksum:#010x}, {len(igvm.headers)} variable headers")  # fmt: skip
+    for first, last in _igvm_runs(igvm.headers):
+        fields = _igvm_fields(first)
+        if last is not first:
+            fields["gpa"] = f"{fields['gpa']}-{_igvm_fields(last)['gpa']}"
+        where = f"{first.index}" if last is first else f"{first.index}-{last.index}"
+        text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in _LONG_FIELDS)
+        print(f"  {where:>11} {first.offset:#8x} {first.name:<20} {text}")
+    for key, value in snp.items():
+        print(f"sev-snp {key.replace('_', ' ')}: {value}")
+    return EXIT_OK
+
+
+# ID block signatures and keys: in --json only.
+_LONG_FIELDS = frozenset(
+    {"id_key_signature", "id_public_key", "author_key_signature", "author_public_key"}
+)
+
+
+def _igvm_fields(header: Header) -> dict[str, Any]:
+    """A header's decoded fields as printed: integers in hex (names too for enums), bytes
+    in hex; page and VMSA contents by presence only."""
+    from enum import IntEnum
+
+    from cvmlaunch.abi.igvm import PlatformType
+
+    if header.body is None:
+        return {"length": header.length, "ignored": True}
+    fields: dict[str, Any] = {}
+    platforms = {p.value: p.name for p in PlatformType}
+    for key, value in header.body._asdict().items():
+        if key == "data":
+            fields["zero"] = value is None
+        elif isinstance(value, IntEnum):
+            fields[key] = value.name
+        elif key == "platform_type":
+            fields[key] = platforms.get(value, f"{value:#x}")
+        elif isinstance(value, bytes):
+            fields[key] = value.hex()
+        else:
+            fields[key] = f"{value:#x}"
+    return fields
+
+
+def _igvm_runs(headers: tuple[Header, ...]) -> list[tuple[Header, Header]]:
+    """Headers in runs: consecutive PAGE_DATA headers alike but for a contiguous GPA (and
+    their data) print as one line."""
+    from cvmlaunch.abi.igvm import PageData
+
+    runs: list[tuple[Header, Header]] = []
+    for h in headers:
+        if runs and isinstance(h.body, PageData):
+            first, last = runs[-1]
+            a, b = first.body, last.body
+            if (isinstance(a, PageData) and isinstance(b, PageData)
+                    and b.gpa + b.size == h.body.gpa and (b.data is None) == (h.body.data is None)
+                    and a._replace(gpa=0, file_offset=0, data=None)
+                    == h.body._replace(gpa=0, file_offset=0, data=None)):  # fmt: skip
+                runs[-1] = (first, h)
+                continue
+        runs.append((h, h))
+    return runs
+
+
+def _igvm_snp(igvm: IgvmFile) -> dict[str, Any]:
+    """The SEV-SNP facts: launch digest (or why there is none), policy, ID block."""
+    from cvmlaunch.measure.igvm import snp_launch_digest
+
+    try:
+        digest: str | None = snp_launch_digest(igvm).hex()
+    except FirmwareError as e:
+        return {"launch_digest": None, "error": str(e)}
+    policy = igvm.snp_policy
+    block = igvm.snp_id_block
+    return {
+        "launch_digest": digest,
+        "policy": None if policy is None else f"{policy:#x}",
+        "id_block_ld": None if block is None else block.ld.hex(),
+        "id_block_ld_matches": None if block is None else block.ld.hex() == digest,
+    }
 
 
 def _describe(args: argparse.Namespace) -> int:

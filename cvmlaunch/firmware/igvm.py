@@ -198,7 +198,8 @@ class _Parser:
             if header_section is not None:
                 if header_section < section:
                     raise self.error(
-                        f"a {header_section.name} header after the {section.name} section"
+                        f"{header_section.name.lower()} section header after the "
+                        f"{section.name.lower()} section"
                     )
                 section = header_section
             headers.append(Header(self.index, offset, self.type, length, body))
