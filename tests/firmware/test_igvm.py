@@ -358,7 +358,7 @@ def generated_header(draw: st.DrawFn) -> tuple[int, bytes]:
         fields.append(draw(st.one_of(_small, _gpa)))
     payload = b"".join(struct.pack("<Q", f & (1 << 64) - 1) for f in fields)
     if kind in (T.PAGE_DATA, T.VP_CONTEXT, T.PARAMETER_INSERT, T.REQUIRED_MEMORY):
-        mask = draw(st.sampled_from([1, 2, 3, 0]))
+        mask = draw(st.sampled_from([SNP, SNP, SNP, 2, 3, 0]))  # mostly the declared platform
         payload = struct.pack("<QI", draw(_gpa), mask) + payload
     elif kind == T.SUPPORTED_PLATFORM:
         payload = struct.pack("<IBBH", draw(st.sampled_from([1, 2, 4, 3])), 2,
