@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         CpuSpec,
         DirectBoot,
         GuestSpec,
+        IdBlockConfig,
         PageOrder,
         RawDataTail,
         SevLaunchSecretInputs,
@@ -52,7 +53,7 @@ _SOURCES = {
     **dict.fromkeys(
         (
             *("BootFile", "CpuSpec", "DirectBoot", "GuestSpec", "PageOrder", "RawDataTail"),
-            *("SevLaunchSecretInputs", "TdConfig", "Technology", "Vmm"),
+            *("IdBlockConfig", "SevLaunchSecretInputs", "TdConfig", "Technology", "Vmm"),
         ),
         "cvmlaunch.guest.spec",
     ),
@@ -104,6 +105,7 @@ __all__ = [
     "FieldProblem",
     "FirmwareError",
     "GuestSpec",
+    "IdBlockConfig",
     "InputError",
     "LaunchPlan",
     "Measurement",

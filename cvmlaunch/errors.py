@@ -74,7 +74,12 @@ class KvmError(CvmlaunchError):
     """
 
     def __init__(
-        self, call: str, errno: int, fields: dict[str, int] | None = None, step: str | None = None
+        self,
+        call: str,
+        errno: int,
+        fields: dict[str, int] | None = None,
+        step: str | None = None,
+        status: str | None = None,
     ) -> None:
         from cvmlaunch.abi.kvm import errno_name  # abi is loaded only by launches
 
@@ -83,12 +88,14 @@ class KvmError(CvmlaunchError):
         self.errno_name = errno_name(errno)
         self.fields = dict(fields or {})
         self.step = step
+        self.status = status  # the firmware's refusal (SEV_RET_* name) behind an EIO
         super().__init__(self._message())
 
     def _message(self) -> str:
         where = f"{self.step}: " if self.step else ""
+        status = f", firmware status {self.status}" if self.status else ""
         values = " ".join(f"{k}={v:#x}" for k, v in self.fields.items())
-        return f"{where}{self.call} failed with {self.errno_name}" + (
+        return f"{where}{self.call} failed with {self.errno_name}{status}" + (
             f" ({values})" if values else ""
         )
 

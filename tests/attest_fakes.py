@@ -28,6 +28,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from cvmlaunch.abi.snp_report import REPORT, REPORT_SIZE, SIGNED_SIZE
+from cvmlaunch.attest.amd import AmdCerts
 from cvmlaunch.attest.snp import SnpReport
 
 AMD_OID = "1.3.6.1.4.1.3704.1"
@@ -349,3 +350,13 @@ def signed_report(
 ) -> bytes:
     """A report built from `fields`/`patches` and signed by the fake VEK `label`."""
     return sign_report(build_report(fields, patches), ec_key(f"vek{label}"))
+
+
+def fake_certs(product: str = "Milan", spec: VekSpec = MILAN_VEK, *, ask: bool = True) -> AmdCerts:
+    """The fake VEK (and, with `ask`, the fake ASK/ASVK that signed it) of `product`."""
+    signer = fake_ask(product, vlek=spec.vlek) if ask else None
+    return vek_certs(fake_vek(spec, product), spec.vlek, signer)
+
+
+def vek_certs(vek: x509.Certificate, vlek: bool, ask: x509.Certificate | None = None) -> AmdCerts:
+    return AmdCerts(vlek=vek, asvk=ask) if vlek else AmdCerts(vcek=vek, ask=ask)

@@ -243,6 +243,29 @@ class SevCmd(IntEnum):
     SNP_LAUNCH_FINISH = 102
 
 
+class SevStatus(IntEnum):
+    """SEV firmware status codes, passed up in kvm_sev_cmd.error with EIO
+    (include/uapi/linux/psp-sev.h, SEV_RET_*)."""
+
+    SUCCESS = 0x00
+    INVALID_GUEST_STATE = 0x02
+    INVALID_LEN = 0x04
+    POLICY_FAILURE = 0x07
+    INVALID_ADDRESS = 0x09
+    BAD_SIGNATURE = 0x0A
+    BAD_MEASUREMENT = 0x0B
+    INVALID_PARAM = 0x16
+    INVALID_PAGE_STATE = 0x1A
+
+
+def sev_status_name(code: int) -> str:
+    """`BAD_SIGNATURE` for 0xa; `0x<n>` for statuses not named here."""
+    try:
+        return SevStatus(code).name
+    except ValueError:
+        return f"{code:#x}"
+
+
 class TdxCmd(IntEnum):
     """kvm_tdx_cmd.id."""
 

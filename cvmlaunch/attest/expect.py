@@ -166,6 +166,10 @@ def for_spec(
     if spec.technology not in (Technology.SEV_SNP, Technology.TDX):
         raise AttestationError(f"a {spec.technology} guest has no attestation report to audit")
     expected = Expectations(measurement, **spec.expectations())
+    if spec.id_block is not None:
+        from cvmlaunch.measure.idblock import expectations
+
+        expected = expected._replace(**expectations(spec.id_block))
     if rtmrs is not None:
         booted = {n: value for n, value in enumerate(rtmrs[:3]) if value is not None}
         expected = expected._replace(rtmrs=booted or None)

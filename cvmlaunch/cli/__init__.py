@@ -26,6 +26,7 @@ _COMMANDS = {
     "solve": ("which configurations produce a measurement", "solve"),
     "matrix": ("reference measurements over a range of configurations", "matrix"),
     "publish": ("reference values for a verifier (RVPS, go-sev-guest, CoRIM, JSON)", "publish"),
+    "idblock": ("sign or check an SEV-SNP ID block", "idblock"),
     "profile": ("profile format tools", "profile"),
     "firmware": ("firmware image tools", "firmware"),
 }

@@ -50,17 +50,29 @@ def run(args: argparse.Namespace) -> int:
     _log.info("measure.done", technology=str(spec.technology), measurement=result.digest.hex())
     expected = None if args.expect is None else expected_digest(args.expect, len(result.digest))
     match = None if expected is None else expected == result.digest
+    signed = None
+    config = plan.spec.id_block
+    if config is not None:  # signed (or checked) over the digest just computed
+        from cvmlaunch.measure.idblock import id_block_for
+
+        signed = id_block_for(config, ld=result.digest, policy=plan.spec.snp_policy)
     if args.json:
         from cvmlaunch.measure.document import measurement_json, with_base64
 
         doc = measurement_json(plan, result)
         if expected is not None:
             doc.update(expected=expected.hex(), match=match)
+        if signed is not None:
+            doc["id_block"] = signed.to_json()
         print(json_text(with_base64(doc) if args.output_format == "base64" else doc))
     else:
         from cvmlaunch.cli.render import measurement_text
 
         print(measurement_text(plan, result, expected, args.output_format))
+        if signed is not None:
+            from cvmlaunch.cli.render import id_block_text
+
+            print(id_block_text(signed))
     return EXIT_MISMATCH if match is False else EXIT_OK
 
 

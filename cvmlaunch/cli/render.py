@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the TDX and firmware-inspection modules load where they are
     from cvmlaunch.firmware.ovmf import OvmfImage
     from cvmlaunch.firmware.tdvf import TdvfMetadata
     from cvmlaunch.measure import Measurement
+    from cvmlaunch.measure.idblock import SignedIdBlock
     from cvmlaunch.plan.ops import Plan
 
 
@@ -204,4 +205,18 @@ def firmware_text(image: OvmfImage, tdvf: TdvfMetadata | str | None = None) -> s
             f"{'|'.join(flag_names(TdvfAttribute, s.attributes)) or '-'}"
             for s in tdvf.sections
         ]
+    return "\n".join(lines)
+
+
+def id_block_text(signed: SignedIdBlock) -> str:
+    """The ID block as an operator hands it to QEMU, and what the report will carry."""
+    doc = signed.to_json()
+    qemu = ",".join(f"{k}={v}" for k, v in doc["qemu"].items())
+    lines = [
+        f"ID block:            FAMILY_ID {doc['family_id']}, IMAGE_ID {doc['image_id']}, "
+        f"GUEST_SVN {doc['guest_svn']}, POLICY {doc['policy']}",
+        f"ID_KEY_DIGEST:       {doc['id_key_digest']}",
+        f"AUTHOR_KEY_DIGEST:   {doc['author_key_digest'] or '(no author key)'}",
+        f"QEMU sev-snp-guest:  {qemu}",
+    ]
     return "\n".join(lines)

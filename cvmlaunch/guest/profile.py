@@ -38,6 +38,7 @@ from cvmlaunch.guest.spec import (
     CpuSpec,
     DirectBoot,
     GuestSpec,
+    IdBlockConfig,
     PageOrder,
     RawDataTail,
     TdConfig,
@@ -193,6 +194,54 @@ class Boot(_Model):
     cmdline: str = Field("", description="Kernel command line (hashed with a trailing NUL).")
 
 
+Hex16 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$", description="16 bytes as hex")]
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class SnpIdBlock(_Model):
+    """The ID block SNP_LAUNCH_FINISH checks: signed here with id_key (and author_key) over
+    the computed launch digest and [snp] policy, or given signed (block, auth: base64, as
+    QEMU's sev-snp-guest id-block/id-auth take them)."""
+
+    id_key: Path | None = Field(None, description="ECDSA P-384 ID key, PEM or DER.")
+    id_key_passphrase_file: Path | None = Field(None, description="Its passphrase's file.")
+    id_key_passphrase_env: str | None = Field(None, description="Or its variable's name.")
+    author_key: Path | None = Field(None, description="ECDSA P-384 author key (optional).")
+    author_key_passphrase_file: Path | None = None
+    author_key_passphrase_env: str | None = None
+    family_id: Hex16 | None = Field(None, description="FAMILY_ID (default zero).")
+    image_id: Hex16 | None = Field(None, description="IMAGE_ID (default zero).")
+    guest_svn: Annotated[int, Strict(), _range("snp.id_block.guest_svn")] = 0
+    block: Annotated[str, Field(pattern=_BASE64)] | None = Field(
+        None, description="A signed 96-byte ID block, base64."
+    )
+    auth: Annotated[str, Field(pattern=_BASE64)] | None = Field(
+        None, description="Its 4096-byte ID auth, base64."
+    )
+
+    def to_config(self) -> IdBlockConfig:
+        import base64
+
+        return IdBlockConfig(
+            id_key=self.id_key,
+            author_key=self.author_key,
+            family_id=_hex(self.family_id) or bytes(16),
+            image_id=_hex(self.image_id) or bytes(16),
+            guest_svn=self.guest_svn,
+            id_key_passphrase_file=self.id_key_passphrase_file,
+            id_key_passphrase_env=self.id_key_passphrase_env,
+            author_key_passphrase_file=self.author_key_passphrase_file,
+            author_key_passphrase_env=self.author_key_passphrase_env,
+            block=None if self.block is None else base64.b64decode(self.block),
+            auth=None if self.auth is None else base64.b64decode(self.auth),
+        )
+
+    def resolve_paths(self, base: Path) -> SnpIdBlock:
+        names = ("id_key", "author_key", "id_key_passphrase_file", "author_key_passphrase_file")
+        update = {n: base / getattr(self, n) for n in names if getattr(self, n) is not None}
+        return self.model_copy(update=update)
+
+
 class Snp(_Model):
     """SEV-SNP launch parameters."""
 
@@ -206,6 +255,7 @@ class Snp(_Model):
     vmsa_gpa: Annotated[int, Strict(), _range("snp.vmsa_gpa")] = Field(
         KVM_VMSA_GPA, description="GPA the VMSAs are measured at."
     )
+    id_block: SnpIdBlock | None = None
 
 
 class Sev(_Model):
@@ -391,6 +441,7 @@ class Profile(_Model):
             host_data=_hex(snp.host_data) or bytes(HOST_DATA_SIZE),
             memory_mib=self.memory_mib,
             td=(self.tdx or Tdx()).to_config() if tdx else None,
+            id_block=None if snp.id_block is None else snp.id_block.to_config(),
         )
         return fields, problems
 
@@ -406,7 +457,10 @@ class Profile(_Model):
                     "initrd": None if boot.initrd is None else base / boot.initrd,
                 }
             )
-        return self.model_copy(update={"firmware": fw, "boot": boot})
+        snp = self.snp
+        if snp is not None and snp.id_block is not None:
+            snp = snp.model_copy(update={"id_block": snp.id_block.resolve_paths(base)})
+        return self.model_copy(update={"firmware": fw, "boot": boot, "snp": snp})
 
 
 def _hex(value: str | None) -> bytes | None:
@@ -613,6 +667,8 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
         }
         if any(spec.host_data):
             doc["snp"]["host_data"] = spec.host_data.hex()
+        if spec.id_block is not None:
+            doc["snp"]["id_block"] = _id_block_table(spec.id_block)
     elif spec.technology in (Technology.SEV, Technology.SEV_ES):
         doc["sev"] = {"policy": spec.sev_policy}
     if spec.technology is Technology.TDX:
@@ -712,4 +768,22 @@ def descriptor_table(descriptor: FirmwareDescriptor) -> dict[str, Any]:
             table["cfv_sha384"] = descriptor.cfv_sha384.hex()
     if descriptor.sha256_chaining is not None:
         table["sha256_chaining"] = descriptor.sha256_chaining.hex()
+    return table
+
+
+def _id_block_table(config: IdBlockConfig) -> dict[str, Any]:
+    import base64
+
+    table: dict[str, Any] = {}
+    for name, value in config._asdict().items():
+        if value is None or value == IdBlockConfig._field_defaults[name]:
+            continue
+        if name in ("block", "auth"):
+            table[name] = base64.b64encode(value).decode()
+        elif isinstance(value, bytes):
+            table[name] = value.hex()
+        elif isinstance(value, Path):
+            table[name] = str(value.absolute())
+        else:
+            table[name] = value
     return table

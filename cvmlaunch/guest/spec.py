@@ -194,6 +194,37 @@ class TdConfig(NamedTuple):
     load_options_sha384: bytes | None = None
 
 
+ID_SIZE = 16  # FAMILY_ID, IMAGE_ID (abi.idblock, which loads only with an ID block)
+ID_BLOCK_SIZE, ID_AUTH_SIZE = 96, 4096
+
+
+class IdBlockConfig(NamedTuple):
+    """[snp.id_block]: the ID block SNP_LAUNCH_FINISH takes, signed with the keys named here
+    over the computed launch digest and the launch policy, or given signed (`block` and
+    `auth`, as QEMU's sev-snp-guest takes them) by a guest owner who keeps the keys."""
+
+    id_key: Path | None = None  # ECDSA P-384, PEM or DER; private to sign, public for digests
+    author_key: Path | None = None
+    family_id: bytes = bytes(ID_SIZE)
+    image_id: bytes = bytes(ID_SIZE)
+    guest_svn: int = 0
+    # A key's passphrase comes from a file or an environment variable, never a value.
+    id_key_passphrase_file: Path | None = None
+    id_key_passphrase_env: str | None = None
+    author_key_passphrase_file: Path | None = None
+    author_key_passphrase_env: str | None = None
+    block: bytes | None = None
+    auth: bytes | None = None
+
+    @property
+    def author_key_enabled(self) -> bool:
+        """Whether SNP_LAUNCH_FINISH checks an author key (AUTHOR_KEY_EN): one is named, or
+        the given ID auth holds one (its AUTHOR_KEY field is not zero)."""
+        if self.auth is not None:
+            return any(self.auth[0x880 : 0x880 + 0x404])
+        return self.author_key is not None
+
+
 class GuestSpec(NamedTuple):
     """Everything that determines a launch digest (SEV family or TDX).
 
@@ -221,6 +252,7 @@ class GuestSpec(NamedTuple):
     # The firmware by its measured facts instead of the image (sev-snp; `firmware` is then
     # not read).
     firmware_descriptor: "FirmwareDescriptor | None" = None
+    id_block: IdBlockConfig | None = None
 
     @property
     def td_config(self) -> TdConfig:
@@ -283,6 +315,9 @@ class GuestSpec(NamedTuple):
                 problems.append(FieldProblem("firmware.descriptor",
                                              "expected a FirmwareDescriptor or None"))  # fmt: skip
                 fields["firmware_descriptor"] = None
+        id_block, id_block_problems = _normalized_id_block(fields["id_block"])
+        fields["id_block"] = id_block
+        problems += id_block_problems
         for name, kind in (("cpu", CpuSpec), ("launch_secret", SevLaunchSecretInputs)):
             value = fields[name]
             if value is not None and not isinstance(value, kind):
@@ -307,6 +342,7 @@ class GuestSpec(NamedTuple):
             ("boot", self.boot),
             ("sev.tik", self.launch_secret),
             ("tdx", self.td),
+            ("snp.id_block", self.id_block),
         )
         out += inapplicable(
             self.technology,
@@ -351,11 +387,13 @@ class GuestSpec(NamedTuple):
             out += _boot_problems(self.boot)
         if self.launch_secret is not None:
             out += _launch_secret_problems(self.launch_secret, self.technology)
+        if self.id_block is not None and self.technology is Technology.SEV_SNP:
+            out += _id_block_problems(self.id_block)
         return out
 
 
 # The structured parts of a spec, by the field-table row that says where they apply.
-_GIVEN_AS = {"cpu": "cpu.name", "tdx": "tdx.attributes"}
+_GIVEN_AS = {"cpu": "cpu.name", "tdx": "tdx.attributes", "snp.id_block": "snp.id_block.id_key"}
 
 
 def _range_text(key: str) -> str:
@@ -499,6 +537,87 @@ def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem
         cmdline = ""
     kernel = files[0] if files[0] is not None else BootFile(sha256=bytes(SHA256_SIZE))
     return DirectBoot(kernel, files[1], cmdline), problems
+
+
+_ID_BLOCK_TYPES: tuple[tuple[str, str, object], ...] = (
+    ("id_key", "id_key", (Path, _OPTIONAL)),
+    ("author_key", "author_key", (Path, _OPTIONAL)),
+    ("family_id", "family_id", bytes),
+    ("image_id", "image_id", bytes),
+    ("guest_svn", "guest_svn", int),
+    ("id_key_passphrase_file", "id_key_passphrase_file", (Path, _OPTIONAL)),
+    ("id_key_passphrase_env", "id_key_passphrase_env", (str, _OPTIONAL)),
+    ("author_key_passphrase_file", "author_key_passphrase_file", (Path, _OPTIONAL)),
+    ("author_key_passphrase_env", "author_key_passphrase_env", (str, _OPTIONAL)),
+    ("block", "block", (bytes, _OPTIONAL)),
+    ("auth", "auth", (bytes, _OPTIONAL)),
+)
+
+
+def _normalized_id_block(config: object) -> tuple[IdBlockConfig | None, list[FieldProblem]]:
+    if config is None:
+        return None, []
+    if not isinstance(config, IdBlockConfig):
+        return None, [FieldProblem("snp.id_block", "expected an IdBlockConfig or None")]
+    fields, problems = config._asdict(), []
+    for name, key, kind in _ID_BLOCK_TYPES:
+        fields[name], problem = _typed(fields[name], kind)
+        if problem is not None:
+            problems.append(FieldProblem(f"snp.id_block.{key}", problem))
+            fields[name] = IdBlockConfig._field_defaults[name]
+    return IdBlockConfig(**fields), problems
+
+
+def checked_id_block(config: object) -> IdBlockConfig:
+    """`config` as an IdBlockConfig with its values in their types, if usable; otherwise
+    ProfileError listing every problem (the checks GuestSpec.check makes of it)."""
+    normalized, problems = _normalized_id_block(config)
+    if normalized is not None and not problems:
+        problems = _id_block_problems(normalized)
+    if problems or normalized is None:
+        raise ProfileError(problems)
+    return normalized
+
+
+def _id_block_problems(config: IdBlockConfig) -> list[FieldProblem]:
+    out: list[FieldProblem] = []
+    key = "snp.id_block"
+    signed = config.block is not None or config.auth is not None
+    if signed:
+        if config.block is None or config.auth is None:
+            out.append(FieldProblem(f"{key}.block", "give the ID block and its auth together"))
+        # What the signed block says is the guest owner's: giving it twice could disagree.
+        signing = ("id_key", "author_key", "id_key_passphrase_file", "id_key_passphrase_env",
+                   "author_key_passphrase_file", "author_key_passphrase_env")  # fmt: skip
+        defaults = IdBlockConfig._field_defaults
+        for name in (*signing, "family_id", "image_id", "guest_svn"):
+            if getattr(config, name) != defaults[name]:
+                reason = "is the signed ID block's (block, auth); not given again"
+                out.append(FieldProblem(f"{key}.{name}", reason))
+    elif config.id_key is None:
+        out.append(FieldProblem(f"{key}.id_key", "required: the key that signs the ID block "
+                                "(or give block and auth, signed elsewhere)"))  # fmt: skip
+    sizes = (("family_id", ID_SIZE), ("image_id", ID_SIZE), ("block", ID_BLOCK_SIZE),
+             ("auth", ID_AUTH_SIZE))  # fmt: skip
+    for name, size in sizes:
+        value = getattr(config, name)
+        if value is not None and len(value) != size:
+            out.append(FieldProblem(f"{key}.{name}", f"expected {size} bytes, got {len(value)}"))
+    if not 0 <= config.guest_svn <= 0xFFFF_FFFF:
+        out.append(FieldProblem(f"{key}.guest_svn", "expected a 32-bit GUEST_SVN"))
+    for name in ("id_key", "author_key"):
+        if (
+            getattr(config, f"{name}_passphrase_file") is not None
+            and getattr(config, f"{name}_passphrase_env") is not None
+        ):
+            reason = "give the passphrase once: a file or an environment variable"
+            out.append(FieldProblem(f"{key}.{name}_passphrase_env", reason))
+        given = getattr(config, f"{name}_passphrase_file") or getattr(
+            config, f"{name}_passphrase_env"
+        )
+        if given is not None and getattr(config, name) is None:
+            out.append(FieldProblem(f"{key}.{name}_passphrase_file", f"no {name} to decrypt"))
+    return out
 
 
 def firmware_name(spec: GuestSpec) -> str:
@@ -690,12 +809,14 @@ __all__ = [
     "CpuSpec",
     "DirectBoot",
     "GuestSpec",
+    "IdBlockConfig",
     "PageOrder",
     "RawDataTail",
     "SevLaunchSecretInputs",
     "TdConfig",
     "Technology",
     "Vmm",
+    "checked_id_block",
     "cpu_from_forms",
     "td_attribute_problems",
     "td_config_problems",

@@ -136,4 +136,11 @@ def encrypt_op(owner: OwnedFd, command: Any, data: Any, call: str) -> None:
     try:
         owner.ioctl("KVM_MEMORY_ENCRYPT_OP", command, call=call)
     except KvmError as e:
-        raise KvmError(call, e.errno, struct_fields(command) | struct_fields(data)) from None
+        code = getattr(command, "error", 0)
+        status = None
+        if e.errno == errno.EIO and code:  # the firmware refused: name its status
+            from cvmlaunch.abi.kvm import sev_status_name
+
+            status = sev_status_name(code)
+        fields = struct_fields(command) | struct_fields(data)
+        raise KvmError(call, e.errno, fields, status=status) from None

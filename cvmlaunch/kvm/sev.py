@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
+from cvmlaunch.abi.idblock import ID_AUTH_SIZE, ID_BLOCK_SIZE
 from cvmlaunch.abi.kvm import SEV_LAUNCH_MEASURE_SIZE, SevCmd, ffi
 from cvmlaunch.abi.snp import HOST_DATA_SIZE
 from cvmlaunch.errors import KvmError
@@ -105,12 +106,32 @@ class SevVm(OwnedFd):
         )
         self.sev_command(SevCmd.SNP_LAUNCH_START, start, self.sev_fd)
 
-    def snp_launch_finish(self, host_data: bytes = bytes(HOST_DATA_SIZE)) -> None:
+    def snp_launch_finish(
+        self,
+        host_data: bytes = bytes(HOST_DATA_SIZE),
+        id_block: tuple[bytes, bytes, bool] | None = None,
+    ) -> None:
         """KVM_SEV_SNP_LAUNCH_FINISH: KVM measures every vCPU's VMSA (vCPU index order), then
-        the firmware closes the launch with `host_data`, the report's HOST_DATA (32 bytes).
-        No ID block: the launch is not signed."""
+        the firmware closes the launch with `host_data`, the report's HOST_DATA (32 bytes),
+        and `id_block` if given: the 96-byte ID block, its 4096-byte ID auth and whether the
+        auth's author key is to be checked (AUTHOR_KEY_EN)."""
         call = _call(SevCmd.SNP_LAUNCH_FINISH)
         if len(host_data) != HOST_DATA_SIZE:
             raise KvmError(call, errno.EINVAL, {"host_data_len": len(host_data)})
-        finish = new_struct("kvm_sev_snp_launch_finish", call, host_data=host_data)
+        fields: dict[str, Any] = {"host_data": host_data}
+        # KVM copies both from these addresses while the command runs: keep them alive.
+        buffers: list[Any] = []
+        if id_block is not None:
+            block, auth, author_key_enabled = id_block
+            if (len(block), len(auth)) != (ID_BLOCK_SIZE, ID_AUTH_SIZE):
+                raise KvmError(call, errno.EINVAL, {"id_block_len": len(block),
+                                                    "id_auth_len": len(auth)})  # fmt: skip
+            buffers = [ffi.from_buffer(bytearray(block)), ffi.from_buffer(bytearray(auth))]
+            fields.update(
+                id_block_uaddr=address(buffers[0]),
+                id_auth_uaddr=address(buffers[1]),
+                id_block_en=1,
+                auth_key_en=int(author_key_enabled),
+            )
+        finish = new_struct("kvm_sev_snp_launch_finish", call, **fields)
         self.sev_command(SevCmd.SNP_LAUNCH_FINISH, finish, self.sev_fd)

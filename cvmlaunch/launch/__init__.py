@@ -58,6 +58,12 @@ def launch(
         raise ProfileError([FieldProblem("firmware.descriptor", reason)])
     steps = plan_steps(plan)
     expected = measure(plan).digest
+    signed = None
+    config = plan.spec.id_block
+    if config is not None:  # signed, or checked as the firmware will, before any VM exists
+        from cvmlaunch.measure.idblock import id_block_for
+
+        signed = id_block_for(config, ld=expected, policy=plan.spec.snp_policy)
     chosen, reason, kernel = _choose(plan, backend, kernel, sim_host)
     _log.info("launch.backend", requested=str(backend), chosen=str(chosen), reason=reason)
     t = Transcript()
@@ -69,7 +75,7 @@ def launch(
         if chosen is Backend.REHEARSAL:
             run_rehearsal(kvm, steps, t)
         else:
-            vm = run_confidential(kvm, plan, steps, t, memory)
+            vm = run_confidential(kvm, plan, steps, t, memory, id_block=signed)
             if isinstance(kernel, Attesting):
                 reported = kernel.launch_digest(vm.fd)
     t.timings["total"] = round(time.perf_counter() - started, 6)
@@ -97,6 +103,8 @@ def launch(
     if t.snp_policy is not None:
         doc["snp_policy"] = f"{t.snp_policy:#x}"
         doc["host_data"] = plan.spec.host_data.hex()
+    if signed is not None:
+        doc["id_block"] = signed.to_json()
     if t.launch_measure is not None:
         doc["launch_measure"] = t.launch_measure.hex()
     if t.readback:

@@ -14,6 +14,7 @@ import mmap
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
 from cvmlaunch.abi.kvm import (
     GHCB_VERSION_DEFAULT,
@@ -40,6 +41,9 @@ from cvmlaunch.launch.steps import partial, whole_pages
 from cvmlaunch.log import get_logger
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
+
+if TYPE_CHECKING:
+    from cvmlaunch.measure.idblock import SignedIdBlock
 
 _log = get_logger("cvmlaunch.launch")
 
@@ -80,11 +84,18 @@ def vm_type_for(plan: Plan) -> VmType:
 
 
 def run_confidential(
-    kvm: Kvm, plan: Plan, steps: list[Step], t: Transcript, memory: ExitStack
+    kvm: Kvm,
+    plan: Plan,
+    steps: list[Step],
+    t: Transcript,
+    memory: ExitStack,
+    *,
+    id_block: SignedIdBlock | None = None,
 ) -> Vm:
     """The real launch of `plan` on a VM of its type; returns the finalized VM.
 
     `memory` owns the host memory behind the memslots: close it only after the VM.
+    `id_block` (SEV-SNP) goes to SNP_LAUNCH_FINISH, which checks it.
     """
     vm_type = vm_type_for(plan)
     t.vm_type = vm_type
@@ -93,7 +104,7 @@ def run_confidential(
     if isinstance(plan, TdPlan):
         _launch_td(vm, plan, steps, t, memory)
     else:
-        _launch_sev(vm, plan, steps, t, memory)
+        _launch_sev(vm, plan, steps, t, memory, id_block=id_block)
     return vm
 
 
@@ -156,7 +167,13 @@ def _update_data(vm: Vm, step: Step) -> MapCall:
 
 
 def _launch_sev(
-    vm: Vm, plan: LaunchPlan, steps: list[Step], t: Transcript, mem: ExitStack
+    vm: Vm,
+    plan: LaunchPlan,
+    steps: list[Step],
+    t: Transcript,
+    mem: ExitStack,
+    *,
+    id_block: SignedIdBlock | None,
 ) -> None:
     spec = plan.spec
     snp = spec.technology is Technology.SEV_SNP
@@ -183,7 +200,10 @@ def _launch_sev(
         _populate(vcpus[0], steps, t, MapFlag.PRIVATE if snp else 0)
     with t.phase("finalize"):
         if snp:
-            vm.snp_launch_finish(spec.host_data)
+            signed = None
+            if id_block is not None:
+                signed = (id_block.block, id_block.auth, id_block.author_key_enabled)
+            vm.snp_launch_finish(spec.host_data, signed)
             return
         if spec.technology is Technology.SEV_ES:
             vm.sev_launch_update_vmsa()

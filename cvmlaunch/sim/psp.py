@@ -6,18 +6,38 @@ accept which command, and with which errno. The firmware's side: SEV API 55766 (
 LAUNCH_* commands, one running SHA-256 over every byte given to LAUNCH_UPDATE_DATA and
 LAUNCH_UPDATE_VMSA, LAUNCH_MEASURE's HMAC) and SEV-SNP ABI 56860 (SNP_LAUNCH_UPDATE: one
 PAGE_INFO record per page, chained with SHA-384). A firmware refusal is EIO with the SEV
-status in kvm_sev_cmd.error. The ID block and ID auth of SNP_LAUNCH_FINISH are not checked.
+status in kvm_sev_cmd.error. An ID block given to SNP_LAUNCH_FINISH is checked as the
+firmware does (its own ECDSA verification, not the signer's code): the ID key's signature of
+the block and, with AUTHOR_KEY_EN, the author key's of the ID key (BAD_SIGNATURE), then the
+LD against the launch digest (BAD_MEASUREMENT) and POLICY against the launch's
+(POLICY_FAILURE); an algorithm or curve other than ECDSA P-384/SHA-384 is INVALID_PARAM.
 """
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from enum import IntEnum
 from itertools import count
 from typing import Any
 
-from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, SEV_LAUNCH_MEASURE_SIZE, SevCmd, VmType
+from cvmlaunch.abi.idblock import (
+    ALGO_ECDSA_P384_SHA384,
+    CURVE_P384,
+    ID_AUTH_SIZE,
+    ID_BLOCK_SIZE,
+    IdAuth,
+    IdBlock,
+    public_key_numbers,
+    signature_numbers,
+)
+from cvmlaunch.abi.kvm import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    SEV_LAUNCH_MEASURE_SIZE,
+    SevCmd,
+    SevStatus,
+    VmType,
+)
 from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBO,
     GUEST_POLICY_MBZ,
@@ -49,16 +69,6 @@ SNP_UPDATE_TYPES = frozenset(
 )
 _ZERO_PAGE = bytes(PAGE_SIZE)
 _LEGACY_ALIGN = 16  # LAUNCH_UPDATE_DATA address and length
-
-
-class SevStatus(IntEnum):
-    """SEV firmware status codes (include/uapi/linux/psp-sev.h, SEV_RET_*)."""
-
-    SUCCESS = 0x00
-    INVALID_GUEST_STATE = 0x02
-    INVALID_LEN = 0x04
-    INVALID_ADDRESS = 0x09
-    INVALID_PAGE_STATE = 0x1A
 
 
 class FirmwareFailure(Exception):
@@ -272,10 +282,50 @@ class Psp:
         if self._guest(vm).state is GuestState.INIT or finish.flags:
             fail(errno.EINVAL)
         sev = self._in_state(vm, GuestState.LUPDATE)
-        sev.host_data = bytes(finish.host_data)
+        id_block = id_auth = None
+        if finish.id_block_en:  # KVM copies both in before it calls the firmware
+            id_block = copy_from_user(finish.id_block_uaddr, ID_BLOCK_SIZE)
+            id_auth = copy_from_user(finish.id_auth_uaddr, ID_AUTH_SIZE)
         # KVM measures every vCPU's VMSA first, in vCPU index order, all at one GPA.
         for vcpu in vm.vcpus.values():
             sev.snp_measure(PageType.VMSA, KVM_VMSA_GPA, vmsa_page(vcpu, sev.vmsa_features))
             vcpu.protected = True
+        if id_block is not None and id_auth is not None:
+            _check_id_block(id_block, id_auth, bool(finish.auth_key_en), sev)
+        sev.host_data = bytes(finish.host_data)
         sev.digest, sev.state = sev.ld, GuestState.RUNNING
         vm.pre_fault_allowed = True
+
+
+def _check_id_block(block: bytes, auth: bytes, author_key_enabled: bool, sev: SevGuest) -> None:
+    """SNP_LAUNCH_FINISH's checks of an ID block, failing with the firmware's status."""
+    parsed, signed = IdBlock.unpack(block), IdAuth.unpack(auth)
+    keys = [(signed.id_key_algo, signed.id_key, signed.id_block_sig, block)]
+    if author_key_enabled:
+        keys.append((signed.auth_key_algo, signed.author_key, signed.id_key_sig, signed.id_key))
+    for algo, public, signature, message in keys:
+        if algo != ALGO_ECDSA_P384_SHA384 or public_key_numbers(public)[0] != CURVE_P384:
+            raise FirmwareFailure(SevStatus.INVALID_PARAM)
+        if not _ecdsa_p384_verifies(public, signature, message):
+            raise FirmwareFailure(SevStatus.BAD_SIGNATURE)
+    if parsed.ld != sev.ld:
+        raise FirmwareFailure(SevStatus.BAD_MEASUREMENT)
+    if parsed.policy != sev.policy:
+        raise FirmwareFailure(SevStatus.POLICY_FAILURE)
+    sev.id_block, sev.id_auth = parsed, signed
+
+
+def _ecdsa_p384_verifies(public: bytes, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    _, x, y = public_key_numbers(public)
+    r, s = signature_numbers(signature)
+    try:
+        key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
+        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA384()))
+    except (ValueError, InvalidSignature):  # not a point of the curve, or no signature
+        return False
+    return True

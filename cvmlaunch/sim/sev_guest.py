@@ -13,6 +13,7 @@ import secrets
 import struct
 from enum import Enum
 
+from cvmlaunch.abi.idblock import IdAuth, IdBlock
 from cvmlaunch.abi.kvm import VmType
 from cvmlaunch.abi.snp import (
     LD_SIZE,
@@ -50,6 +51,10 @@ class SevGuest:
         self.state = GuestState.INIT
         self.policy = 0
         self.host_data = bytes(32)  # SNP: from SNP_LAUNCH_FINISH, reported as HOST_DATA
+        # SNP: the ID block SNP_LAUNCH_FINISH accepted (its key digests, FAMILY_ID, IMAGE_ID
+        # and GUEST_SVN are reported).
+        self.id_block: IdBlock | None = None
+        self.id_auth: IdAuth | None = None
         self.fd: int | None = None  # the /dev/sev fd LAUNCH_START recorded
         self.ld = bytes(LD_SIZE)  # SNP: GCTX.LD
         self.sha256 = hashlib.sha256()  # SEV, SEV-ES: the running launch digest

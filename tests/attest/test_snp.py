@@ -51,10 +51,12 @@ from tests.attest_fakes import (
     build_report,
     fake_ark,
     fake_ask,
+    fake_certs,
     fake_vek,
     oid_der,
     rsa_key,
     signed_report,
+    vek_certs,
     vek_extensions,
 )
 
@@ -153,16 +155,6 @@ def audit_fixture(
     now: datetime = NOW,
 ) -> AuditResult:
     return audit(evidence(name), certs=certs or certs_for(name), expect=expect, now=now)
-
-
-def fake_certs(product: str = "Milan", spec: VekSpec = MILAN_VEK, *, ask: bool = True) -> AmdCerts:
-    """The fake VEK (and, with `ask`, the fake ASK/ASVK that signed it) of `product`."""
-    signer = fake_ask(product, vlek=spec.vlek) if ask else None
-    return vek_certs(fake_vek(spec, product), spec.vlek, signer)
-
-
-def vek_certs(vek: x509.Certificate, vlek: bool, ask: x509.Certificate | None = None) -> AmdCerts:
-    return AmdCerts(vlek=vek, asvk=ask) if vlek else AmdCerts(vcek=vek, ask=ask)
 
 
 def fake_audit(

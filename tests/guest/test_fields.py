@@ -28,6 +28,7 @@ from cvmlaunch.guest.spec import (
     MAX_VCPUS,
     CpuSpec,
     GuestSpec,
+    IdBlockConfig,
     TdConfig,
     Technology,
 )
@@ -49,6 +50,13 @@ def test_every_profile_key_has_a_row() -> None:
         model: Any = Profile.model_fields[table].annotation
         inner = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None))
         keys |= {f"{table}.{k}" for k in inner.model_fields}
+        for name, part in inner.model_fields.items():  # a table in the table: [snp.id_block]
+            kinds = getattr(part.annotation, "__args__", ())
+            nested = next((a for a in kinds if hasattr(a, "model_fields")), None)
+            if nested is not None and f"{table}.{name}" not in BY_KEY:
+                keys.remove(f"{table}.{name}")
+                keys |= {f"{table}.{name}.{k}" for k in nested.model_fields}
+    assert "snp.id_block.id_key_passphrase_env" in keys
     assert keys - {"schema_version", "description"} <= set(BY_KEY)
 
 
@@ -95,7 +103,12 @@ def _key(row: Field) -> str:
 
 def _integer_schema(schema: dict[str, Any], key: str) -> dict[str, Any]:
     table, _, name = key.rpartition(".")
-    model = schema["$defs"][table.capitalize()] if table else schema
+    # A table's model is named by its key's parts: [snp.id_block] is SnpIdBlock.
+    model = (
+        schema["$defs"]["".join(p.title().replace("_", "") for p in table.split("."))]
+        if table
+        else schema
+    )
     prop = model["properties"][name]
     return next(s for s in prop.get("anyOf", [prop]) if s.get("type") == "integer")
 
@@ -114,7 +127,9 @@ def _spec_with(row: Field, value: int) -> GuestSpec:
     if row.attr == "cpu":
         return spec._replace(cpu=CpuSpec(value))
     assert row.attr is not None
-    changes: dict[str, Any] = {row.attr.removeprefix("td."): value}
+    changes: dict[str, Any] = {row.attr.removeprefix("td.").removeprefix("id_block."): value}
+    if row.attr.startswith("id_block."):
+        return spec._replace(id_block=IdBlockConfig(Path("/id.pem"), **changes))
     if row.attr.startswith("td."):
         return spec._replace(td=TdConfig(**changes))
     return spec._replace(**changes)
