@@ -9,7 +9,7 @@ Only the fields a launch sets are named; every other byte of the 4 KiB page is z
 # ForwardRef, compiling it (~20 us a field), and this module loads on every measurement.
 
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cvmlaunch.abi.snp import PAGE_SIZE
 
@@ -98,6 +98,18 @@ class SaveArea(NamedTuple):
     xcr0: int
     mxcsr: int
     x87_fcw: int
+
+    @classmethod
+    def unpack(cls, page: bytes) -> "SaveArea":
+        """The fields of a VMSA page (what `pack` writes; the rest of the page is not read)."""
+        values: dict[str, Any] = {}
+        for name in cls._fields:
+            if name in SEGMENT_OFFSETS:
+                values[name] = Segment(*SEGMENT.unpack_from(page, SEGMENT_OFFSETS[name]))
+            else:
+                offset, fmt = FIELD_OFFSETS[name]
+                values[name] = struct.unpack_from(fmt, page, offset)[0]
+        return cls(**values)
 
     def pack(self) -> bytes:
         """The 4096-byte VMSA page: save area fields at their offsets, zeros elsewhere."""

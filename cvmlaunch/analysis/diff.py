@@ -375,6 +375,8 @@ def _firmware_causes(inputs: dict[str, Cause], x: Step, y: Step, detail: str) ->
 def _first_sev_byte(a: Plan | None, b: Plan | None, start: int) -> tuple[int, int, int] | None:
     if not isinstance(a, LaunchPlan) or not isinstance(b, LaunchPlan):
         return None
+    if a.firmware is None or b.firmware is None:  # an IGVM file: no image at 4 GiB
+        return None
     return _first_byte(a.firmware.data, b.firmware.data, start, start)
 
 

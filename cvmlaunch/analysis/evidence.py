@@ -75,7 +75,8 @@ def section_types(plan: Plan, steps: Iterable[Step]) -> tuple[Step, ...]:
     if isinstance(plan, TdPlan):
         types = [s.type.name for s in plan.tdvf.sections]
     else:
-        types = [s.type.name for s in plan.firmware.sev_metadata or ()]
+        metadata = None if plan.firmware is None else plan.firmware.sev_metadata
+        types = [s.type.name for s in metadata or ()]
     return tuple(
         s
         if s.section is None or s.section >= len(types)

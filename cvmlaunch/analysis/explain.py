@@ -128,13 +128,13 @@ def _sev_run(plan: LaunchPlan, ops: list[PageOp], steps: list[Step]) -> Run:
     page_type = op.page_type.name
     inputs: dict[str, str] = {}
     title = f"{op.label}: {op.gpa:#x}-{op.gpa + op.size - 1:#x} {page_type} x{pages}"
+    image = plan.firmware
     if op.kind is StepKind.FIRMWARE:
-        base = (1 << 32) - plan.firmware.size
-        inputs = {
-            "file": firmware_name(spec),
-            "file_offsets": f"{op.gpa - base:#x}-{op.gpa - base + op.size - 1:#x}",
-            "sha256": plan.firmware_sha256.hex(),
-        }
+        inputs = {"file": firmware_name(spec), "sha256": plan.firmware_sha256.hex()}
+        if image is not None:  # (an IGVM directive's pages are not at one image's offsets)
+            base = (1 << 32) - image.size
+            offsets = f"{op.gpa - base:#x}-{op.gpa - base + op.size - 1:#x}"
+            inputs = {"file": inputs["file"], "file_offsets": offsets, "sha256": inputs["sha256"]}
         if plan.firmware_digest is not None:
             inputs["precomputed_digest"] = plan.firmware_digest.hex()
     elif op.kind is StepKind.SEV_METADATA:

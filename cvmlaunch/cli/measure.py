@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
     _log.info("measure.done", technology=str(spec.technology), measurement=result.digest.hex())
     expected = None if args.expect is None else expected_digest(args.expect, len(result.digest))
     match = None if expected is None else expected == result.digest
-    signed = None
+    signed, refused = None, list[FieldProblem]()
     config = plan.spec.id_block
     if config is not None:  # signed (or checked) over the digest just computed
-        from cvmlaunch.measure.idblock import id_block_for
+        from cvmlaunch.measure.idblock import checked_id_block
 
-        signed = id_block_for(config, ld=result.digest, policy=plan.spec.snp_policy)
+        signed, refused = checked_id_block(config, ld=result.digest,
+                                           policy=plan.spec.snp_policy)  # fmt: skip
     if args.json:
         from cvmlaunch.measure.document import measurement_json, with_base64
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         if expected is not None:
             doc.update(expected=expected.hex(), match=match)
         if signed is not None:
-            doc["id_block"] = signed.to_json()
+            doc["id_block"] = signed.to_json() | {"refused": [str(p) for p in refused]}
         print(json_text(with_base64(doc) if args.output_format == "base64" else doc))
     else:
         from cvmlaunch.cli.render import measurement_text
@@ -73,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
             from cvmlaunch.cli.render import id_block_text
 
             print(id_block_text(signed))
-    return EXIT_MISMATCH if match is False else EXIT_OK
+            for problem in refused:
+                print(f"ID block refused:    {problem}")
+    # An ID block SNP_LAUNCH_FINISH would refuse is a failed check, as a wrong digest is.
+    return EXIT_MISMATCH if match is False or refused else EXIT_OK
 
 
 def expected_digest(text: str, size: int) -> bytes:

@@ -174,6 +174,14 @@ FIELDS = (
           meaning="different LoadOptions (command line): RTMR2"),
     Field("firmware.digest", "--firmware-digest", Format.BYTES, frozenset({SEV_SNP}),
           "firmware_digest", True),
+    # An IGVM file as the firmware: its path is firmware.path's (the spec's `firmware`).
+    # (No steps of their own to shape: an IGVM file's directives are named by the file's
+    # path and SHA-256, like an image's pages.)
+    Field("firmware.igvm", None, Format.PATH, frozenset({SEV_SNP}), None, True,
+          meaning="IGVM file {a} vs {b}"),
+    Field("firmware.igvm_native_zero", None, Format.TEXT, frozenset({SEV_SNP}),
+          "igvm.native_zero", True,
+          meaning="IGVM pages without data as ZERO pages (QEMU's loader): {a} vs {b}"),
     Field("firmware.descriptor", None, Format.TEXT, _ALL,
           "firmware_descriptor",
           True, meaning="the firmware by its descriptor: {a} vs {b}"),

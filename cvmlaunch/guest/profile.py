@@ -39,6 +39,7 @@ from cvmlaunch.guest.spec import (
     DirectBoot,
     GuestSpec,
     IdBlockConfig,
+    IgvmConfig,
     PageOrder,
     RawDataTail,
     TdConfig,
@@ -158,6 +159,14 @@ class Firmware(_Model):
     )
     descriptor: Descriptor | None = Field(
         None, description="sev-snp: the image by its measured facts instead of its path."
+    )
+    igvm: Path | None = Field(
+        None, description="sev-snp: an IGVM file as the whole initial image, instead of path."
+    )
+    igvm_native_zero: Annotated[bool, Strict()] = Field(
+        False,
+        description="IGVM pages without data as SNP ZERO pages (QEMU's loader, igvmmeasure "
+        "--native-zero) instead of NORMAL pages of zeros (the IGVM specification).",
     )
     sha256: Hex32 | None = Field(None, description="Pin: the image must have this SHA-256.")
     digest: Hex48 | None = Field(
@@ -420,13 +429,16 @@ class Profile(_Model):
                 initrd = BootFile(b.initrd, _hex(b.initrd_sha256))
             boot = DirectBoot(BootFile(b.kernel, _hex(b.kernel_sha256)), initrd, b.cmdline)
         tdx = self.technology is Technology.TDX
-        described = self.firmware.descriptor
-        if (self.firmware.path is None) == (described is None):
-            reason = "give the image's path or its descriptor (firmware describe), one of them"
+        described, igvm = self.firmware.descriptor, self.firmware.igvm
+        if sum(v is not None for v in (self.firmware.path, described, igvm)) != 1:
+            reason = ("give the image's path, its descriptor (firmware describe) or an IGVM "
+                      "file, one of them")  # fmt: skip
             problems.append(FieldProblem("firmware.path", reason))
+        if self.firmware.igvm_native_zero and igvm is None:
+            problems.append(FieldProblem("firmware.igvm_native_zero", "only with firmware.igvm"))
         fields = dict(
             technology=self.technology,
-            firmware=self.firmware.path or Path(),
+            firmware=self.firmware.path or igvm or Path(),
             firmware_sha256=_hex(self.firmware.sha256),
             firmware_digest=_hex(self.firmware.digest),
             firmware_descriptor=None if described is None else described.to_spec(),
@@ -442,13 +454,15 @@ class Profile(_Model):
             memory_mib=self.memory_mib,
             td=(self.tdx or Tdx()).to_config() if tdx else None,
             id_block=None if snp.id_block is None else snp.id_block.to_config(),
+            igvm=None if igvm is None else IgvmConfig(self.firmware.igvm_native_zero),
         )
         return fields, problems
 
     def resolve_paths(self, base: Path) -> Profile:
         """A copy with relative paths made relative to `base` (the profile's folder)."""
-        path = self.firmware.path
-        fw = self.firmware.model_copy(update={"path": None if path is None else base / path})
+        update = {n: base / getattr(self.firmware, n) for n in ("path", "igvm")
+                  if getattr(self.firmware, n) is not None}  # fmt: skip
+        fw = self.firmware.model_copy(update=update)
         boot = self.boot
         if boot is not None:
             boot = boot.model_copy(
@@ -639,16 +653,7 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "technology": str(spec.technology)}
     if description:
         doc["description"] = description
-    # Absolute paths: a printed profile is saved elsewhere and must still find its inputs.
-    firmware: dict[str, Any] = {}
-    if spec.firmware_descriptor is None:
-        firmware["path"] = str(spec.firmware.absolute())
-    if spec.firmware_sha256 is not None:
-        firmware["sha256"] = spec.firmware_sha256.hex()
-    if spec.firmware_digest is not None:
-        firmware["digest"] = spec.firmware_digest.hex()
-    if spec.firmware_descriptor is not None:
-        firmware["descriptor"] = descriptor_table(spec.firmware_descriptor)
+    firmware = _firmware_table(spec)
     doc.update(vcpus=spec.vcpus, vmm=str(spec.vmm))
     if spec.technology is Technology.TDX:
         doc["memory_mib"] = spec.memory_mib
@@ -769,6 +774,24 @@ def descriptor_table(descriptor: FirmwareDescriptor) -> dict[str, Any]:
     if descriptor.sha256_chaining is not None:
         table["sha256_chaining"] = descriptor.sha256_chaining.hex()
     return table
+
+
+def _firmware_table(spec: GuestSpec) -> dict[str, Any]:
+    # Absolute paths: a printed profile is saved elsewhere and must still find its inputs.
+    firmware: dict[str, Any] = {}
+    if spec.igvm is not None:
+        firmware["igvm"] = str(spec.firmware.absolute())
+        if spec.igvm.native_zero:
+            firmware["igvm_native_zero"] = True
+    elif spec.firmware_descriptor is None:
+        firmware["path"] = str(spec.firmware.absolute())
+    if spec.firmware_sha256 is not None:
+        firmware["sha256"] = spec.firmware_sha256.hex()
+    if spec.firmware_digest is not None:
+        firmware["digest"] = spec.firmware_digest.hex()
+    if spec.firmware_descriptor is not None:
+        firmware["descriptor"] = descriptor_table(spec.firmware_descriptor)
+    return firmware
 
 
 def _id_block_table(config: IdBlockConfig) -> dict[str, Any]:

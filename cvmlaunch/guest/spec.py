@@ -194,6 +194,16 @@ class TdConfig(NamedTuple):
     load_options_sha384: bytes | None = None
 
 
+class IgvmConfig(NamedTuple):
+    """[firmware] igvm: the guest's initial image is the IGVM file `GuestSpec.firmware`
+    (its page data, parameter areas, VMSAs, guest policy and ID block)."""
+
+    # PAGE_DATA without file data as SNP ZERO pages (QEMU's loader; igvmmeasure
+    # --native-zero), not NORMAL pages of zeros (the IGVM specification, the igvm crate,
+    # igvmmeasure and igvm-tooling).
+    native_zero: bool = False
+
+
 ID_SIZE = 16  # FAMILY_ID, IMAGE_ID (abi.idblock, which loads only with an ID block)
 ID_BLOCK_SIZE, ID_AUTH_SIZE = 96, 4096
 
@@ -253,6 +263,7 @@ class GuestSpec(NamedTuple):
     # not read).
     firmware_descriptor: "FirmwareDescriptor | None" = None
     id_block: IdBlockConfig | None = None
+    igvm: IgvmConfig | None = None
 
     @property
     def td_config(self) -> TdConfig:
@@ -315,6 +326,11 @@ class GuestSpec(NamedTuple):
                 problems.append(FieldProblem("firmware.descriptor",
                                              "expected a FirmwareDescriptor or None"))  # fmt: skip
                 fields["firmware_descriptor"] = None
+        igvm = fields["igvm"]
+        if igvm is not None and not (isinstance(igvm, IgvmConfig)
+                                     and isinstance(igvm.native_zero, bool)):  # fmt: skip
+            problems.append(FieldProblem("firmware.igvm", "expected an IgvmConfig or None"))
+            fields["igvm"] = None
         id_block, id_block_problems = _normalized_id_block(fields["id_block"])
         fields["id_block"] = id_block
         problems += id_block_problems
@@ -343,6 +359,7 @@ class GuestSpec(NamedTuple):
             ("sev.tik", self.launch_secret),
             ("tdx", self.td),
             ("snp.id_block", self.id_block),
+            ("firmware.igvm", self.igvm),
         )
         out += inapplicable(
             self.technology,
@@ -360,7 +377,14 @@ class GuestSpec(NamedTuple):
             bad("memory_mib", f"expected {_range_text('memory_mib')}, got {self.memory_mib}")
         if tdx:
             out += _tdx_problems(self)
-        if needs_vcpus and not tdx and self.vmm is Vmm.QEMU and self.cpu is None:
+        if self.igvm is not None:
+            # The file holds the whole initial image and every VMSA.
+            for name, value in (("firmware.digest", self.firmware_digest),
+                                ("firmware.descriptor", self.firmware_descriptor),
+                                ("boot", self.boot)):  # fmt: skip
+                if value is not None:
+                    bad(name, "the IGVM file holds the whole initial image; not given with it")
+        elif needs_vcpus and not tdx and self.vmm is Vmm.QEMU and self.cpu is None:
             bad(
                 "cpu",
                 "required with vmm 'qemu', which puts the CPUID signature in RDX of every VMSA "
@@ -810,6 +834,7 @@ __all__ = [
     "DirectBoot",
     "GuestSpec",
     "IdBlockConfig",
+    "IgvmConfig",
     "PageOrder",
     "RawDataTail",
     "SevLaunchSecretInputs",

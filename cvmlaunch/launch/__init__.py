@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from cvmlaunch.abi.kvm import VmType
-from cvmlaunch.errors import FieldProblem, KvmError, ProfileError
+from cvmlaunch.errors import FieldProblem, KvmError, LaunchError, ProfileError
 from cvmlaunch.kvm import Kernel, Kvm, LinuxKernel
 from cvmlaunch.kvm.caps import vm_types
 from cvmlaunch.launch.executor import Transcript, run_confidential, run_rehearsal, vm_type_for
@@ -24,7 +24,7 @@ from cvmlaunch.log import get_logger
 from cvmlaunch.measure import measure
 from cvmlaunch.measure.document import inputs_json
 from cvmlaunch.measure.snp import snp_digest
-from cvmlaunch.plan.ops import Plan, TdPlan
+from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import StepKind
 
 _log = get_logger("cvmlaunch.launch")
@@ -56,6 +56,8 @@ def launch(
         # A descriptor has the image's measured facts, not the bytes to put in guest memory.
         reason = "a launch loads the image itself: give firmware.path (a descriptor measures)"
         raise ProfileError([FieldProblem("firmware.descriptor", reason)])
+    if isinstance(plan, LaunchPlan) and plan.igvm is not None:
+        _check_igvm_launchable(plan)
     steps = plan_steps(plan)
     expected = measure(plan).digest
     signed = None
@@ -110,6 +112,36 @@ def launch(
     if t.readback:
         doc["readback"] = t.readback
     return LaunchRecord(verdict, expected, reported, str(chosen), reason, doc)
+
+
+def _check_igvm_launchable(plan: LaunchPlan) -> None:
+    """Refuse an IGVM guest KVM would measure differently from its file: KVM builds each
+    vCPU's VMSA from the registers the VMM sets and measures it at its own GPA, for every
+    vCPU, with the SEV_FEATURES INIT2 was given."""
+    from cvmlaunch.abi.snp import KVM_VMSA_GPA
+
+    vmsas = [op for op in plan.ops if op.kind is StepKind.VMSA]
+    problems = []
+    later = [op for op in plan.ops[plan.ops.index(vmsas[0]) :] if op.kind is not StepKind.VMSA] \
+        if vmsas else []  # fmt: skip
+    if later:
+        problems.append(f"{vmsas[0].label} comes before {later[0].label}; KVM measures the "
+                        "VMSAs after every page, at SNP_LAUNCH_FINISH")  # fmt: skip
+    for op in vmsas:
+        if op.gpa != KVM_VMSA_GPA:
+            problems.append(f"{op.label}: its VMSA is at GPA {op.gpa:#x}; KVM measures every "
+                            f"VMSA at {KVM_VMSA_GPA:#x}")  # fmt: skip
+        if op.state is None:
+            problems.append(f"{op.label}: its VMSA sets fields KVM does not take from a VMM")
+        elif op.state.sev_features != plan.spec.guest_features:
+            problems.append(f"{op.label}: its SEV_FEATURES are {op.state.sev_features:#x}, "
+                            f"snp.guest_features {plan.spec.guest_features:#x}")  # fmt: skip
+    if len(vmsas) != plan.spec.vcpus:
+        problems.append(f"the file has {len(vmsas)} VMSA(s) and KVM measures one per vCPU: "
+                        f"vcpus is {plan.spec.vcpus}")  # fmt: skip
+    if problems:
+        raise LaunchError("this IGVM file cannot be launched through KVM as measured: "
+                          + "; ".join(problems))  # fmt: skip
 
 
 def _firmware_digests(plan: Plan) -> FirmwareDigests | None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the TDX modules load only for a TD (CLI start-up)
 
 def _inputs(plan: LaunchPlan) -> dict[str, Any]:
     spec = plan.spec
+    if plan.firmware is None:  # an IGVM file: it holds the VMSAs and the policy too
+        return _igvm_inputs(plan)
     doc: dict[str, Any] = {
         "firmware": firmware_name(spec),
         "firmware_sha256": plan.firmware_sha256.hex(),
@@ -54,6 +56,19 @@ def _inputs(plan: LaunchPlan) -> dict[str, Any]:
             cmdline_sha256=plan.kernel_hashes.cmdline.hex(),
         )
     return doc
+
+
+def _igvm_inputs(plan: LaunchPlan) -> dict[str, Any]:
+    spec, igvm = plan.spec, plan.igvm
+    native_zero = spec.igvm is not None and spec.igvm.native_zero
+    return {
+        "firmware": firmware_name(spec),
+        "firmware_sha256": plan.firmware_sha256.hex(),
+        "firmware_format": "igvm",
+        "firmware_size": None if igvm is None else igvm.total_file_size,
+        "igvm_native_zero": native_zero,
+        "snp_policy": f"{spec.snp_policy:#x}",
+    }
 
 
 def td_identity(plan: TdPlan) -> dict[str, Any]:

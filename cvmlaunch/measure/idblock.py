@@ -259,16 +259,30 @@ def id_block_for(
     """The signed ID block of a guest whose launch digest is `ld` and policy `policy`: the
     one `config` gives, or signed with its keys; ProfileError with every reason the platform
     would refuse it. `names` renames config fields in errors (a command's flags)."""
+    signed, found = checked_id_block(config, ld=ld, policy=policy, deterministic=deterministic,
+                                     names=names)  # fmt: skip
+    if found:
+        raise ProfileError(found)
+    return signed
+
+
+def checked_id_block(
+    config: IdBlockConfig,
+    *,
+    ld: bytes,
+    policy: int,
+    deterministic: bool = True,
+    names: Mapping[str, str] | None = None,
+) -> tuple[SignedIdBlock, list[FieldProblem]]:
+    """The signed ID block `id_block_for` gives, with every reason the platform would
+    refuse it instead of an error (what `measure` reports and `launch` enforces)."""
     if config.block is not None and config.auth is not None:
         signed = SignedIdBlock(config.block, config.auth, config.author_key_enabled)
     else:
         id_key, author_key = keys(config, names)
         block = IdBlock(ld, config.family_id, config.image_id, config.guest_svn, policy)
         signed = sign_id_block(block, id_key, author_key, deterministic=deterministic)
-    found = problems(signed, ld=ld, policy=policy)
-    if found:
-        raise ProfileError(found)
-    return signed
+    return signed, problems(signed, ld=ld, policy=policy)
 
 
 def keys(

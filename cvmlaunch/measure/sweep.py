@@ -176,6 +176,13 @@ def sweep(base: GuestSpec, axes: Axes, *, cloud_cpu: bool = False) -> Iterator[R
     if not groups or not axes.vcpus:
         return
     _check(base, groups, axes.vcpus, points)
+    if base.igvm is not None:  # the file holds the VMSAs: every row measures the same
+        from cvmlaunch.plan import build_plan
+
+        digest = measure(build_plan(base)).digest
+        for (vmm, cpu, features, gpa), vcpus in product(groups, axes.vcpus):
+            yield Row(point(base, vcpus, cpu, vmm, features, vmsa_gpa=gpa), digest)
+        return
     given, base = base, _boot_digests(base)
     firmware = b"" if base.firmware_descriptor is not None else read_firmware(base.firmware)
     if base.technology in VMSA_TECHNOLOGIES:
@@ -383,8 +390,10 @@ class _VcpuChains:
             prefix = digests.launch_digest
         else:
             prefix = sev_stream(plan._replace(ops=head))
-        # build_sev_plan refuses firmware without an SEV-ES reset block.
-        found = (plan.firmware.sev_es_reset_address or 0, prefix)
+        # build_sev_plan refuses firmware without an SEV-ES reset block (and IGVM files are
+        # swept whole, in `sweep`).
+        reset = 0 if plan.firmware is None else plan.firmware.sev_es_reset_address
+        found = (reset or 0, prefix)
         self._prefixes[vmm] = found
         return found
 

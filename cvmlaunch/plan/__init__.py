@@ -17,6 +17,10 @@ def build_plan(spec: GuestSpec, firmware: bytes | None = None) -> Plan:
         from cvmlaunch.plan.tdx import build_td_plan
 
         return build_td_plan(spec, firmware)
+    if spec.igvm is not None:
+        from cvmlaunch.plan.igvm import build_igvm_plan
+
+        return build_igvm_plan(spec, firmware)
     return build_sev_plan(spec, firmware)
 
 

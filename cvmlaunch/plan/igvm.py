@@ -21,12 +21,16 @@ from cvmlaunch.abi.igvm import (
     ParameterArea,
     ParameterInsert,
     PlatformType,
+    SnpIdBlock,
     VpContext,
 )
 from cvmlaunch.abi.snp import PageType
-from cvmlaunch.errors import FirmwareError
-from cvmlaunch.firmware.igvm import Header, IgvmFile
-from cvmlaunch.plan.ops import PageOp
+from cvmlaunch.abi.vmsa import SaveArea
+from cvmlaunch.errors import FieldProblem, FirmwareError, ProfileError
+from cvmlaunch.firmware.igvm import Header, IgvmFile, parse_igvm
+from cvmlaunch.guest.files import read_pinned_firmware
+from cvmlaunch.guest.spec import GuestSpec, IdBlockConfig
+from cvmlaunch.plan.ops import LaunchPlan, PageOp
 from cvmlaunch.plan.step import StepKind
 
 _ZERO_PAGE = bytes(IGVM_PAGE_SIZE)
@@ -99,3 +103,61 @@ def _claim(measured: dict[int, Header], header: Header, op: PageOp) -> None:
                 f"populated by header {first.index} ({first.name})",
                 header.offset,
             )
+
+
+def build_igvm_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPlan:
+    """The plan of an SEV-SNP guest whose initial image is the IGVM file `spec.firmware`
+    (`firmware`: its bytes instead of reading it). The launch POLICY is the file's
+    GUEST_POLICY, and its SNP_ID_BLOCK the launch's ID block: a profile that says otherwise
+    is refused, naming both."""
+    spec = spec.check()
+    native_zero = spec.igvm is not None and spec.igvm.native_zero
+    data, sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
+    igvm = parse_igvm(data)
+    ops = snp_page_ops(igvm, native_zero=native_zero)
+    ops = [_with_state(op) for op in ops]
+    policy = igvm.snp_policy
+    if policy is not None and policy != spec.snp_policy:
+        reason = (f"{spec.snp_policy:#x}, but the IGVM file's GUEST_POLICY is {policy:#x}, "
+                  "which its loader gives SNP_LAUNCH_START: set snp.policy to it")  # fmt: skip
+        raise ProfileError([FieldProblem("snp.policy", reason)])
+    directive = igvm.snp_id_block
+    if directive is not None:
+        spec = spec._replace(id_block=_file_id_block(spec, directive))
+    return LaunchPlan(spec, None, sha256, tuple(ops), None, None, igvm)
+
+
+def _with_state(op: PageOp) -> PageOp:
+    """A VMSA operation with the register state its page holds, where our SaveArea holds
+    all of it (what a vCPU can be given before KVM builds its VMSA)."""
+    if op.kind is not StepKind.VMSA or op.data is None:
+        return op
+    state = SaveArea.unpack(op.data)
+    return op._replace(state=state) if state.pack() == op.data else op
+
+
+def _file_id_block(spec: GuestSpec, directive: SnpIdBlock) -> IdBlockConfig:
+    """The file's SNP_ID_BLOCK as the signed block and auth SNP_LAUNCH_FINISH takes (POLICY
+    from the file's GUEST_POLICY); refused where the profile gives one too."""
+    if spec.id_block is not None:
+        reason = "the IGVM file carries an SNP_ID_BLOCK; not given again"
+        raise ProfileError([FieldProblem("snp.id_block", reason)])
+    from cvmlaunch.abi.idblock import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, IdAuth, IdBlock
+
+    def key(igvm_key: bytes) -> bytes:
+        # IGVM: CURVE u32, reserved u32, QX[72], QY[72]; the ABI has no reserved word.
+        return (igvm_key[:4] + igvm_key[8:152]).ljust(PUBLIC_KEY_SIZE, b"\0")
+
+    block = IdBlock(directive.ld, directive.family_id, directive.image_id, directive.guest_svn,
+                    spec.snp_policy, directive.version)  # fmt: skip
+    author = bool(directive.author_key_enabled)
+    auth = IdAuth(
+        directive.id_key_signature.ljust(SIGNATURE_SIZE, b"\0"),
+        key(directive.id_public_key),
+        directive.author_key_signature.ljust(SIGNATURE_SIZE, b"\0") if author
+        else bytes(SIGNATURE_SIZE),
+        key(directive.author_public_key) if author else bytes(PUBLIC_KEY_SIZE),
+        directive.id_key_algorithm,
+        directive.author_key_algorithm,
+    )  # fmt: skip
+    return IdBlockConfig(block=block.pack(), auth=auth.pack())

@@ -15,8 +15,9 @@ from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.guest.spec import GuestSpec
 from cvmlaunch.plan.step import Step, StepKind, TdAction, vmsa_fields
 
-if TYPE_CHECKING:  # the TDX modules load only when a TD is planned (CLI start-up)
+if TYPE_CHECKING:  # the TDX and IGVM modules load only when used (CLI start-up)
     from cvmlaunch.abi.tdx import TdvfSectionType
+    from cvmlaunch.firmware.igvm import IgvmFile
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 
@@ -75,11 +76,12 @@ class LaunchPlan(NamedTuple):
     """
 
     spec: GuestSpec
-    firmware: OvmfImage
+    firmware: OvmfImage | None  # None: the image is an IGVM file's (`igvm`)
     firmware_sha256: bytes
     ops: tuple[PageOp, ...]
     kernel_hashes: KernelHashes | None
     firmware_digest: bytes | None
+    igvm: "IgvmFile | None" = None
 
 
 class TdPageOp(NamedTuple):

@@ -186,7 +186,8 @@ def test_neither_or_both_of_path_and_descriptor_is_refused() -> None:
     both = text.replace("[firmware]\n", '[firmware]\npath = "/x"\n')
     neither = text.split("[firmware.descriptor]")[0]
     for case in (both, neither):
-        with pytest.raises(ProfileError, match=r"firmware\.path: give the image's path or its"):
+        wanted = r"firmware\.path: give the image's path, its descriptor \(firmware describe\) or"
+        with pytest.raises(ProfileError, match=wanted):
             parse_profile(tomllib.loads(case)).to_spec()
 
 

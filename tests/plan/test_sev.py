@@ -17,7 +17,7 @@ from cvmlaunch.abi import kernel_hashes as kh
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, PAGE_SIZE, PageType
 from cvmlaunch.errors import FirmwareError
-from cvmlaunch.firmware.ovmf import parse_ovmf
+from cvmlaunch.firmware.ovmf import OvmfImage, parse_ovmf
 from cvmlaunch.guest.spec import BootFile, CpuSpec, DirectBoot, GuestSpec, Technology, Vmm
 from cvmlaunch.plan.ops import LaunchPlan, PageOp
 from cvmlaunch.plan.sev import build_sev_plan
@@ -54,6 +54,12 @@ def _plan(
         guest_features=guest_features, vmsa_gpa=vmsa_gpa,
     )  # fmt: skip
     return build_sev_plan(spec)
+
+
+def _image(plan: LaunchPlan) -> OvmfImage:
+    """The plan's OVMF image (an SEV plan always has one; only IGVM plans have none)."""
+    assert plan.firmware is not None
+    return plan.firmware
 
 
 def _kinds(plan: LaunchPlan) -> list[StepKind]:
@@ -119,10 +125,11 @@ def test_firmware_op_of_a_one_page_image_is_the_last_page_below_4_gib() -> None:
 def test_snp_debian_ovmf_order(debian_ovmf: Path) -> None:
     plan = _plan(SNP, debian_ovmf, vcpus=2)
     assert _kinds(plan) == [StepKind.FIRMWARE, *[StepKind.SEV_METADATA] * 5, *[StepKind.VMSA] * 2]
-    assert plan.firmware.sev_metadata is not None
+    sections = _image(plan).sev_metadata
+    assert sections is not None
     metadata = [op for op in plan.ops if op.kind is StepKind.SEV_METADATA]
     assert [(op.section, op.gpa, op.size) for op in metadata] == [
-        (s.number, s.gpa, s.size) for s in plan.firmware.sev_metadata
+        (s.number, s.gpa, s.size) for s in sections
     ]
     assert [op.page_type for op in metadata] == [
         PageType.ZERO, PageType.ZERO, PageType.SECRETS, PageType.CPUID, PageType.ZERO,
@@ -156,7 +163,7 @@ _SEC_MEM = {Vmm.QEMU: PageType.ZERO, Vmm.EC2: PageType.ZERO, Vmm.GCE: PageType.U
 @pytest.mark.parametrize("vmm", list(Vmm))
 def test_metadata_page_types_per_vmm(vmm: Vmm) -> None:
     plan = _plan(SNP, AMD_SEV, vmm=vmm)
-    sections = {s.number: s for s in plan.firmware.sev_metadata or ()}
+    sections = {s.number: s for s in _image(plan).sev_metadata or ()}
     assert len(sections) == 7
     metadata = [op for op in plan.ops if op.kind is StepKind.SEV_METADATA]
     assert len(metadata) == 7
@@ -222,8 +229,8 @@ def test_snp_kernel_hashes_page_holds_the_table_at_the_area_offset(initrd: bool)
     hashes = [op for op in plan.ops if op.kind is StepKind.KERNEL_HASHES]
     assert len(hashes) == 1
     op = hashes[0]
-    section = plan.firmware.sections(SevSectionType.SNP_KERNEL_HASHES)[0]
-    area = plan.firmware.hash_table_area
+    section = _image(plan).sections(SevSectionType.SNP_KERNEL_HASHES)[0]
+    area = _image(plan).hash_table_area
     assert area is not None and area.base == 0x810C00  # tests/vectors/README.md
     assert (op.gpa, op.size, op.page_type, op.section) == (
         section.gpa, PAGE_SIZE, PageType.NORMAL, section.number,
@@ -245,7 +252,7 @@ def test_sev_kernel_hashes_table_follows_the_firmware(technology: Technology) ->
     plan = _plan(technology, AMD_SEV, boot=_boot(), vcpus=2)
     op = plan.ops[1]
     assert op.kind is StepKind.KERNEL_HASHES
-    area = plan.firmware.hash_table_area
+    area = _image(plan).hash_table_area
     assert area is not None
     assert (op.gpa, op.size) == (area.base, kh.PADDED_TABLE_SIZE)
     assert op.data is not None
