@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cvmlaunch import log
 from cvmlaunch.abi.idblock import (
     ALGO_ECDSA_P384_SHA384,
     CURVE_P384,
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from cvmlaunch.guest.spec import IdBlockConfig
+
+_log = log.get_logger("cvmlaunch.idblock")
 
 MAX_KEY_FILE = 1 << 16  # a PEM or DER key is a few hundred bytes
 MAX_PASSPHRASE_FILE = 4096
@@ -282,6 +285,10 @@ def checked_id_block(
         id_key, author_key = keys(config, names)
         block = IdBlock(ld, config.family_id, config.image_id, config.guest_svn, policy)
         signed = sign_id_block(block, id_key, author_key, deterministic=deterministic)
+    if not signed.author_key_enabled:
+        # AMDESE/sev-guest#13: some SEV firmware versions refused such an ID auth.
+        note = "some SEV firmware versions refuse an ID auth without an author key"
+        _log.warning("idblock.no_author_key", note=note)
     return signed, problems(signed, ld=ld, policy=policy)
 
 
