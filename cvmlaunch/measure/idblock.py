@@ -288,7 +288,7 @@ def checked_id_block(
     if not signed.author_key_enabled:
         # AMDESE/sev-guest#13: some SEV firmware versions refused such an ID auth.
         note = "some SEV firmware versions refuse an ID auth without an author key"
-        _log.warning("idblock.no_author_key", note=note)
+        _log.info("idblock.no_author_key", note=note)
     return signed, problems(signed, ld=ld, policy=policy)
 
 
