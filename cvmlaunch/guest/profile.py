@@ -44,6 +44,7 @@ from cvmlaunch.guest.spec import (
     RawDataTail,
     TdConfig,
     Technology,
+    VmDefinition,
     Vmm,
     cpu_from_forms,
 )
@@ -362,6 +363,29 @@ class Tdx(_Model):
         )
 
 
+class Qemu(_Model):
+    """How QEMU boots the guest (cvmlaunch qemu): not measured."""
+
+    version: str | None = Field(
+        None,
+        description="QEMU version (e.g. 10.2) whose object properties to use; a TD's "
+        "boot events follow it (tdx.qemu).",
+    )
+    machine: str = Field("q35", description="Machine type.")
+    cbitpos: Annotated[int, Strict(), _range("qemu.cbitpos")] = Field(
+        51, description="SEV family: the host's C-bit position (CPUID 0x8000001F EBX[5:0])."
+    )
+    reduced_phys_bits: Annotated[int, Strict(), _range("qemu.reduced_phys_bits")] = Field(
+        1, description="SEV family: physical address bits memory encryption takes."
+    )
+
+
+class Libvirt(_Model):
+    """How libvirt defines the guest (cvmlaunch libvirt): not measured."""
+
+    version: str | None = Field(None, description="libvirt version whose domain schema to use.")
+
+
 class Profile(_Model):
     """A guest profile: everything that determines the guest's launch measurement."""
 
@@ -379,6 +403,8 @@ class Profile(_Model):
     snp: Snp | None = None
     sev: Sev | None = None
     tdx: Tdx | None = None
+    qemu: Qemu | None = None
+    libvirt: Libvirt | None = None
 
     def to_spec(self) -> GuestSpec:
         """The measurement inputs this profile describes; ProfileError lists every problem."""
@@ -401,7 +427,7 @@ class Profile(_Model):
 
     def given(self) -> list[tuple[str, str]]:
         """The keys this profile writes (not defaulted), as (key, key) pairs."""
-        tables = ("firmware", "cpu", "boot", "snp", "sev", "tdx")
+        tables = ("firmware", "cpu", "boot", "snp", "sev", "tdx", "qemu", "libvirt")
         out = [(k, k) for k in sorted(self.model_fields_set - set(tables)) if k in BY_KEY]
         for table in tables:
             model = getattr(self, table)
@@ -455,8 +481,21 @@ class Profile(_Model):
             td=(self.tdx or Tdx()).to_config() if tdx else None,
             id_block=None if snp.id_block is None else snp.id_block.to_config(),
             igvm=None if igvm is None else IgvmConfig(self.firmware.igvm_native_zero),
+            vm=self._vm(),
         )
+        td, vm = fields["td"], fields["vm"]
+        if isinstance(td, TdConfig) and td.qemu is None and isinstance(vm, VmDefinition):
+            # One QEMU boots the TD: its version is the one its boot events follow.
+            fields["td"] = td._replace(qemu=vm.qemu_version)
         return fields, problems
+
+    def _vm(self) -> VmDefinition | None:
+        if self.qemu is None and self.libvirt is None:
+            return None
+        qemu = self.qemu or Qemu()
+        libvirt = self.libvirt or Libvirt()
+        return VmDefinition(qemu.version, libvirt.version, qemu.machine, qemu.cbitpos,
+                            qemu.reduced_phys_bits)  # fmt: skip
 
     def resolve_paths(self, base: Path) -> Profile:
         """A copy with relative paths made relative to `base` (the profile's folder)."""
@@ -696,6 +735,14 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
             names = ("table_loader", "rsdp", "tables")
             tdx["acpi"] = {name: d.hex() for name, d in zip(names, td.acpi, strict=True)}
         doc["tdx"] = tdx
+    if spec.vm is not None:
+        vm = spec.vm
+        qemu: dict[str, Any] = {"version": vm.qemu_version, "machine": vm.machine}
+        if spec.technology is not Technology.TDX:
+            qemu |= {"cbitpos": vm.cbitpos, "reduced_phys_bits": vm.reduced_phys_bits}
+        doc["qemu"] = {k: v for k, v in qemu.items() if v is not None}
+        if vm.libvirt_version is not None:
+            doc["libvirt"] = {"version": vm.libvirt_version}
     return doc
 
 

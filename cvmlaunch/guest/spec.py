@@ -204,6 +204,19 @@ class IgvmConfig(NamedTuple):
     native_zero: bool = False
 
 
+class VmDefinition(NamedTuple):
+    """[qemu] and [libvirt]: how the measured guest is booted. Not measured (but for a TD,
+    QEMU's version shapes its boot events: `tdx.qemu` follows `qemu_version`)."""
+
+    qemu_version: str | None = None  # "X.Y[.Z]": whose object properties the arguments use
+    libvirt_version: str | None = None  # whose domain schema the XML follows
+    machine: str = "q35"
+    # SEV family: the host's C-bit position (CPUID 0x8000001F EBX[5:0]) and how many
+    # physical address bits encryption takes: QEMU checks both at KVM init.
+    cbitpos: int = 51
+    reduced_phys_bits: int = 1
+
+
 ID_SIZE = 16  # FAMILY_ID, IMAGE_ID (abi.idblock, which loads only with an ID block)
 ID_BLOCK_SIZE, ID_AUTH_SIZE = 96, 4096
 
@@ -264,6 +277,12 @@ class GuestSpec(NamedTuple):
     firmware_descriptor: "FirmwareDescriptor | None" = None
     id_block: IdBlockConfig | None = None
     igvm: IgvmConfig | None = None
+    vm: VmDefinition | None = None
+
+    @property
+    def vm_definition(self) -> VmDefinition:
+        """How the guest is booted, defaults filled in."""
+        return self.vm if self.vm is not None else VmDefinition()
 
     @property
     def td_config(self) -> TdConfig:
@@ -331,6 +350,9 @@ class GuestSpec(NamedTuple):
                                      and isinstance(igvm.native_zero, bool)):  # fmt: skip
             problems.append(FieldProblem("firmware.igvm", "expected an IgvmConfig or None"))
             fields["igvm"] = None
+        vm, vm_problems = _normalized_vm(fields["vm"])
+        fields["vm"] = vm
+        problems += vm_problems
         id_block, id_block_problems = _normalized_id_block(fields["id_block"])
         fields["id_block"] = id_block
         problems += id_block_problems
@@ -413,6 +435,8 @@ class GuestSpec(NamedTuple):
             out += _launch_secret_problems(self.launch_secret, self.technology)
         if self.id_block is not None and self.technology is Technology.SEV_SNP:
             out += _id_block_problems(self.id_block)
+        if self.vm is not None:
+            out += _vm_problems(self.vm, self.td_config if tdx else None)
         return out
 
 
@@ -561,6 +585,50 @@ def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem
         cmdline = ""
     kernel = files[0] if files[0] is not None else BootFile(sha256=bytes(SHA256_SIZE))
     return DirectBoot(kernel, files[1], cmdline), problems
+
+
+_VM_TYPES: tuple[tuple[str, str, object], ...] = (
+    ("qemu_version", "qemu.version", (str, _OPTIONAL)),
+    ("libvirt_version", "libvirt.version", (str, _OPTIONAL)),
+    ("machine", "qemu.machine", str),
+    ("cbitpos", "qemu.cbitpos", int),
+    ("reduced_phys_bits", "qemu.reduced_phys_bits", int),
+)
+
+
+def _normalized_vm(vm: object) -> tuple[VmDefinition | None, list[FieldProblem]]:
+    if vm is None:
+        return None, []
+    if not isinstance(vm, VmDefinition):
+        return None, [FieldProblem("qemu", "expected a VmDefinition or None")]
+    fields, problems = vm._asdict(), []
+    for name, key, kind in _VM_TYPES:
+        fields[name], problem = _typed(fields[name], kind)
+        if problem is not None:
+            problems.append(FieldProblem(key, problem))
+            fields[name] = VmDefinition._field_defaults[name]
+    return VmDefinition(**fields), problems
+
+
+def _vm_problems(vm: VmDefinition, td: TdConfig | None) -> list[FieldProblem]:
+    out = []
+    for key, version in (("qemu.version", vm.qemu_version),
+                         ("libvirt.version", vm.libvirt_version)):  # fmt: skip
+        if version is not None and qemu_version(version) is None:
+            out.append(
+                FieldProblem(key, f"expected a version like 10.2 or 9.1.0, got {version!r}")
+            )
+    for key, value in (("qemu.cbitpos", vm.cbitpos),
+                       ("qemu.reduced_phys_bits", vm.reduced_phys_bits)):  # fmt: skip
+        if not within(key, value):
+            out.append(FieldProblem(key, f"expected {_range_text(key)}, got {value}"))
+    if not vm.machine or not vm.machine.replace("-", "").replace(".", "").isalnum():
+        out.append(FieldProblem("qemu.machine", f"expected a machine type, got {vm.machine!r}"))
+    booted, named = None if td is None else td.qemu, vm.qemu_version
+    if booted is not None and named is not None and qemu_version(booted) != qemu_version(named):
+        reason = f"{booted}, but qemu.version is {named}: one QEMU boots it"
+        out.append(FieldProblem("tdx.qemu", reason))
+    return out
 
 
 _ID_BLOCK_TYPES: tuple[tuple[str, str, object], ...] = (
@@ -840,6 +908,7 @@ __all__ = [
     "SevLaunchSecretInputs",
     "TdConfig",
     "Technology",
+    "VmDefinition",
     "Vmm",
     "checked_id_block",
     "cpu_from_forms",

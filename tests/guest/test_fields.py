@@ -4,6 +4,8 @@ it (causes, documents, writer, expectations) says what the analysis and audit re
 from __future__ import annotations
 
 import argparse
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from cvmlaunch.guest.fields import (
     step_fields,
 )
 from cvmlaunch.guest.flags import add_guest_arguments
-from cvmlaunch.guest.profile import Profile, profile_json_schema
+from cvmlaunch.guest.profile import Profile, parse_profile, profile_document, profile_json_schema
 from cvmlaunch.guest.spec import (
     MAX_MEMORY_MIB,
     MAX_VCPUS,
@@ -31,6 +33,7 @@ from cvmlaunch.guest.spec import (
     IdBlockConfig,
     TdConfig,
     Technology,
+    VmDefinition,
 )
 
 CPU = CpuSpec.from_name("EPYC-v4")
@@ -44,7 +47,7 @@ def test_every_guest_flag_has_a_row() -> None:
 
 
 def test_every_profile_key_has_a_row() -> None:
-    tables = ("firmware", "cpu", "boot", "snp", "sev", "tdx")
+    tables = ("firmware", "cpu", "boot", "snp", "sev", "tdx", "qemu", "libvirt")
     keys = {k for k in Profile.model_fields if k not in tables}
     for table in tables:
         model: Any = Profile.model_fields[table].annotation
@@ -128,6 +131,9 @@ def _spec_with(row: Field, value: int) -> GuestSpec:
         return spec._replace(cpu=CpuSpec(value))
     assert row.attr is not None
     changes: dict[str, Any] = {row.attr.removeprefix("td.").removeprefix("id_block."): value}
+    if row.attr.startswith("vm."):
+        changes_vm: dict[str, Any] = {row.attr.removeprefix("vm."): value}
+        return spec._replace(vm=VmDefinition()._replace(**changes_vm))
     if row.attr.startswith("id_block."):
         return spec._replace(id_block=IdBlockConfig(Path("/id.pem"), **changes))
     if row.attr.startswith("td."):
@@ -166,3 +172,26 @@ def test_cpu_family_model_stepping_bounds(part: str) -> None:
     assert CpuSpec.from_family_model_stepping(**(fms | {part: low}))
     with pytest.raises(ProfileError, match=rf"{part} {low}\.\.{high}"):
         CpuSpec.from_family_model_stepping(**(fms | {part: high + 1}))
+
+
+def test_qemu_and_libvirt_tables_say_how_the_guest_boots() -> None:
+    text = (
+        'schema_version = 1\ntechnology = "tdx"\n[firmware]\npath = "/f"\n[tdx]\nedk2 = 202502\n'
+        '[qemu]\nversion = "10.2"\nmachine = "q35"\n[libvirt]\nversion = "11.6"\n'
+    )
+    spec = parse_profile(tomllib.loads(text)).to_spec()
+    assert spec.vm == VmDefinition("10.2", "11.6", "q35")
+    assert spec.td_config.qemu == "10.2"  # one QEMU boots the TD: its boot events follow it
+    assert profile_document(spec)["qemu"] == {"version": "10.2", "machine": "q35"}
+    cases = {
+        text.replace(
+            "edk2 = 202502", 'edk2 = 202502\nqemu = "9.2"'
+        ): "tdx.qemu: 9.2, but qemu.version is 10.2",
+        text.replace(
+            'machine = "q35"', "cbitpos = 51"
+        ): "qemu.cbitpos: applies to sev, sev-es, sev-snp",
+        text.replace('"10.2"', '"ten"'): "qemu.version: expected a version like 10.2",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(ProfileError, match=re.escape(message)):
+            parse_profile(tomllib.loads(bad)).to_spec()
