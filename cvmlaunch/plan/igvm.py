@@ -28,7 +28,7 @@ from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.errors import FieldProblem, FirmwareError, ProfileError
 from cvmlaunch.firmware.igvm import Header, IgvmFile, parse_igvm
-from cvmlaunch.guest.files import read_pinned_firmware
+from cvmlaunch.guest.files import read_firmware, read_pinned_firmware
 from cvmlaunch.guest.spec import GuestSpec, IdBlockConfig
 from cvmlaunch.plan.ops import LaunchPlan, PageOp
 from cvmlaunch.plan.step import StepKind
@@ -112,6 +112,8 @@ def build_igvm_plan(spec: GuestSpec, firmware: bytes | None = None) -> LaunchPla
     is refused, naming both."""
     spec = spec.check()
     native_zero = spec.igvm is not None and spec.igvm.native_zero
+    if firmware is None:  # read here to be named by the key the profile wrote
+        firmware = read_firmware(spec.firmware, "firmware.igvm")
     data, sha256 = read_pinned_firmware(spec.firmware, spec.firmware_sha256, firmware)
     igvm = parse_igvm(data)
     ops = snp_page_ops(igvm, native_zero=native_zero)

@@ -6,6 +6,7 @@ through the sim to the same digest with its signed ID block."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -190,3 +191,18 @@ def test_a_hyper_v_layout_file_is_refused_for_launch(tmp_path: Path) -> None:
     with pytest.raises(LaunchError) as e:
         launch(plan, Backend.SIM, kernel=SimKernel("snp"))
     assert "VMSA is at GPA 0x803000; KVM measures every VMSA at 0xfffffffff000" in str(e.value)
+
+
+def test_the_igvm_file_is_read_bounded_and_named(cli: CliRunner, tmp_path: Path) -> None:
+    fifo = tmp_path / "guest.igvm"
+    os.mkfifo(fifo)
+    r = cli("measure", profile(tmp_path, fifo))
+    assert r.code == 2 and r.out == ""
+    assert (
+        r.err
+        == f"cvmlaunch: error: firmware.igvm {fifo}: a FIFO; expected a regular file (a firmware image)\n"
+    )
+    truncated = tmp_path / "short.igvm"
+    truncated.write_bytes((IGVM / "test_elf.igvm").read_bytes()[:5000])
+    r = cli("measure", profile(tmp_path, truncated))
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "IGVM" in r.err, r.err
