@@ -198,10 +198,8 @@ def test_the_igvm_file_is_read_bounded_and_named(cli: CliRunner, tmp_path: Path)
     os.mkfifo(fifo)
     r = cli("measure", profile(tmp_path, fifo))
     assert r.code == 2 and r.out == ""
-    assert (
-        r.err
-        == f"cvmlaunch: error: firmware.igvm {fifo}: a FIFO; expected a regular file (a firmware image)\n"
-    )
+    reason = "a FIFO; expected a regular file (a firmware image)"
+    assert r.err == f"cvmlaunch: error: firmware.igvm {fifo}: {reason}\n"
     truncated = tmp_path / "short.igvm"
     truncated.write_bytes((IGVM / "test_elf.igvm").read_bytes()[:5000])
     r = cli("measure", profile(tmp_path, truncated))
