@@ -86,6 +86,12 @@ XFAM_QEMU = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 17, 1
 _QEMU_MODELS = {"qemu64": (6, 6, 3)}
 
 
+def qemu_version_of(spec: GuestSpec, version: str | None = None) -> str:
+    """The QEMU version the arguments are for: `version`, else [qemu] version, else a TD's
+    tdx.qemu. ProfileError (qemu.version) if none, or it is no version."""
+    return _version(spec, version)[0]
+
+
 def _version(spec: GuestSpec, version: str | None) -> tuple[str, Version]:
     td = spec.td_config if spec.technology is TDX else None
     text = version or spec.vm_definition.qemu_version or (td.qemu if td else None)
@@ -178,8 +184,7 @@ def _launch(spec: GuestSpec, version: str | None) -> tuple[list[str], dict[str, 
     machine = [vm.machine, f"confidential-guest-support={cgs['id']}", "memory-backend=ram0"]
     if tech is TDX:
         td = spec.td_config
-        cgs["attributes"] = td.attributes
-        cgs["sept-ve-disable"] = bool(td.attributes & 1 << 28)
+        cgs["attributes"] = td.attributes  # SEPT_VE_DISABLE is its bit 28, as libvirt gives it
         for name in ("mrconfigid", "mrowner", "mrownerconfig"):
             if any(getattr(td, name)):
                 cgs[name] = base64.b64encode(getattr(td, name)).decode()
