@@ -64,16 +64,13 @@ SINCE = {kind: min(props.values()) for kind, props in PROPERTIES.items()}
 _OBJECT = {SEV: "sev-guest", SEV_ES: "sev-guest", SEV_SNP: "sev-snp-guest", TDX: "tdx-guest"}
 _INT_PROPERTIES = _words("policy handle cbitpos reduced-phys-bits attributes")
 _BOOL_PROPERTIES = _words("kernel-hashes author-key-enabled vcek-disabled sept-ve-disable")
-# Read and left out of the spec: they neither enter a digest nor a report field we model.
-_NOT_MEASURED = {
-    "sev-device": "the host's SEV device",
-    "dh-cert-file": "the guest owner's session keys (the HMAC, not the digest)",
-    "session-file": "the guest owner's session keys (the HMAC, not the digest)",
-    "handle": "an existing SEV context's handle",
-    "guest-visible-workarounds": "SNP_LAUNCH_START's GOSVW, neither measured nor reported",
-    "vcek-disabled": "which key signs reports, not what they carry",
-    "quote-generation-socket": "the host's quote service",
-}
+# Read and left out of the spec, as they enter no digest and no report field we model: the
+# host's SEV device, the owner's session keys (the HMAC, not the digest), an SEV context's
+# handle, SNP_LAUNCH_START's GOSVW, which key signs reports, the host's quote service.
+_NOT_MEASURED = _words(
+    "sev-device dh-cert-file session-file handle guest-visible-workarounds vcek-disabled "
+    "quote-generation-socket"
+)
 _BASE64_SIZES = {"id-block": 96, "host-data": 32} | dict.fromkeys(_TDX.split()[2:5], 48)
 _ID_AUTH_MAX = 4096  # sev.c: decoded id-auth may be shorter, never longer
 # tdx.c (tdx_validate_attributes): the TD attribute bits QEMU lets a guest set.
@@ -418,13 +415,13 @@ def _spec(
         machine |= m
     for key in sorted(machine.keys() - _MACHINE_IGNORED - _MACHINE_READ):
         out.append(FieldProblem(f"-machine {key}", "not a property cvmlaunch can model"))
-    objects = {str(o.get("id")): o for o in seen.get("object", [])}
-    for o in objects.values():
-        kind = o.get("qom-type")
-        if kind not in PROPERTIES and kind not in _MEMORY_BACKENDS | _IGNORED_OBJECTS:
+    objects = {str(o["id"]): o for o in seen.get("object", []) if "id" in o}
+    for o in seen.get("object", []):
+        kind = str(o.get("qom-type"))
+        if kind not in PROPERTIES.keys() | _MEMORY_BACKENDS | _IGNORED_OBJECTS:
             out.append(FieldProblem(f"-object {kind}", "an object cvmlaunch cannot model"))
     cgs = objects.get(str(machine.get("confidential-guest-support")))
-    if cgs is None or cgs.get("qom-type") not in SINCE or cgs.get("qom-type") == "igvm-cfg":
+    if cgs is None or str(cgs.get("qom-type")) not in set(_OBJECT.values()):
         reason = "required: a sev-guest, sev-snp-guest or tdx-guest's id"
         out.append(FieldProblem("-machine confidential-guest-support", reason))
         return GuestSpec(SEV_SNP, Path())
@@ -485,13 +482,8 @@ def _props(kind: str, obj: dict[str, Any], v: Version | None,
             continue
         since = PROPERTIES[kind].get(key)
         if since is None or (v is not None and v < since):
-            out.append(
-                FieldProblem(
-                    where,
-                    f"not a property of upstream QEMU's {kind}"
-                    + ("" if v is None else f" {'.'.join(map(str, v))}"),
-                )
-            )
+            release = "" if v is None else " " + ".".join(map(str, v))
+            out.append(FieldProblem(where, f"not a property of upstream QEMU{release}'s {kind}"))
             continue
         try:
             if key in _INT_PROPERTIES:
@@ -513,13 +505,11 @@ def _vcpus(seen: dict[str, list[dict[str, Any]]], out: list[FieldProblem]) -> in
     try:
         if "cpus" in smp:
             return int(smp["cpus"])
-        topology = [int(smp.get(k, 1)) for k in ("sockets", "dies", "clusters", "cores",
-                                                  "threads")]  # fmt: skip
         count = 1
-        for t in topology:
-            count *= t
+        for part in ("sockets", "dies", "clusters", "cores", "threads"):
+            count *= int(smp.get(part, 1))
         return count
-    except ValueError:
+    except (ValueError, TypeError):
         out.append(FieldProblem("-smp", f"not a CPU count: {smp}"))
         return 1
 
@@ -551,8 +541,9 @@ def _firmware(seen: dict[str, list[dict[str, Any]]], machine: dict[str, Any],
               out: list[FieldProblem]) -> tuple[Path, IgvmConfig | None]:  # fmt: skip
     images: list[tuple[str, object]] = [("-bios", b["value"]) for b in seen.get("bios", [])]
     images += [("-pflash", p["value"]) for p in seen.get("pflash", [])[:1]]
-    for drive in seen.get("drive", []):
-        if drive.get("if") == "pflash" and str(drive.get("unit", "0")) == "0":
+    flash = [d for d in seen.get("drive", []) if d.get("if") == "pflash"]
+    for order, drive in enumerate(flash):  # unit 0 is the code; unit 1 the unmeasured vars
+        if str(drive.get("unit", order)) == "0":
             images.append(("-drive if=pflash", drive.get("file")))
     node = machine.get("pflash0")
     blockdevs = {str(b.get("node-name")): b for b in seen.get("blockdev", [])}
@@ -603,7 +594,7 @@ def _cpu(seen: dict[str, list[dict[str, Any]]], tech: Technology,
         return None
     cpu = seen["cpu"][-1]
     model = str(cpu.get("name"))
-    changed = sorted({"family", "model-id", "model", "stepping"} & cpu.keys())
+    changed = sorted({"family", "model", "stepping"} & cpu.keys())
     if model in _QEMU_MODELS:
         found: CpuSpec | None = CpuSpec(cpu_signature(*_QEMU_MODELS[model]), model)
     else:

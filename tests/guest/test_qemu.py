@@ -30,6 +30,7 @@ from cvmlaunch.guest.spec import (
     DirectBoot,
     GuestSpec,
     IdBlockConfig,
+    IgvmConfig,
     TdConfig,
     Technology,
     VmDefinition,
@@ -432,3 +433,84 @@ def test_import_checks_the_named_version() -> None:
     assert spec_from_qemu(args, version="9.1").technology is SNP
     with pytest.raises(ProfileError, match=r"not in QEMU 8\.2"):
         spec_from_qemu(args, version="8.2")
+
+
+def test_igvm_goes_through_igvm_cfg_from_10_1() -> None:
+    spec = GuestSpec(SNP, Path("/srv/coconut.igvm"), igvm=IgvmConfig(native_zero=True)).check()
+    argv = qemu_args(spec, version="10.1")
+    assert "-bios" not in argv
+    assert argv[1].endswith(",igvm-cfg=igvm0")
+    assert "igvm-cfg,id=igvm0,file=/srv/coconut.igvm" in argv
+    back = spec_from_qemu(argv)
+    assert (back.firmware, back.igvm) == (spec.firmware, spec.igvm)
+    with pytest.raises(ProfileError) as e:
+        qemu_args(spec, version="9.2")
+    assert [p.field for p in e.value.problems] == ["firmware.igvm"]
+    with pytest.raises(ProfileError, match="igvm_native_zero"):
+        qemu_args(spec._replace(igvm=IgvmConfig()), version="10.2")
+
+
+def test_pflash_forms_name_the_firmware() -> None:
+    base = ["-machine", "q35,confidential-guest-support=s", "-object",
+            "sev-guest,id=s,cbitpos=47,reduced-phys-bits=1,policy=0x1"]  # fmt: skip
+    kata = CMDLINES / "kata-4.1.0__govmm_qemu.go.L428-460.txt"
+    assert '"if=pflash,format=raw,readonly=on"' in kata.read_text()  # Kata's SEV firmware
+    code = ["-drive", "if=pflash,format=raw,readonly=on,file=/srv/OVMF_CODE.fd"]
+    vars_ = ["-drive", "if=pflash,format=raw,file=/srv/OVMF_VARS.fd"]
+    assert spec_from_qemu([*base, *code, *vars_]).firmware == Path("/srv/OVMF_CODE.fd")
+    assert spec_from_qemu([*base, "-pflash", "/srv/a,b.fd"]).firmware == Path("/srv/a,b.fd")
+    with pytest.raises(ProfileError, match="a second firmware"):
+        spec_from_qemu([*base, *code, "-bios", "/srv/OVMF.fd"])
+
+
+def test_a_td_is_booted_by_the_qemu_it_names() -> None:
+    spec = _spec(TDX, DEBIAN_OVMF, td=TdConfig(qemu="10.1"))
+    assert qemu_args(spec) == qemu_args(spec, version="10.1.0")
+    with pytest.raises(ProfileError) as e:
+        qemu_args(spec, version="10.2")
+    assert [p.field for p in e.value.problems] == ["tdx.qemu"]
+
+
+_VOCABULARY = [
+    "-machine",
+    "-object",
+    "-cpu",
+    "-smp",
+    "-m",
+    "-bios",
+    "-drive",
+    "-kernel",
+    "-blockdev",
+    "-append",
+    "-device",
+    "-nographic",
+    "-M",
+    "-pflash",
+    "-initrd",
+    "q35,confidential-guest-support=s",
+    "sev-snp-guest,id=s,reduced-phys-bits=1",
+    "tdx-guest,id=s",
+    '{"qom-type":"sev-guest","id":"s","policy":[1]}',
+    "{",
+    "[]",
+    '{"qom-type":["x"]}',
+    '{"cpus":{}}',
+    "EPYC",
+    "2G",
+    "x" * 3,
+    "$X",
+    ",,,=",
+    "if=pflash",
+    "unit=9",
+    "memory-backend=r",
+    "memory-backend-ram,id=r,size=1",
+]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_VOCABULARY) | st.text(max_size=12), max_size=16))
+def test_any_command_line_is_a_spec_or_a_profile_error(args: list[str]) -> None:
+    try:
+        spec_from_qemu(args)
+    except ProfileError as e:
+        assert e.problems
