@@ -1,0 +1,515 @@
+"""The libvirt domain XML codec, both ways: the domain that boots exactly the measured guest,
+and the GuestSpec a domain describes.
+
+Element and attribute names are libvirt's (formatdomain, `<launchSecurity>`); what each
+version accepts is its RelaxNG schema (tests/vectors/vmdef/libvirt-rng). A domain is read
+with the standard library alone: bounded, no DTD, no entities. Every problem found is named
+at once, by profile key going out and by XPath coming in.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from xml.etree import ElementTree as ET
+
+from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.guest.spec import (
+    MR_CONFIG_SIZE,
+    TD_ATTRIBUTES_QEMU_DEFAULT,
+    BootFile,
+    CpuSpec,
+    DirectBoot,
+    GuestSpec,
+    IdBlockConfig,
+    PageOrder,
+    RawDataTail,
+    TdConfig,
+    VmDefinition,
+    Vmm,
+    qemu_version,
+)
+from cvmlaunch.guest.technology import Technology
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+MAX_DOMAIN_XML = 1 << 20  # bytes: a domain is a few kB; anything larger is not one
+
+SEV, SEV_ES, SEV_SNP, TDX = Technology.SEV, Technology.SEV_ES, Technology.SEV_SNP, Technology.TDX
+# The libvirt release that first accepts each <launchSecurity> type (NEWS; PROVENANCE.md
+# of tests/vectors/vmdef: SEV-SNP "since 10.5.0", TDX merged for 11.6.0).
+_SINCE = {SEV: (4, 4), SEV_ES: (4, 4), SEV_SNP: (10, 5), TDX: (11, 6)}
+_KERNEL_HASHES_SINCE = (8, 0)  # launchSecurity/@kernelHashes
+_TYPE = {SEV: "sev", SEV_ES: "sev", SEV_SNP: "sev-snp", TDX: "tdx"}
+# Policy bit 2 (ES): QEMU's sev-guest launches SEV-ES from it; libvirt has no other switch.
+SEV_POLICY_ES = 1 << 2
+# The TD attributes QEMU's tdx-guest accepts (SEPT_VE_DISABLE, PKS, PERFMON); libvirt
+# passes <policy> through as `attributes` (qemu-qapi/VALUE-ENCODINGS.md).
+QEMU_TD_ATTRIBUTES = 1 << 28 | 1 << 30 | 1 << 63
+HOST_DATA_SIZE, ID_BLOCK_SIZE, ID_AUTH_SIZE = 32, 96, 4096
+_KVM_VMSA_GPA = GuestSpec._field_defaults["vmsa_gpa"]
+_GUEST_FEATURES = GuestSpec._field_defaults["guest_features"]
+# What XML 1.0 can carry in text (a CR would come back as LF).
+_NOT_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|\r")
+_HEXUINT = re.compile("(0[xX])?[0-9a-fA-F]+")  # libvirt parses <policy> with strtoul, base 16
+_QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+# QEMU options a <qemu:commandline> may add without changing what is measured: devices and
+# their backends, consoles, displays. Any other option is named.
+_UNMEASURED_OPTIONS = frozenset({"-device", "-netdev", "-chardev", "-serial", "-display",
+                                 "-vnc", "-monitor", "-name", "-msg"})  # fmt: skip
+
+
+def domain_xml(spec: GuestSpec, *, name: str = "cvmlaunch", version: str | None = None) -> str:
+    """The libvirt domain XML that boots exactly the guest `spec` measures, for libvirt
+    `version` (else the profile's `libvirt.version`). ProfileError names every profile key
+    the version cannot express or boot."""
+    spec = spec.check()
+    given = version if version is not None else spec.vm_definition.libvirt_version
+    problems = _unexpressible(spec, given)
+    if not name or _NOT_XML.search(name) or "/" in name:
+        problems.append(FieldProblem("name", f"not a libvirt domain name: {name!r}"))
+    if problems:
+        raise ProfileError(problems)
+    vm, boot = spec.vm_definition, spec.boot
+    domain = ET.Element("domain", type="kvm")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mib)
+    ET.SubElement(domain, "vcpu", placement="static").text = str(spec.vcpus)
+    os = ET.SubElement(domain, "os")
+    ET.SubElement(os, "type", arch="x86_64", machine=vm.machine).text = "hvm"
+    # -bios: QEMU measures the whole image. SEV-SNP and TDX boot without a varstore, and
+    # QEMU loads TDVF only with -bios (qemu docs/system/i386/tdx.rst).
+    loader = {"type": "rom", "readonly": "yes"}
+    if spec.technology in (SEV_SNP, TDX):
+        loader["stateless"] = "yes"
+    ET.SubElement(os, "loader", loader).text = str(spec.firmware.absolute())
+    if boot is not None:
+        # Both are files here: _unexpressible refused a boot given by digests.
+        for tag, file in (("kernel", boot.kernel), ("initrd", boot.initrd)):
+            if file is not None and file.path is not None:
+                ET.SubElement(os, tag).text = str(file.path.absolute())
+        if boot.cmdline:
+            ET.SubElement(os, "cmdline").text = boot.cmdline
+    if spec.technology is TDX:
+        # A TD's XFAM and CPUID follow the host CPU (QEMU's TDX documentation runs -cpu host).
+        ET.SubElement(domain, "cpu", mode="host-passthrough")
+    elif spec.cpu is not None:
+        cpu = ET.SubElement(domain, "cpu", mode="custom", match="exact")
+        ET.SubElement(cpu, "model", fallback="forbid").text = spec.cpu.name
+    domain.append(_launch_security(spec))
+    ET.indent(domain, "  ")
+    return ET.tostring(domain, encoding="unicode") + "\n"
+
+
+def _unexpressible(spec: GuestSpec, version: str | None) -> list[FieldProblem]:
+    """Every profile key whose value libvirt `version` cannot express, or could not boot."""
+    out: list[FieldProblem] = []
+    tech, key = spec.technology, "libvirt.version"
+    parsed = None if version is None else qemu_version(version)
+    if version is None:
+        out.append(FieldProblem(key, "required: the libvirt version whose domain to write "
+                                "(profile [libvirt] version, or --libvirt-version)"))  # fmt: skip
+    elif parsed is None:
+        out.append(FieldProblem(key, f"expected a version like 11.3 or 9.0.0, got {version!r}"))
+    elif parsed < _SINCE[tech]:
+        since = ".".join(map(str, _SINCE[tech]))
+        out.append(FieldProblem(key, f"libvirt {version} has no <launchSecurity "
+                                f"type='{_TYPE[tech]}'> (since {since})"))  # fmt: skip
+    elif spec.boot is not None and tech is not TDX and parsed < _KERNEL_HASHES_SINCE:
+        out.append(FieldProblem(key, f"libvirt {version} cannot measure a direct boot "
+                                "(kernelHashes since 8.0)"))  # fmt: skip
+    if spec.igvm is not None:
+        out.append(FieldProblem("firmware.igvm", "libvirt's domain has no element for an "
+                                "IGVM file (none up to libvirt 12.9)"))  # fmt: skip
+    elif spec.firmware_descriptor is not None:
+        out.append(FieldProblem("firmware.descriptor", "libvirt boots an image: give "
+                                "firmware.path"))  # fmt: skip
+    if spec.vmm is not Vmm.QEMU:
+        out.append(FieldProblem("vmm", f"libvirt boots with QEMU, not {spec.vmm}"))
+    if spec.cpu is not None and spec.cpu.name is None and tech is not TDX:
+        out.append(FieldProblem("cpu.name", "libvirt names the CPU model: a CPU given by its "
+                                "signature or family/model/stepping cannot be named"))  # fmt: skip
+    if spec.boot is not None:
+        for name, file in (("kernel", spec.boot.kernel), ("initrd", spec.boot.initrd)):
+            if file is not None and file.path is None:
+                out.append(FieldProblem(f"boot.{name}_sha256", f"libvirt boots a file: give "
+                                        f"boot.{name}"))  # fmt: skip
+        if _NOT_XML.search(spec.boot.cmdline):
+            out.append(FieldProblem("boot.cmdline", "holds a character XML cannot carry"))
+    if tech is SEV_SNP:
+        # KVM chooses SEV_FEATURES and the VMSA GPA; a domain cannot say them.
+        if spec.guest_features != _GUEST_FEATURES:
+            out.append(FieldProblem("snp.guest_features", f"libvirt boots with KVM's "
+                                    f"{_GUEST_FEATURES:#x}: no element sets it"))  # fmt: skip
+        if spec.vmsa_gpa != _KVM_VMSA_GPA:
+            out.append(FieldProblem("snp.vmsa_gpa", f"QEMU/KVM measures VMSAs at "
+                                    f"{_KVM_VMSA_GPA:#x}"))  # fmt: skip
+    elif tech in (SEV, SEV_ES) and bool(spec.sev_policy & SEV_POLICY_ES) != (tech is SEV_ES):
+        reason = "bit 2 (ES) is what makes QEMU launch SEV-ES: set for sev-es, clear for sev"
+        out.append(FieldProblem("sev.policy", reason))
+    if tech is TDX:
+        td = spec.td_config
+        # libvirt's TD support drives upstream QEMU (>= 10.1): each page added then
+        # extended, the image copied past RawDataSize.
+        if td.page_order is not PageOrder.PAGE:
+            out.append(FieldProblem("tdx.page_order", "QEMU under libvirt adds and extends "
+                                    "page by page ('page')"))  # fmt: skip
+        if td.raw_data_tail is not RawDataTail.IMAGE:
+            out.append(FieldProblem("tdx.raw_data_tail", "QEMU copies the image past "
+                                    "RawDataSize ('image')"))  # fmt: skip
+        if td.attributes & ~QEMU_TD_ATTRIBUTES:
+            out.append(FieldProblem("tdx.attributes", f"{td.attributes:#x}: QEMU's tdx-guest "
+                                    "takes only SEPT_VE_DISABLE, PKS and PERFMON"))  # fmt: skip
+        if td.kernel_authenticode is not None:
+            out.append(FieldProblem("tdx.kernel_authenticode", "libvirt boots files, not "
+                                    "published digests: give [boot]"))  # fmt: skip
+    return out
+
+
+def _launch_security(spec: GuestSpec) -> Element:
+    tech = spec.technology
+    element = ET.Element("launchSecurity", type=_TYPE[tech])
+    if tech is TDX:
+        td = spec.td_config
+        ET.SubElement(element, "policy").text = f"0x{td.attributes:08x}"
+        for tag, value in (("mrConfigId", td.mrconfigid), ("mrOwner", td.mrowner),
+                           ("mrOwnerConfig", td.mrownerconfig)):  # fmt: skip
+            if any(value):
+                ET.SubElement(element, tag).text = base64.b64encode(value).decode()
+        return element
+    if spec.boot is not None:
+        element.set("kernelHashes", "yes")
+    vm = spec.vm_definition
+    ET.SubElement(element, "cbitpos").text = str(vm.cbitpos)
+    ET.SubElement(element, "reducedPhysBits").text = str(vm.reduced_phys_bits)
+    if tech is not SEV_SNP:
+        ET.SubElement(element, "policy").text = f"0x{spec.sev_policy:04x}"
+        return element
+    ET.SubElement(element, "policy").text = f"0x{spec.snp_policy:08x}"
+    if spec.id_block is not None:
+        from cvmlaunch.measure import measure
+        from cvmlaunch.measure.idblock import id_block_for
+        from cvmlaunch.plan import build_plan
+
+        digest = measure(build_plan(spec)).digest  # the ID block signs the launch digest
+        signed = id_block_for(spec.id_block, ld=digest, policy=spec.snp_policy)
+        if signed.author_key_enabled:
+            element.set("authorKey", "yes")
+        ET.SubElement(element, "idBlock").text = base64.b64encode(signed.block).decode()
+        ET.SubElement(element, "idAuth").text = base64.b64encode(signed.auth).decode()
+    if any(spec.host_data):
+        ET.SubElement(element, "hostData").text = base64.b64encode(spec.host_data).decode()
+    return element
+
+
+# Children and attributes of <launchSecurity> that do not enter the launch digest or the
+# values cvmlaunch checks: read past, not refused.
+_UNMEASURED = frozenset({
+    "handle",  # SEV: the key-sharing handle of another guest
+    "dhCert", "session",  # SEV: the guest owner's launch session (the HMAC's TIK)
+    "guestVisibleWorkarounds",  # SNP_LAUNCH_START GOSVW: a hint, neither measured nor reported
+    "quoteGenerationService",  # TDX: where quotes are got
+    "@vcek",  # SNP: which key signs reports (VCEK or VLEK); audit takes the chain given
+})  # fmt: skip
+_SEV_CHILDREN = frozenset({"cbitpos", "reducedPhysBits", "policy"})
+_CHILDREN = {
+    "sev": _SEV_CHILDREN,
+    "sev-snp": _SEV_CHILDREN | {"idBlock", "idAuth", "hostData"},
+    "tdx": frozenset({"policy", "mrConfigId", "mrOwner", "mrOwnerConfig"}),
+}
+_ATTRIBUTES = {"sev": {"kernelHashes"}, "sev-snp": {"kernelHashes", "authorKey"}, "tdx": set()}
+_LS = "/domain/launchSecurity"
+# Where a spec's own check names a profile key, the element of the domain that gave it.
+_XPATH = {
+    "vcpus": "/domain/vcpu",
+    "memory_mib": "/domain/memory",
+    "cpu.name": "/domain/cpu/model",
+    "firmware.path": "/domain/os/loader",
+    "boot": "/domain/os/kernel",
+    "boot.cmdline": "/domain/os/cmdline",
+    "qemu.machine": "/domain/os/type/@machine",
+    "qemu.cbitpos": f"{_LS}/cbitpos",
+    "qemu.reduced_phys_bits": f"{_LS}/reducedPhysBits",
+    "sev.policy": f"{_LS}/policy",
+    "snp.policy": f"{_LS}/policy",
+    "tdx.attributes": f"{_LS}/policy",
+    "snp.id_block.block": f"{_LS}/idBlock",
+    "snp.id_block.auth": f"{_LS}/idAuth",
+}
+
+
+def spec_from_libvirt(xml: bytes) -> GuestSpec:
+    """The guest a libvirt domain boots, checked. ProfileError names (XPath-like) every
+    element or attribute that affects the measurement and cannot be modelled."""
+    domain = _parsed(xml)
+    reader = _Reader()
+    spec = reader.spec(domain)
+    if reader.problems or spec is None:
+        raise ProfileError(reader.problems)
+    try:
+        return spec.check()
+    except ProfileError as e:
+        raise ProfileError([FieldProblem(_XPATH.get(p.field, p.field), p.reason)
+                            for p in e.problems]) from None  # fmt: skip
+
+
+def _parsed(xml: bytes) -> Element:
+    if len(xml) > MAX_DOMAIN_XML:
+        raise ProfileError([FieldProblem("/domain", f"{len(xml)} bytes: a domain is at most "
+                                         f"{MAX_DOMAIN_XML} bytes")])  # fmt: skip
+    from xml.parsers import expat
+
+    # A DTD could declare entities (billion laughs, external files): refused before any
+    # tree is built. expat reports the declaration before its contents are expanded.
+    def refuse(*_: object) -> None:
+        raise ProfileError([FieldProblem("/domain", "a DOCTYPE (DTD) is not accepted")])
+
+    scan = expat.ParserCreate()
+    scan.StartDoctypeDeclHandler = refuse
+    try:
+        scan.Parse(xml, True)
+        root = ET.fromstring(xml)
+    except (expat.ExpatError, ET.ParseError) as e:
+        raise ProfileError([FieldProblem("/domain", f"not well-formed XML: {e}")]) from None
+    if root.tag != "domain":
+        raise ProfileError([FieldProblem(f"/{root.tag}", "expected a libvirt <domain>")])
+    return root
+
+
+class _Reader:
+    """Reads a domain into GuestSpec fields, collecting every problem by its XPath."""
+
+    def __init__(self) -> None:
+        self.problems: list[FieldProblem] = []
+        self.vm: dict[str, object] = {}  # VmDefinition fields: machine, cbitpos, ...
+
+    def bad(self, where: str, reason: str) -> None:
+        self.problems.append(FieldProblem(where, reason))
+
+    def spec(self, domain: Element) -> GuestSpec | None:
+        if domain.get("type") != "kvm":
+            self.bad("/domain/@type", f"{domain.get('type')!r}: a confidential guest runs "
+                     "under KVM ('kvm')")  # fmt: skip
+        security = domain.find("launchSecurity")
+        kind = None if security is None else security.get("type")
+        if security is None or kind not in _CHILDREN:
+            self.bad(_LS, f"type {kind!r}: expected 'sev', 'sev-snp' or 'tdx'")
+            return None
+        self._qemu_commandline(domain)
+        fields = self._launch_security(security, kind)
+        tech = cast(Technology, fields["technology"])
+        fields.update(
+            vcpus=self._vcpus(domain.find("vcpu")),
+            memory_mib=self._memory(domain.find("memory")),
+            cpu=None if tech is TDX else self._cpu(domain.find("cpu"), tech),
+        )
+        fields.update(self._os(domain.find("os"), tech, security.get("kernelHashes")))
+        if self.problems:
+            return None
+        return GuestSpec(**fields, vm=VmDefinition(**self.vm))  # type: ignore[arg-type]
+
+    def _vcpus(self, vcpu: Element | None) -> int:
+        if vcpu is None:
+            return 1  # libvirt's default
+        count = self._uint("/domain/vcpu", vcpu.text)
+        current = vcpu.get("current")
+        if current is not None and current.strip() != (vcpu.text or "").strip():
+            self.bad("/domain/vcpu/@current", "vCPUs added after launch: QEMU measures the "
+                     "VMSAs of the vCPUs present at launch only")  # fmt: skip
+        return count
+
+    def _memory(self, memory: Element | None) -> int:
+        where = "/domain/memory"
+        if memory is None:
+            self.bad(where, "required")
+            return 0
+        unit = memory.get("unit", "KiB")
+        scale = _scale(unit)
+        if scale is None:
+            self.bad(f"{where}/@unit", f"unknown unit {unit!r}")
+            return 0
+        # libvirt rounds guest RAM up to whole MiB (its tests' .args: 219100 KiB boots as
+        # `-m size=219136k`).
+        return -(-self._uint(where, memory.text) * scale // (1 << 20))
+
+    def _cpu(self, cpu: Element | None, tech: Technology) -> CpuSpec | None:
+        model = None if cpu is None else cpu.find("model")
+        if cpu is not None and cpu.get("mode", "custom") != "custom":
+            where, reason = "/domain/cpu/@mode", f"{cpu.get('mode')!r}: the host's CPU model"
+        elif model is None or not (model.text or "").strip():
+            where, reason = "/domain/cpu/model", "none: libvirt's default (qemu64)"
+        elif model.get("fallback", "allow") != "forbid":
+            where, reason = "/domain/cpu/model/@fallback", "libvirt may substitute a model"
+        else:
+            try:
+                return CpuSpec.from_name((model.text or "").strip())
+            except ProfileError:
+                where, reason = "/domain/cpu/model", f"{model.text!r}: a model cvmlaunch has no "
+                reason += "family/model/stepping for"
+        # Only SEV-ES and SEV-SNP measure the CPU (its signature is in every VMSA).
+        if tech is not SEV:
+            self.bad(where, f"{reason}: the CPUID signature in every VMSA is not known")
+        return None
+
+    def _os(self, os: Element | None, tech: Technology, hashes: str | None) -> dict[str, object]:
+        if os is None:
+            self.bad("/domain/os", "required")
+            return {}
+        kind = os.find("type")
+        if kind is not None and kind.get("arch", "x86_64") != "x86_64":
+            self.bad("/domain/os/type/@arch", f"{kind.get('arch')!r}: expected x86_64")
+        for tag in ("shim", "dtb"):
+            if os.find(tag) is not None:
+                self.bad(f"/domain/os/{tag}", "not modelled: what it loads is not measured")
+        # Without a machine, libvirt takes QEMU's default for x86_64: pc (i440fx).
+        self.vm["machine"] = "pc" if kind is None else kind.get("machine", "pc")
+        return {"firmware": self._loader(os, tech), "boot": self._boot(os, tech, hashes)}
+
+    def _loader(self, os: Element, tech: Technology) -> Path:
+        loader, where = os.find("loader"), "/domain/os/loader"
+        path = None if loader is None else (loader.text or "").strip()
+        if loader is None or not path:
+            chooser = os.get("firmware")
+            how = f"libvirt chooses it (firmware={chooser!r})" if chooser else "default BIOS"
+            self.bad(where, f"no firmware image path: {how}; name the image")
+            return Path()
+        kind = loader.get("type")
+        if kind not in ("rom", "pflash") or (tech is TDX and kind != "rom"):
+            wanted = "'rom' (-bios)" if tech is TDX else "'rom' or 'pflash'"
+            self.bad(f"{where}/@type", f"{kind!r}: expected {wanted}")
+        elif kind == "pflash" and loader.get("readonly") != "yes":
+            self.bad(f"{where}/@readonly", "a writable flash image is not a measured firmware")
+        if tech in (SEV_SNP, TDX) and os.find("nvram") is not None:
+            self.bad("/domain/os/nvram", f"an {tech} guest boots stateless firmware")
+        return Path(path)
+
+    def _boot(self, os: Element, tech: Technology, hashes: str | None) -> DirectBoot | None:
+        kernel, initrd, cmdline = (os.findtext(tag) for tag in ("kernel", "initrd", "cmdline"))
+        if kernel is None:
+            if initrd is not None or cmdline is not None:
+                self.bad("/domain/os/kernel", "required with <initrd> or <cmdline>")
+            return None
+        if tech is not TDX and hashes != "yes":
+            self.bad(f"{_LS}/@kernelHashes", "required with <kernel>: else the firmware "
+                     "measures no kernel, initrd or command line")  # fmt: skip
+        initrd_file = None if initrd is None else BootFile(Path(initrd))
+        return DirectBoot(BootFile(Path(kernel)), initrd_file, cmdline or "")
+
+    def _launch_security(self, security: Element, kind: str) -> dict[str, object]:
+        for name in sorted(set(security.attrib) - {"type"} - _ATTRIBUTES[kind]):
+            if f"@{name}" not in _UNMEASURED:
+                self.bad(f"{_LS}/@{name}", f"not a <launchSecurity type='{kind}'> attribute")
+        for child in security:
+            if child.tag not in _CHILDREN[kind] and child.tag not in _UNMEASURED:
+                self.bad(f"{_LS}/{child.tag}", "not modelled")
+        policy = security.find("policy")
+        if kind == "tdx":
+            td = TdConfig(
+                attributes=TD_ATTRIBUTES_QEMU_DEFAULT if policy is None else self._policy(policy),
+                mrconfigid=self._b64(security, "mrConfigId", MR_CONFIG_SIZE),
+                mrowner=self._b64(security, "mrOwner", MR_CONFIG_SIZE),
+                mrownerconfig=self._b64(security, "mrOwnerConfig", MR_CONFIG_SIZE),
+            )
+            return {"technology": TDX, "td": td}
+        for tag, name in (("cbitpos", "cbitpos"), ("reducedPhysBits", "reduced_phys_bits")):
+            text = security.findtext(tag)
+            if text is not None:  # else the host's, which libvirt asks QEMU for
+                self.vm[name] = self._uint(f"{_LS}/{tag}", text)
+        value = 0
+        if policy is None:
+            self.bad(f"{_LS}/policy", "required")
+        else:
+            value = self._policy(policy, 32 if kind == "sev" else 64)
+        if kind == "sev":
+            return {"technology": SEV_ES if value & SEV_POLICY_ES else SEV, "sev_policy": value}
+        host_data = self._b64(security, "hostData", HOST_DATA_SIZE)
+        return {"technology": SEV_SNP, "snp_policy": value, "host_data": host_data,
+                "id_block": self._id_block(security)}  # fmt: skip
+
+    def _id_block(self, security: Element) -> IdBlockConfig | None:
+        given = [tag for tag in ("idBlock", "idAuth") if security.find(tag) is not None]
+        author_key = security.get("authorKey", "no") == "yes"
+        if not given:
+            if author_key:
+                self.bad(f"{_LS}/@authorKey", "without an ID block")
+            return None
+        if len(given) == 1:
+            missing = ({"idBlock", "idAuth"} - set(given)).pop()
+            self.bad(f"{_LS}/{missing}", f"required with <{given[0]}>")
+            return None
+        block = self._b64(security, "idBlock", ID_BLOCK_SIZE)
+        # QEMU copies a shorter ID auth into the zeroed 4 KiB page SNP_LAUNCH_FINISH reads.
+        auth = self._b64(security, "idAuth", ID_AUTH_SIZE, exact=False).ljust(ID_AUTH_SIZE, b"\0")
+        config = IdBlockConfig(block=block, auth=auth)
+        if config.author_key_enabled != author_key:
+            holds = "holds" if config.author_key_enabled else "holds no"
+            self.bad(f"{_LS}/@authorKey", f"{'yes' if author_key else 'no'}, but the ID auth "
+                     f"{holds} an author key")  # fmt: skip
+        return config
+
+    def _policy(self, policy: Element, bits: int = 64) -> int:
+        text = (policy.text or "").strip()
+        if not _HEXUINT.fullmatch(text) or int(text, 16) >> bits:
+            self.bad(f"{_LS}/policy", f"{text!r}: expected a {bits}-bit hexadecimal number")
+            return 0
+        return int(text, 16)
+
+    def _b64(self, security: Element, tag: str, size: int, exact: bool = True) -> bytes:
+        text = security.findtext(tag)
+        if text is None:
+            return bytes(size)
+        try:
+            value = base64.b64decode("".join(text.split()), validate=True)
+        except ValueError:  # binascii.Error
+            self.bad(f"{_LS}/{tag}", "not base64")
+            return bytes(size)
+        if len(value) > size or (exact and len(value) < size):
+            self.bad(f"{_LS}/{tag}", f"{len(value)} bytes, expected {'' if exact else 'at most '}"
+                     f"{size}")  # fmt: skip
+            return bytes(size)
+        return value
+
+    def _uint(self, where: str, text: str | None) -> int:
+        text = (text or "").strip()
+        if not text.isascii() or not text.isdigit():
+            self.bad(where, f"{text!r}: expected an unsigned integer")
+            return 0
+        return int(text)
+
+    def _qemu_commandline(self, domain: Element) -> None:
+        for element in (e for e in domain if e.tag.startswith(_QEMU_NS)):
+            tag = element.tag.removeprefix(_QEMU_NS)
+            if tag != "commandline":
+                self.bad(f"/domain/qemu:{tag}", "changes QEMU outside the domain: not modelled")
+        for n, element in enumerate(domain.iterfind(f"{_QEMU_NS}commandline")):
+            args = [a.get("value", "") for a in element.iter(f"{_QEMU_NS}arg")]
+            option = None
+            for i, arg in enumerate(args, 1):
+                if option is not None:  # the option's value
+                    if option == "-device" and arg.split(",")[0] == "loader":
+                        self.bad(f"/domain/qemu:commandline[{n + 1}]/qemu:arg[{i}]",
+                                 "a generic loader writes guest memory: not modelled")  # fmt: skip
+                    option = None
+                elif arg in _UNMEASURED_OPTIONS:
+                    option = arg
+                else:
+                    reason = f"{arg!r}: a QEMU option that may change the measurement"
+                    self.bad(f"/domain/qemu:commandline[{n + 1}]/qemu:arg[{i}]", reason)
+
+
+def _scale(unit: str) -> int | None:
+    """Bytes per `unit` as libvirt reads <memory unit=...>: k/KiB binary, KB decimal."""
+    u = unit.lower()
+    if u in ("b", "byte", "bytes"):
+        return 1
+    power = "kmgtpe".find(u[:1]) + 1
+    if not power or u[1:] not in ("", "ib", "b"):
+        return None
+    base = 1000 if u[1:] == "b" else 1024
+    return int(base**power)
+
+
+__all__ = ["MAX_DOMAIN_XML", "domain_xml", "spec_from_libvirt"]
