@@ -29,6 +29,7 @@ _COMMANDS = {
     "idblock": ("sign or check an SEV-SNP ID block", "idblock"),
     "profile": ("profile format tools", "profile"),
     "firmware": ("firmware image tools", "firmware"),
+    "libvirt": ("the libvirt domain that boots the measured guest", "libvirt"),
     "qemu": ("the QEMU arguments that boot the measured guest", "qemu"),
 }
 
