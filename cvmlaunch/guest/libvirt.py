@@ -58,6 +58,7 @@ _HEXUINT = re.compile("(0[xX])?[0-9a-fA-F]+")  # libvirt parses <policy> with st
 _QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 # QEMU options a <qemu:commandline> may add without changing what is measured: devices and
 # their backends, consoles, displays. Any other option is named.
+_GENERIC_LOADER = re.compile(r'loader(,|$)|\{.*"driver" *: *"loader"')  # -device's value
 _UNMEASURED_OPTIONS = frozenset({"-device", "-netdev", "-chardev", "-serial", "-display",
                                  "-vnc", "-monitor", "-name", "-msg"})  # fmt: skip
 
@@ -107,65 +108,58 @@ def domain_xml(spec: GuestSpec, *, name: str = "cvmlaunch", version: str | None 
 def _unexpressible(spec: GuestSpec, version: str | None) -> list[FieldProblem]:
     """Every profile key whose value libvirt `version` cannot express, or could not boot."""
     out: list[FieldProblem] = []
-    tech, key = spec.technology, "libvirt.version"
+
+    def bad(key: str, reason: str) -> None:
+        out.append(FieldProblem(key, reason))
+
+    tech, boot, td = spec.technology, spec.boot, spec.td_config
     parsed = None if version is None else qemu_version(version)
     if version is None:
-        out.append(FieldProblem(key, "required: the libvirt version whose domain to write "
-                                "(profile [libvirt] version, or --libvirt-version)"))  # fmt: skip
+        bad("libvirt.version", "required: the libvirt version whose domain to write "
+            "(profile [libvirt] version, or --libvirt-version)")  # fmt: skip
     elif parsed is None:
-        out.append(FieldProblem(key, f"expected a version like 11.3 or 9.0.0, got {version!r}"))
+        bad("libvirt.version", f"expected a version like 11.3 or 9.0.0, got {version!r}")
     elif parsed < _SINCE[tech]:
-        since = ".".join(map(str, _SINCE[tech]))
-        out.append(FieldProblem(key, f"libvirt {version} has no <launchSecurity "
-                                f"type='{_TYPE[tech]}'> (since {since})"))  # fmt: skip
-    elif spec.boot is not None and tech is not TDX and parsed < _KERNEL_HASHES_SINCE:
-        out.append(FieldProblem(key, f"libvirt {version} cannot measure a direct boot "
-                                "(kernelHashes since 8.0)"))  # fmt: skip
+        since, element = ".".join(map(str, _SINCE[tech])), f"type='{_TYPE[tech]}'"
+        bad("libvirt.version", f"libvirt {version} has no <launchSecurity {element}> "
+            f"(since {since})")  # fmt: skip
+    elif boot is not None and tech is not TDX and parsed < _KERNEL_HASHES_SINCE:
+        bad("libvirt.version", f"libvirt {version} cannot measure a direct boot (kernelHashes "
+            "since 8.0)")  # fmt: skip
     if spec.igvm is not None:
-        out.append(FieldProblem("firmware.igvm", "libvirt's domain has no element for an "
-                                "IGVM file (none up to libvirt 12.9)"))  # fmt: skip
+        bad("firmware.igvm", "libvirt's domain has no element for an IGVM file (up to 12.9)")
     elif spec.firmware_descriptor is not None:
-        out.append(FieldProblem("firmware.descriptor", "libvirt boots an image: give "
-                                "firmware.path"))  # fmt: skip
+        bad("firmware.descriptor", "libvirt boots an image: give firmware.path")
     if spec.vmm is not Vmm.QEMU:
-        out.append(FieldProblem("vmm", f"libvirt boots with QEMU, not {spec.vmm}"))
+        bad("vmm", f"libvirt boots with QEMU, not {spec.vmm}")
     if spec.cpu is not None and spec.cpu.name is None and tech is not TDX:
-        out.append(FieldProblem("cpu.name", "libvirt names the CPU model: a CPU given by its "
-                                "signature or family/model/stepping cannot be named"))  # fmt: skip
-    if spec.boot is not None:
-        for name, file in (("kernel", spec.boot.kernel), ("initrd", spec.boot.initrd)):
-            if file is not None and file.path is None:
-                out.append(FieldProblem(f"boot.{name}_sha256", f"libvirt boots a file: give "
-                                        f"boot.{name}"))  # fmt: skip
-        if _NOT_XML.search(spec.boot.cmdline):
-            out.append(FieldProblem("boot.cmdline", "holds a character XML cannot carry"))
-    if tech is SEV_SNP:
-        # KVM chooses SEV_FEATURES and the VMSA GPA; a domain cannot say them.
-        if spec.guest_features != _GUEST_FEATURES:
-            out.append(FieldProblem("snp.guest_features", f"libvirt boots with KVM's "
-                                    f"{_GUEST_FEATURES:#x}: no element sets it"))  # fmt: skip
-        if spec.vmsa_gpa != _KVM_VMSA_GPA:
-            out.append(FieldProblem("snp.vmsa_gpa", f"QEMU/KVM measures VMSAs at "
-                                    f"{_KVM_VMSA_GPA:#x}"))  # fmt: skip
-    elif tech in (SEV, SEV_ES) and bool(spec.sev_policy & SEV_POLICY_ES) != (tech is SEV_ES):
-        reason = "bit 2 (ES) is what makes QEMU launch SEV-ES: set for sev-es, clear for sev"
-        out.append(FieldProblem("sev.policy", reason))
-    if tech is TDX:
-        td = spec.td_config
-        # libvirt's TD support drives upstream QEMU (>= 10.1): each page added then
-        # extended, the image copied past RawDataSize.
-        if td.page_order is not PageOrder.PAGE:
-            out.append(FieldProblem("tdx.page_order", "QEMU under libvirt adds and extends "
-                                    "page by page ('page')"))  # fmt: skip
-        if td.raw_data_tail is not RawDataTail.IMAGE:
-            out.append(FieldProblem("tdx.raw_data_tail", "QEMU copies the image past "
-                                    "RawDataSize ('image')"))  # fmt: skip
-        if td.attributes & ~QEMU_TD_ATTRIBUTES:
-            out.append(FieldProblem("tdx.attributes", f"{td.attributes:#x}: QEMU's tdx-guest "
-                                    "takes only SEPT_VE_DISABLE, PKS and PERFMON"))  # fmt: skip
-        if td.kernel_authenticode is not None:
-            out.append(FieldProblem("tdx.kernel_authenticode", "libvirt boots files, not "
-                                    "published digests: give [boot]"))  # fmt: skip
+        bad("cpu.name", "libvirt names the CPU model: a signature or family/model/stepping "
+            "cannot be named")  # fmt: skip
+    for name, file in () if boot is None else (("kernel", boot.kernel), ("initrd", boot.initrd)):
+        if file is not None and file.path is None:
+            bad(f"boot.{name}_sha256", f"libvirt boots a file: give boot.{name}")
+    if boot is not None and _NOT_XML.search(boot.cmdline):
+        bad("boot.cmdline", "holds a character XML cannot carry")
+    # KVM chooses SEV_FEATURES and where VMSAs are measured: no element says them.
+    if tech is SEV_SNP and spec.guest_features != _GUEST_FEATURES:
+        bad("snp.guest_features", f"libvirt boots with KVM's {_GUEST_FEATURES:#x}")
+    if tech is SEV_SNP and spec.vmsa_gpa != _KVM_VMSA_GPA:
+        bad("snp.vmsa_gpa", f"QEMU/KVM measures VMSAs at {_KVM_VMSA_GPA:#x}")
+    if tech in (SEV, SEV_ES) and bool(spec.sev_policy & SEV_POLICY_ES) != (tech is SEV_ES):
+        bad("sev.policy", "bit 2 (ES) makes QEMU launch SEV-ES: set for sev-es, clear for sev")
+    if tech is not TDX:
+        return out
+    # libvirt's TDX drives upstream QEMU (>= 10.1): each page added then extended, the
+    # image copied past RawDataSize.
+    if td.page_order is not PageOrder.PAGE:
+        bad("tdx.page_order", "QEMU under libvirt adds and extends page by page ('page')")
+    if td.raw_data_tail is not RawDataTail.IMAGE:
+        bad("tdx.raw_data_tail", "QEMU copies the image past RawDataSize ('image')")
+    if td.attributes & ~QEMU_TD_ATTRIBUTES:
+        bad("tdx.attributes", f"{td.attributes:#x}: QEMU's tdx-guest takes only "
+            "SEPT_VE_DISABLE, PKS and PERFMON")  # fmt: skip
+    if td.kernel_authenticode is not None:
+        bad("tdx.kernel_authenticode", "libvirt boots files, not digests: give [boot]")
     return out
 
 
@@ -226,18 +220,12 @@ _LS = "/domain/launchSecurity"
 _XPATH = {
     "vcpus": "/domain/vcpu",
     "memory_mib": "/domain/memory",
-    "cpu.name": "/domain/cpu/model",
-    "firmware.path": "/domain/os/loader",
     "boot": "/domain/os/kernel",
-    "boot.cmdline": "/domain/os/cmdline",
     "qemu.machine": "/domain/os/type/@machine",
     "qemu.cbitpos": f"{_LS}/cbitpos",
     "qemu.reduced_phys_bits": f"{_LS}/reducedPhysBits",
-    "sev.policy": f"{_LS}/policy",
     "snp.policy": f"{_LS}/policy",
     "tdx.attributes": f"{_LS}/policy",
-    "snp.id_block.block": f"{_LS}/idBlock",
-    "snp.id_block.auth": f"{_LS}/idAuth",
 }
 
 
@@ -384,7 +372,7 @@ class _Reader:
             self.bad(f"{where}/@readonly", "a writable flash image is not a measured firmware")
         if tech in (SEV_SNP, TDX) and os.find("nvram") is not None:
             self.bad("/domain/os/nvram", f"an {tech} guest boots stateless firmware")
-        return Path(path)
+        return self._file(where, path)
 
     def _boot(self, os: Element, tech: Technology, hashes: str | None) -> DirectBoot | None:
         kernel, initrd, cmdline = (os.findtext(tag) for tag in ("kernel", "initrd", "cmdline"))
@@ -395,8 +383,15 @@ class _Reader:
         if tech is not TDX and hashes != "yes":
             self.bad(f"{_LS}/@kernelHashes", "required with <kernel>: else the firmware "
                      "measures no kernel, initrd or command line")  # fmt: skip
-        initrd_file = None if initrd is None else BootFile(Path(initrd))
-        return DirectBoot(BootFile(Path(kernel)), initrd_file, cmdline or "")
+        initrd_file = None if initrd is None else BootFile(self._file("/domain/os/initrd", initrd))
+        return DirectBoot(BootFile(self._file("/domain/os/kernel", kernel)), initrd_file,
+                          cmdline or "")  # fmt: skip
+
+    def _file(self, where: str, text: str) -> Path:
+        # libvirt takes absolute paths only: a relative one would be read from our directory.
+        if not text.startswith("/"):
+            self.bad(where, f"{text!r}: expected an absolute path")
+        return Path(text)
 
     def _launch_security(self, security: Element, kind: str) -> dict[str, object]:
         for name in sorted(set(security.attrib) - {"type"} - _ATTRIBUTES[kind]):
@@ -489,7 +484,7 @@ class _Reader:
             option = None
             for i, arg in enumerate(args, 1):
                 if option is not None:  # the option's value
-                    if option == "-device" and arg.split(",")[0] == "loader":
+                    if option == "-device" and _GENERIC_LOADER.match(arg):
                         self.bad(f"/domain/qemu:commandline[{n + 1}]/qemu:arg[{i}]",
                                  "a generic loader writes guest memory: not modelled")  # fmt: skip
                     option = None
@@ -505,7 +500,7 @@ def _scale(unit: str) -> int | None:
     u = unit.lower()
     if u in ("b", "byte", "bytes"):
         return 1
-    power = "kmgtpe".find(u[:1]) + 1
+    power = "kmgtpe".find(u[:1]) + 1 if u else 0
     if not power or u[1:] not in ("", "ib", "b"):
         return None
     base = 1000 if u[1:] == "b" else 1024

@@ -471,6 +471,16 @@ REFUSALS = {
         "<arg value='-netdev'/><arg value='user,id=n'/><arg value='-bios'/><arg value='/x'/>"
         "</commandline>"
     ),
+    "/domain/os/kernel": minimal(
+        f"<os><type>hvm</type><loader type='rom'>{DEBIAN_OVMF}</loader><kernel>vmlinuz</kernel>"
+        "</os>",
+        security="<launchSecurity type='sev' kernelHashes='yes'><policy>0</policy>"
+        "</launchSecurity>",
+    ),
+    "/domain/qemu:commandline[1]/qemu:arg[2]": minimal(
+        "<commandline xmlns='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        """<arg value='-device'/><arg value='{"driver":"loader","addr":4096}'/></commandline>"""
+    ),
     "/domain/memory": minimal("<memory unit='MiB'>0</memory>"),  # the spec's own check
 }
 
