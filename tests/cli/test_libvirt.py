@@ -101,3 +101,17 @@ def test_domain_errors(cli: CliRunner, tmp_path: Path) -> None:
     assert r.code == 2 and r.err.startswith(f"cvmlaunch: error: {tmp_path / 'absent.xml'}: ")
     r = cli("libvirt", SNP, "--domain", CANONICAL / "trust_domain.xml.template")
     assert r.code == 2 and "--domain: give a profile or a domain, not both" in r.err
+
+
+@pytest.mark.parametrize("name", ["direct-boot-snp", "debian-ovmf-qemu-tdx"])
+def test_profile_to_domain_to_profile_measures_the_same(
+    name: str, cli: CliRunner, tmp_path: Path, debian_ovmf: Path
+) -> None:
+    profile = ROOT / "profiles" / f"{name}.toml"
+    domain, again = tmp_path / "domain.xml", tmp_path / "again.toml"
+    domain.write_text(cli("libvirt", profile, "--libvirt-version", "12.9").out)
+    again.write_text(cli("libvirt", "--domain", domain).out)
+    measured = [
+        json.loads(cli("measure", p, "--json").out)["measurement"] for p in (profile, again)
+    ]
+    assert measured[0] == measured[1]
