@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from cvmlaunch.abi.cpu import lookup_model
 from cvmlaunch.abi.snp import (
     GUEST_POLICY_QEMU_DEFAULT,
     HOST_DATA_SIZE,
@@ -698,9 +699,9 @@ def profile_document(spec: GuestSpec, description: str = "") -> dict[str, Any]:
         doc["memory_mib"] = spec.memory_mib
     doc["firmware"] = firmware
     if spec.cpu is not None and spec.technology is not Technology.TDX:
-        doc["cpu"] = (
-            {"name": spec.cpu.name} if spec.cpu.name else {"signature": spec.cpu.signature}
-        )
+        # A model QEMU knows but our table does not (qemu64) is written by its signature.
+        named = spec.cpu.name is not None and lookup_model(spec.cpu.name) is not None
+        doc["cpu"] = {"name": spec.cpu.name} if named else {"signature": spec.cpu.signature}
     if spec.boot is not None:
         doc["boot"] = _boot_table(spec.boot)
     if spec.technology is Technology.SEV_SNP:
