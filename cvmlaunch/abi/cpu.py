@@ -80,13 +80,24 @@ CPU_MODELS: dict[str, FamilyModelStepping] = {
 }
 
 
+# QEMU's generic models (target/i386/cpu.c builtin_x86_defs): a guest may boot with one
+# (libvirt's test domains run on qemu64, its default), but no AMD part has its signature, so
+# they are named, not searched (`solve` and `explain` read CPU_MODELS).
+QEMU_MODELS: dict[str, FamilyModelStepping] = {"qemu64": FamilyModelStepping(6, 6, 3)}
+
+
 def lookup_model(name: str) -> str | None:
     """The canonical spelling of a CPU model name (case-insensitive), or None if unknown."""
     folded = name.casefold()
-    for known in CPU_MODELS:
+    for known in (*CPU_MODELS, *QEMU_MODELS):
         if known.casefold() == folded:
             return known
     return None
+
+
+def model_signature(name: str) -> int:
+    """The CPUID signature of the model `lookup_model` spelled `name`."""
+    return cpu_signature(*(CPU_MODELS.get(name) or QEMU_MODELS[name]))
 
 
 def models_with_signature(signature: int) -> tuple[str, ...]:

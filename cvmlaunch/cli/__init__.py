@@ -134,6 +134,21 @@ def _delivered(code: int) -> int:
     return code
 
 
+# Options that take every argument after them (a VM definition's command line).
+_REST_OPTIONS = frozenset({"--qemu"})
+
+
+def _rest_options(argv: list[str]) -> list[str]:
+    """`argv` without the `--` written after an option that takes the rest (`--qemu -- ARGS`):
+    argparse (3.11) refuses arguments after a `--` that follows such an option."""
+    for n, word in enumerate(argv[:-1]):
+        if word in _REST_OPTIONS and argv[n + 1] == "--":
+            return [*argv[: n + 1], *argv[n + 2 :]]
+        if word == "--":  # the arguments of a command line, not ours
+            break
+    return argv
+
+
 def _run(argv: list[str]) -> int:
     from cvmlaunch import log
     from cvmlaunch.cli.common import (
@@ -152,7 +167,7 @@ def _run(argv: list[str]) -> int:
     if sys.stdout is None:  # started with stdout closed: no result could be delivered
         print("cvmlaunch: error: standard output is closed", file=sys.stderr)
         return EXIT_BAD_INPUT
-    args = _parse(argv)
+    args = _parse(_rest_options(argv))
     verbose = args.verbose + args.verbose_after
     log.set_level(log.INFO if verbose == 1 else log.DEBUG if verbose > 1 else log.WARNING)
     try:

@@ -324,8 +324,10 @@ class _Reader:
         return -(-self._uint(where, memory.text) * scale // (1 << 20))
 
     def _cpu(self, cpu: Element | None, tech: Technology) -> CpuSpec | None:
-        model = None if cpu is None else cpu.find("model")
-        if cpu is not None and cpu.get("mode", "custom") != "custom":
+        if cpu is None:  # libvirt boots it with QEMU's default model (its tests' .args)
+            return CpuSpec.from_name("qemu64")
+        model = cpu.find("model")
+        if cpu.get("mode", "custom") != "custom":
             where, reason = "/domain/cpu/@mode", f"{cpu.get('mode')!r}: the host's CPU model"
         elif model is None or not (model.text or "").strip():
             where, reason = "/domain/cpu/model", "none: libvirt's default (qemu64)"

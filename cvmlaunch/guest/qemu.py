@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cvmlaunch.abi.cpu import cpu_signature
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, SevFeature
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import (
@@ -78,9 +77,6 @@ TD_ATTRIBUTES_QEMU = (1 << 28) | (1 << 30) | (1 << 63)  # SEPT_VE_DISABLE, PKS, 
 # XFAM follows the -cpu model's XSAVE components (no property sets it): those QEMU's
 # x86_ext_save_areas knows, x87..AVX-512, PT, PKRU, CET_U/S, ARCH_LBR, AMX.
 XFAM_QEMU = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 17, 18))
-# QEMU's own models outside abi.cpu (target/i386/cpu.c builtin_x86_defs): the SEV
-# guests libvirt's tests define run on qemu64, family 6 model 6 stepping 3.
-_QEMU_MODELS = {"qemu64": (6, 6, 3)}
 
 
 def qemu_version_of(spec: GuestSpec, version: str | None = None) -> str:
@@ -595,13 +591,11 @@ def _cpu(seen: dict[str, list[dict[str, Any]]], tech: Technology,
     cpu = seen["cpu"][-1]
     model = str(cpu.get("name"))
     changed = sorted({"family", "model", "stepping"} & cpu.keys())
-    if model in _QEMU_MODELS:
-        found: CpuSpec | None = CpuSpec(cpu_signature(*_QEMU_MODELS[model]), model)
-    else:
-        try:
-            found = CpuSpec.from_name(model)
-        except ProfileError:
-            found = None
+    found: CpuSpec | None
+    try:
+        found = CpuSpec.from_name(model)
+    except ProfileError:
+        found = None
     if tech is SEV:  # no VMSAs: the CPU enters no SEV digest
         return found
     if found is None:

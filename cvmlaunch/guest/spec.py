@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model
+from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model, model_signature
 from cvmlaunch.abi.snp import (
     GUEST_POLICY_MBO,
     GUEST_POLICY_MBZ,
@@ -71,7 +71,7 @@ class CpuSpec(NamedTuple):
             raise ProfileError(
                 [FieldProblem("cpu.name", f"unknown CPU model {name!r} (known: {known})")]
             )
-        return cls(cpu_signature(*CPU_MODELS[canonical]), canonical)
+        return cls(model_signature(canonical), canonical)
 
     @classmethod
     def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> "CpuSpec":
@@ -295,7 +295,10 @@ class GuestSpec(NamedTuple):
         for part in (field.attr or "").split("."):
             if obj is None:
                 return None
-            obj = self.td_config if obj is self and part == "td" else getattr(obj, part)
+            if obj is self and part in ("td", "vm"):  # defaults filled in
+                obj = self.td_config if part == "td" else self.vm_definition
+            else:
+                obj = getattr(obj, part)
         return obj
 
     def files(self) -> list[Path]:

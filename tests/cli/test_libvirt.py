@@ -4,6 +4,7 @@ one line with exit code 2."""
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -66,21 +67,21 @@ def test_errors_are_one_line_with_exit_2(cli: CliRunner, debian_ovmf: Path) -> N
 
 def test_a_domain_gives_its_profile(cli: CliRunner) -> None:
     template = CANONICAL / "trust_domain.xml.template"
-    r = cli("libvirt", "--domain", template)
+    r = cli("profile", "from-libvirt", template)
     assert r.code == 0, r.err
     doc = tomllib.loads(r.out)
     assert (doc["technology"], doc["vcpus"], doc["memory_mib"]) == ("tdx", 32, 16384)
     assert doc["firmware"]["path"] == "/usr/share/qemu/OVMF.fd"
     assert doc["tdx"]["attributes"] == 0x10000000
-    as_json = json.loads(cli("libvirt", "--domain", template, "--json").out)
-    assert as_json["profile"] == doc
+    as_json = json.loads(cli("profile", "from-libvirt", template, "--json").out)
+    assert as_json == doc
 
 
 @pytest.mark.parametrize(
     ("content", "start"),
     [
         (b'<!DOCTYPE d [<!ENTITY a "a">]><domain>&a;</domain>', "/domain: a DOCTYPE"),
-        (b"<domain>" + b" " * MAX_DOMAIN_XML + b"</domain>", "/domain: larger than 1048576 bytes"),
+        (b"<domain>" + b" " * MAX_DOMAIN_XML + b"</domain>", "DOMAIN.xml "),
         (b"<domain type='kvm'><launchSecurity type='sev-es'/></domain>", "/domain/launchSecur"),
     ],
     ids=["doctype", "oversized", "sev-es type"],
@@ -90,17 +91,18 @@ def test_a_domain_that_cannot_be_read_is_refused(
 ) -> None:
     path = tmp_path / "domain.xml"
     path.write_bytes(content)
-    r = cli("libvirt", "--domain", path)
+    r = cli("profile", "from-libvirt", path)
     assert (r.code, r.out) == (2, ""), r
     assert r.err.startswith(f"cvmlaunch: error: {start}"), r.err
     assert r.err.count("\n") == 1
 
 
 def test_domain_errors(cli: CliRunner, tmp_path: Path) -> None:
-    r = cli("libvirt", "--domain", tmp_path / "absent.xml")
-    assert r.code == 2 and r.err.startswith(f"cvmlaunch: error: {tmp_path / 'absent.xml'}: ")
-    r = cli("libvirt", SNP, "--domain", CANONICAL / "trust_domain.xml.template")
-    assert r.code == 2 and "--domain: give a profile or a domain, not both" in r.err
+    r = cli("profile", "from-libvirt", tmp_path / "absent.xml")
+    assert r.code == 2 and r.err.startswith(f"cvmlaunch: error: DOMAIN.xml {tmp_path}/absent.xml")
+    os.mkfifo(tmp_path / "fifo.xml")
+    r = cli("profile", "from-libvirt", tmp_path / "fifo.xml")
+    assert r.code == 2 and "a FIFO; expected a regular file" in r.err
 
 
 @pytest.mark.parametrize("name", ["direct-boot-snp", "debian-ovmf-qemu-tdx"])
@@ -110,7 +112,7 @@ def test_profile_to_domain_to_profile_measures_the_same(
     profile = ROOT / "profiles" / f"{name}.toml"
     domain, again = tmp_path / "domain.xml", tmp_path / "again.toml"
     domain.write_text(cli("libvirt", profile, "--libvirt-version", "12.9").out)
-    again.write_text(cli("libvirt", "--domain", domain).out)
+    again.write_text(cli("profile", "from-libvirt", domain).out)
     measured = [
         json.loads(cli("measure", p, "--json").out)["measurement"] for p in (profile, again)
     ]

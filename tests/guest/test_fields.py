@@ -198,8 +198,9 @@ def test_qemu_and_libvirt_tables_say_how_the_guest_boots() -> None:
 
 
 def test_a_cpu_model_outside_our_table_is_written_by_its_signature() -> None:
-    # QEMU's qemu64 (family 6 model 6 stepping 3), as libvirt's SEV test domains name it: a
-    # profile naming it could not be read back.
-    spec = GuestSpec(Technology.SEV_ES, Path("/f"), cpu=CpuSpec(0x663, "qemu64"))
+    # A name no table knows (an API caller's) could not be read back: its signature is kept.
+    spec = GuestSpec(Technology.SEV_ES, Path("/f"), cpu=CpuSpec(0x663, "my-model"))
     assert profile_document(spec)["cpu"] == {"signature": 0x663}
     assert profile_document(spec._replace(cpu=CPU))["cpu"] == {"name": "EPYC-v4"}
+    # QEMU's qemu64 (family 6 model 6 stepping 3), libvirt's default, is named.
+    assert CpuSpec.from_name("QEMU64") == CpuSpec(0x663, "qemu64")
