@@ -69,8 +69,10 @@ def snp_page_ops(igvm: IgvmFile, *, native_zero: bool = False) -> list[PageOp]:
         elif isinstance(body, ParameterInsert):
             size = areas[body.parameter_area_index]
             op = PageOp(StepKind.FIRMWARE, body.gpa, size, PageType.UNMEASURED, None, label)
+        elif body.data is None:  # the parser reads it for every SEV-SNP VP context
+            raise FirmwareError(f"IGVM header {header.index} ({header.name}): no VMSA data",
+                                header.offset)  # fmt: skip
         else:
-            assert body.data is not None  # read for every VP context of an SEV-SNP mask
             op = PageOp(StepKind.VMSA, body.gpa, IGVM_PAGE_SIZE, PageType.VMSA, body.data,
                          label, vcpu=body.vp_index)  # fmt: skip
         _claim(measured, header, op)

@@ -406,3 +406,14 @@ def test_inspect_truncated_igvm(cli: CliRunner, tmp_path: Path) -> None:
     r = cli("firmware", "inspect", path)
     assert r.code == 2 and r.out == ""
     assert r.err.count("\n") == 1 and "total_file_size" in r.err
+
+
+def test_a_vp_context_without_its_vmsa_is_refused_naming_it() -> None:
+    # Through the API an IgvmFile can be put together without what the parser reads.
+    igvm = parse_igvm((VECTORS / "test_elf.igvm").read_bytes())
+    headers = []
+    for h in igvm.headers:
+        body = h.body._replace(data=None) if isinstance(h.body, abi.VpContext) else h.body
+        headers.append(h.__class__(h.index, h.offset, h.type, h.length, body))
+    with pytest.raises(FirmwareError, match=r"^IGVM header \d+ \(VP_CONTEXT\): no VMSA data"):
+        snp_page_ops(igvm._replace(headers=tuple(headers)))
