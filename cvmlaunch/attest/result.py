@@ -31,6 +31,10 @@ def _text(value: object) -> str:
 
 
 NO_CLAIMS = "no claims checked"
+NOT_EVALUATED = (
+    "not evaluated (no --collateral: whether the platform's TCB is current or its keys "
+    "revoked is unknown)"
+)
 
 
 class AuditResult(NamedTuple):
@@ -46,6 +50,10 @@ class AuditResult(NamedTuple):
     checks: tuple[Check, ...]
     report: dict[str, Any]
     claims_checked: int
+    # The platform's TCB status and revocation as the verification collateral says (TDX:
+    # "UpToDate", "OutOfDate (INTEL-SA-…)"; SEV-SNP: "not revoked"), or None: not evaluated,
+    # which the result says rather than pass in silence.
+    collateral: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -64,8 +72,9 @@ class AuditResult(NamedTuple):
         return tuple(c for c in self.checks if not c.ok)
 
     def text(self, no_claims_hint: str = "give a profile or expected values") -> str:
-        """One line per check, failures marked, a line if no claim was checked (ending in
-        `no_claims_hint`), then the verdict."""
+        """One line per check, failures marked, the TCB status (or that it was not
+        evaluated), a line if no claim was checked (ending in `no_claims_hint`), then the
+        verdict."""
         width = max((len(c.name) for c in self.checks), default=0)
         lines = []
         for c in self.checks:
@@ -73,6 +82,7 @@ class AuditResult(NamedTuple):
                 lines.append(f"  ok    {c.name:<{width}}  {c.actual}")
             else:
                 lines.append(f"  FAIL  {c.name:<{width}}  {c.actual} (expected {c.expected})")
+        lines.append(f"TCB status: {self.collateral or NOT_EVALUATED}")
         if not self.claims_checked:
             lines.append(f"{NO_CLAIMS}: nothing was expected of this guest ({no_claims_hint})")
         failed = len(self.failures)
@@ -85,6 +95,10 @@ class AuditResult(NamedTuple):
             "kind": self.kind,
             "verdict": self.verdict,
             "claims_checked": self.claims_checked,
+            "tcb_status": {
+                "evaluated": self.collateral is not None,
+                "status": self.collateral or NOT_EVALUATED,
+            },
             "checks": [c.doc() for c in self.checks],
             "report": self.report,
         }

@@ -37,6 +37,7 @@ from cvmlaunch.attest.amd import (
 )
 from cvmlaunch.attest.certs import fingerprint, load_certificate, load_certificates
 from cvmlaunch.attest.expect import parse_snp_min_tcb, report_data
+from cvmlaunch.attest.result import NOT_EVALUATED
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
 from cvmlaunch.attest.snp import audit_snp, parse_snp_report, report_doc
 from cvmlaunch.errors import AttestationError
@@ -1258,7 +1259,10 @@ def test_result_doc_is_json(name: str) -> None:
 def test_result_text() -> None:
     result = audit_fixture(DEBUG, Expectations(vmpl=1))
     lines = result.text().splitlines()
-    assert len(lines) == len(result.checks) + 1
+    assert len(lines) == len(result.checks) + 2
+    # Without collateral the result says the TCB status was not evaluated, never nothing.
+    assert lines[-2] == f"TCB status: {NOT_EVALUATED}" and "--collateral" in lines[-2]
+    assert result.doc()["tcb_status"] == {"evaluated": False, "status": NOT_EVALUATED}
     fails = [line for line in lines if "FAIL" in line]
     assert [line.split()[1] for line in fails] == ["guest.debug", "guest.vmpl"]
     assert "(expected DEBUG clear)" in fails[0]
