@@ -27,8 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks.audit_throughput import rates  # noqa: E402
+from audit_throughput import rates  # noqa: E402
+
 from cvmlaunch.attest import Auditor  # noqa: E402
 from cvmlaunch.attest.collateral import collateral_from_json  # noqa: E402
 from cvmlaunch.attest.tcb import CollateralCache, tdx_collateral_checks  # noqa: E402

@@ -40,10 +40,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cvmlaunch.attest.certs import load_certificates, utc
@@ -55,15 +51,10 @@ from cvmlaunch.errors import AttestationError
 MAX_COLLATERAL_FILE = 4 << 20
 MAX_COLLATERAL_FILES = 64
 
-TCB_STATUSES = (
-    "UpToDate",
-    "SWHardeningNeeded",
-    "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",
-    "OutOfDate",
-    "OutOfDateConfigurationNeeded",
-    "Revoked",
-)
+# Intel's tcbStatus values, least severe first (the order statuses converge by).
+TCB_STATUSES = ("UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+                "ConfigurationAndSWHardeningNeeded", "OutOfDate",
+                "OutOfDateConfigurationNeeded", "Revoked")  # fmt: skip
 
 
 class Signed(NamedTuple):
@@ -158,21 +149,6 @@ class TdxCollateral(NamedTuple):
             if info.fmspc == fmspc:
                 return info
         return self.tcb_infos[0]
-
-
-# -- Signatures ------------------------------------------------------------------------
-
-
-def ecdsa_p256_ok(key: object, signature: bytes, message: bytes) -> bool:
-    """`signature` (r || s, 64 bytes) is ECDSA P-256/SHA-256 over `message` by `key`."""
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    try:
-        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 # -- JSON fields -------------------------------------------------------------------------
@@ -375,8 +351,8 @@ def parse_qe_identity(body: bytes, signed: Signed) -> QeIdentity:
         )
     return QeIdentity(
         signed, doc.integer("version"), doc.date("issueDate"), doc.date("nextUpdate"),
-        int.from_bytes(doc.hexbytes("miscselect", 4), "big"),
-        int.from_bytes(doc.hexbytes("miscselectMask", 4), "big"),
+        int.from_bytes(doc.hexbytes("miscselect", 4), "little"),  # bytes as in the report
+        int.from_bytes(doc.hexbytes("miscselectMask", 4), "little"),
         doc.hexbytes("attributes", 16), doc.hexbytes("attributesMask", 16),
         doc.hexbytes("mrsigner", 32), doc.integer("isvprodid"), doc.isv_levels(),
     )  # fmt: skip

@@ -25,6 +25,10 @@ from datetime import datetime
 from typing import NamedTuple, TypeVar, cast
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cvmlaunch.attest import der
@@ -37,7 +41,6 @@ from cvmlaunch.attest.collateral import (
     Signed,
     TcbInfo,
     TdxCollateral,
-    ecdsa_p256_ok,
 )
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.attest.roots import intel_root
@@ -192,6 +195,18 @@ class CollateralCache:
         return cast(_T, value)
 
 
+def ecdsa_p256_ok(key: object, signature: bytes, message: bytes) -> bool:
+    """`signature` (r || s, 64 bytes) is ECDSA P-256/SHA-256 over `message` by `key`."""
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
@@ -252,7 +267,10 @@ def _crl_checks(
 
     def verdict() -> bool:
         key = issuer.public_key()
-        return crl.crl.issuer == issuer.subject and crl.crl.is_signature_valid(key)  # type: ignore[arg-type]
+        # Intel's CAs are P-256; another key type cannot have signed Intel's CRL.
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return False
+        return crl.crl.issuer == issuer.subject and crl.crl.is_signature_valid(key)
 
     ok = cache.get("crl", crl.der + _der(issuer), verdict)
     end = crl.crl.next_update_utc
@@ -278,8 +296,8 @@ def _qe_check(qe: QeIdentity, quote: TdxQuote) -> tuple[Check, Status | None]:
     report = quote.qe
     masked = bytes(a & m for a, m in zip(report.attributes, qe.attributes_mask, strict=True))
     want = bytes(a & m for a, m in zip(qe.attributes, qe.attributes_mask, strict=True))
-    misc_mask = int.from_bytes(qe.miscselect_mask.to_bytes(4, "big"), "little")
-    misc_want = int.from_bytes(qe.miscselect.to_bytes(4, "big"), "little") & misc_mask
+    misc_mask = qe.miscselect_mask
+    misc_want = qe.miscselect & misc_mask
     problems = [
         what for what, ok in (
             ("MRSIGNER", report.mrsigner == qe.mrsigner),
