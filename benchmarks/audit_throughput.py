@@ -191,7 +191,7 @@ def omne_snp() -> Callable[[], object] | None:
 
 def dcap_qvl_tdx() -> Callable[[], object] | None:
     try:
-        import dcap_qvl  # type: ignore[import-not-found]
+        import dcap_qvl
     except ImportError:
         return None
     tdx = VECTORS / "tdx"

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from cvmlaunch.attest.amd import AmdCerts
-from cvmlaunch.attest.auditor import Auditor
+from cvmlaunch.attest.auditor import Auditor, Collateral
 from cvmlaunch.attest.evidence import SEV_SNP, TDX, Evidence, read_evidence
 from cvmlaunch.attest.expect import Expectations
 from cvmlaunch.attest.result import AuditResult, Check
@@ -38,12 +38,15 @@ def audit(
     expect: Expectations | None = None,
     now: datetime | None = None,
     event_log: bytes | None = None,
+    collateral: Collateral | None = None,
 ) -> AuditResult:
     """Parse, verify and validate `evidence` at `now` (default: the current time). SNP
     reports need the VCEK or VLEK in `certs`; TDX quotes carry their PCK chain. A TDX
     quote's `event_log` (CCEL, with or without its ACPI table, or dstack's JSON list) must
-    replay to the quote's RTMRs: one check per RTMR."""
-    return _SHARED.audit(evidence, certs=certs, expect=expect, now=now, event_log=event_log)
+    replay to the quote's RTMRs: one check per RTMR. With `collateral` the platform's TCB
+    status and revocation are checked (else the result says they were not evaluated)."""
+    return _SHARED.audit(evidence, certs=certs, expect=expect, now=now, event_log=event_log,
+                         collateral=collateral)  # fmt: skip
 
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "AuditResult",
     "Auditor",
     "Check",
+    "Collateral",
     "Evidence",
     "Expectations",
     "audit",

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch import log
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
-from cvmlaunch.errors import FieldProblem, ProfileError
-from cvmlaunch.guest.argtypes import hex_bytes, hex_bytes_any, integer
+from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
+from cvmlaunch.guest.argtypes import hex_bytes, hex_bytes_any, integer, list_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from datetime import datetime
 
+    from cvmlaunch.attest import Collateral
     from cvmlaunch.attest.amd import AmdCerts
     from cvmlaunch.attest.batch import Item
     from cvmlaunch.attest.evidence import Evidence
@@ -109,6 +110,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="TDX: the CC event log (CCEL, with or without its ACPI table, or dstack's JSON "
         "list); it must replay to the quote's RTMR0-3, one check each",
     )
+    t = p.add_argument_group("TCB status and revocation (offline collateral)")
+    t.add_argument("--collateral", type=Path, metavar="FILE_OR_DIR",
+                   help="TDX: Intel's TCB info, QE identity, PCK and root CA CRLs (dcap-qvl's "
+                   "collateral JSON, or a directory of PCS responses with their issuer "
+                   "chains); SEV-SNP: AMD's ARK-signed CRL (KDS, DER or PEM). Without it the "
+                   "result says the TCB status was not evaluated")  # fmt: skip
+    t.add_argument("--accept-tcb", type=list_of(str), metavar="STATUS,...",
+                   help="TCB statuses that pass besides UpToDate, e.g. SWHardeningNeeded,"
+                   "ConfigurationNeeded")  # fmt: skip
+    t.add_argument("--accept-advisory", type=list_of(str), metavar="ID,...",
+                   help="advisories (INTEL-SA-...) a passing platform may have open")  # fmt: skip
     p.add_argument("--now", metavar="ISO8601", help="verify certificates at this time")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run)
@@ -142,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
         what = "a CC event log"
         event_log = read_bounded(args.event_log, what, flag="--event-log", limit=MAX_LOG_SIZE)
-    result = audit(evidence.data, certs=certs, expect=expect, now=now, event_log=event_log)
+    collateral = _collateral(args, evidence.kind, {})
+    result = audit(evidence.data, certs=certs, expect=expect, now=now, event_log=event_log,
+                   collateral=collateral)  # fmt: skip
     _log.info("audit.done", kind=result.kind, verdict=result.verdict,
               failed=[c.name for c in result.failures])  # fmt: skip
     if args.json:
@@ -154,6 +168,66 @@ def run(args: argparse.Namespace) -> int:
     if result.verdict == "no-claims" and args.allow_no_claims:
         return EXIT_OK
     return EXIT_OK if result.verdict == "pass" else EXIT_MISMATCH
+
+
+# The TCB statuses Intel names (TCB info tcbStatus); UpToDate always passes.
+TCB_STATUSES = (
+    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked",
+)  # fmt: skip
+
+
+def _collateral(args: argparse.Namespace, kind: str, loaded: dict[str, Any]) -> Collateral | None:
+    """The collateral `--collateral` gives for evidence of `kind` (read once per kind into
+    `loaded`, for a batch), with the statuses and advisories that pass; None without it."""
+    from cvmlaunch.attest import TDX, Collateral
+
+    if args.collateral is None:
+        for flag in ("--accept-tcb", "--accept-advisory"):
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise ProfileError([FieldProblem(flag, "applies with --collateral")])
+        return None
+    accept = set(args.accept_tcb or ())
+    unknown = sorted(accept - set(TCB_STATUSES))
+    if unknown:
+        reason = f"{unknown[0]!r} is no TCB status; expected some of {', '.join(TCB_STATUSES)}"
+        raise ProfileError([FieldProblem("--accept-tcb", reason)])
+    if kind not in loaded:
+        loaded[kind] = _load_collateral(args.collateral, kind)
+    policy = Collateral(accept_tcb=frozenset({"UpToDate", *accept}),
+                        accept_advisories=frozenset(args.accept_advisory or ()))  # fmt: skip
+    if kind == TDX:
+        return policy._replace(tdx=loaded[kind])
+    return policy._replace(amd_crl=loaded[kind])
+
+
+def _load_collateral(path: Path, kind: str) -> Any:
+    from cvmlaunch.attest import TDX
+
+    if kind == TDX:
+        from cvmlaunch.attest.collateral import load_collateral
+
+        try:
+            return load_collateral(path)
+        except AttestationError as e:  # named by the flag that gave it
+            raise AttestationError(f"--collateral {e}") from None
+    from cvmlaunch.attest.amd_crl import load_amd_crl
+    from cvmlaunch.attest.files import folder_files, read_bounded
+
+    files = [path]
+    if path.is_dir():  # the one file in it that is a CRL (a KDS download beside the certs)
+        files = folder_files(path, "--collateral", most=64, skipped=lambda p, r: None)
+    problems = []
+    for file in files:
+        data = read_bounded(file, "an AMD CRL", flag="--collateral")
+        try:
+            return load_amd_crl(data, f"--collateral {file}")
+        except AttestationError as e:
+            problems.append(str(e))
+    reason = problems[0] if len(files) == 1 and problems else f"{path}: no AMD CRL in it"
+    raise AttestationError(
+        reason if reason.startswith("--collateral") else f"--collateral {reason}"
+    )
 
 
 def _now(text: str | None) -> datetime | None:
@@ -352,6 +426,7 @@ def _batch_outcomes(
     auditor = Auditor()
     expectations: dict[tuple[str, bytes], Expectations] = {}
     documents: dict[Path, list[Reference]] = {}
+    collaterals: dict[str, Any] = {}  # read once per evidence kind, verified once (Auditor)
     for item in items:
         try:
             if item.error is not None:
@@ -372,6 +447,7 @@ def _batch_outcomes(
                 expect=expectations[key],
                 now=now,
                 event_log=item.event_log,
+                collateral=_collateral(args, evidence.kind, collaterals),
             )
         except CvmlaunchError as e:  # this report is unusable; the next one may not be
             _log.info("audit.report_error", name=item.name, error=str(e))
