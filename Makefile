@@ -48,6 +48,7 @@ bench: $(OVMF)
 	.venv-bench/bin/python benchmarks/matrix_vs_reference.py
 	.venv-bench/bin/python benchmarks/eventlog_replay.py
 	.venv-bench/bin/python benchmarks/publish_matrix.py
+	.venv-bench/bin/python benchmarks/collateral_audit.py
 	# igvm-tooling's side needs its source (IGVM_TOOLING=DIR/src, see the script's header).
 	.venv-bench/bin/python benchmarks/igvm_measure.py $(if $(IGVM_TOOLING),--igvm-tooling $(IGVM_TOOLING))
 
