@@ -25,14 +25,11 @@ from datetime import datetime
 from typing import NamedTuple, TypeVar, cast
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cvmlaunch.attest import der
-from cvmlaunch.attest.certs import common_name, issuer_problem, utc
+from cvmlaunch.attest.certs import common_name, ecdsa_p256_ok, issuer_problem, utc
 from cvmlaunch.attest.collateral import (
     TCB_STATUSES,
     Crl,
@@ -193,18 +190,6 @@ class CollateralCache:
         else:
             self._verdicts.move_to_end((kind, key))
         return cast(_T, value)
-
-
-def ecdsa_p256_ok(key: object, signature: bytes, message: bytes) -> bool:
-    """`signature` (r || s, 64 bytes) is ECDSA P-256/SHA-256 over `message` by `key`."""
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        return False
-    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    try:
-        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def _der(cert: x509.Certificate) -> bytes:

@@ -25,15 +25,12 @@ from enum import IntFlag
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cvmlaunch.abi import tdx_quote as abi
 from cvmlaunch.abi.tdx import TdAttribute, XfamBit, flag_names
 from cvmlaunch.attest import der
-from cvmlaunch.attest.certs import CertMemo, bundled, common_name, load_chain, utc
+from cvmlaunch.attest.certs import CertMemo, bundled, common_name, ecdsa_p256_ok, load_chain, utc
 from cvmlaunch.attest.expect import Expectations, refuse_others, refuse_out_of_range
 from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
@@ -411,17 +408,6 @@ _PCK_CHECKS = (
 )
 
 
-def _ecdsa_p256_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
-    """`signature` (r || s, big-endian) is ECDSA-SHA256 over `message` by `key`."""
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
-    try:
-        key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
-
-
 def _attestation_key(point: bytes) -> ec.EllipticCurvePublicKey | None:
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + point)
@@ -436,7 +422,7 @@ def _quote_signature(quote: TdxQuote, memo: CertMemo) -> Check:
     if key is None:
         return check(name, expected, "attestation key is not a P-256 point", False)
     # Verified for every quote: what it signs (the TD report) differs from quote to quote.
-    if _ecdsa_p256_ok(key, quote.signature, quote.signed):
+    if ecdsa_p256_ok(key, quote.signature, quote.signed):
         return check(name, expected, expected, True)
     return check(name, expected, "signature does not verify", False)
 
@@ -495,7 +481,7 @@ def _qe_report_signed(
     return memo.derived(
         "qe-report-signature",
         report + signature + leaf_der,
-        lambda: _ecdsa_p256_ok(key, signature, report),
+        lambda: ecdsa_p256_ok(key, signature, report),
     )
 
 
