@@ -210,7 +210,10 @@ def _load_collateral(path: Path, kind: str) -> Any:
         try:
             return load_collateral(path)
         except AttestationError as e:  # named by the flag that gave it
-            raise AttestationError(f"--collateral {e}") from None
+            text = str(e)
+            raise AttestationError(
+                text if text.startswith("--collateral") else f"--collateral {text}"
+            ) from None
     from cvmlaunch.attest.amd_crl import load_amd_crl
     from cvmlaunch.attest.files import folder_files, read_bounded
 

@@ -5,6 +5,7 @@ check; without collateral the result says the status was not evaluated."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,16 @@ def test_without_collateral_the_status_is_said_not_evaluated(cli: CliRunner) -> 
 def test_unusable_collateral_flags(cli: CliRunner, args: list[Any], message: str) -> None:
     r = cli("audit", "--report", QUOTE, *args)
     assert r.code == 2 and message in r.err and len(r.err.splitlines()) == 1, r.err
+    assert r.err.count("--collateral") <= 1 + ("--collateral" in message), r.err
+
+
+def test_collateral_that_is_no_file_is_named_once(cli: CliRunner, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, reason in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device"),
+                         (tmp_path / "absent", "No such file")):  # fmt: skip
+        r = cli("audit", "--report", QUOTE, "--collateral", path)
+        assert r.code == 2 and r.err.startswith(f"cvmlaunch: error: --collateral {path}: {reason}")
 
 
 def amd_crl(*serials: int, days: int = 30) -> bytes:
