@@ -86,7 +86,7 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{args.profile}: valid {spec.technology} profile")
         return EXIT_OK
     if args.qemu is not None:
-        from cvmlaunch.guest.qemu import spec_from_qemu
+        from cvmlaunch.guest.qemu_import import spec_from_qemu
 
         other, source = spec_from_qemu(_definition(args.qemu)), "qemu"
     else:
@@ -177,7 +177,7 @@ def _libvirt_spec(path: Path, name: str) -> GuestSpec:
 
 
 def _from_qemu(args: argparse.Namespace) -> int:
-    from cvmlaunch.guest.qemu import spec_from_qemu
+    from cvmlaunch.guest.qemu_import import spec_from_qemu
 
     spec = spec_from_qemu(_definition(args.args), version=args.qemu_version,
                           firmware=args.firmware, edk2=args.edk2)  # fmt: skip

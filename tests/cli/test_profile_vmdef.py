@@ -15,7 +15,7 @@ import pytest
 
 from cvmlaunch.guest.libvirt import spec_from_libvirt
 from cvmlaunch.guest.profile import profile_document
-from cvmlaunch.guest.qemu import spec_from_qemu
+from cvmlaunch.guest.qemu_import import spec_from_qemu
 from tests.conftest import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ from cvmlaunch.guest.qemu import (
     confidential_object,
     qemu_args,
     qemu_argv_json,
-    spec_from_qemu,
 )
+from cvmlaunch.guest.qemu_import import spec_from_qemu
 from cvmlaunch.guest.spec import (
     BootFile,
     CpuSpec,
