@@ -169,7 +169,7 @@ def _definition(words: list[str]) -> list[str]:
 
 
 def _libvirt_spec(path: Path, name: str) -> GuestSpec:
-    from cvmlaunch.guest.libvirt import MAX_DOMAIN_XML, spec_from_libvirt
+    from cvmlaunch.guest.libvirt_import import MAX_DOMAIN_XML, spec_from_libvirt
     from cvmlaunch.inputs import read_input
 
     data = read_input(path, limit=MAX_DOMAIN_XML, what="a libvirt domain XML", name=name)

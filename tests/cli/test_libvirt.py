@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cvmlaunch.guest.libvirt import MAX_DOMAIN_XML
+from cvmlaunch.guest.libvirt_import import MAX_DOMAIN_XML
 from tests.conftest import VECTORS, CliRunner
 from tests.guest.test_libvirt import schema_errors
 

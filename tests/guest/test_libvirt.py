@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from cvmlaunch.abi.cpu import CPU_MODELS
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.guest.libvirt import MAX_DOMAIN_XML, domain_xml, spec_from_libvirt
+from cvmlaunch.guest.libvirt import domain_xml
+from cvmlaunch.guest.libvirt_import import MAX_DOMAIN_XML, spec_from_libvirt
 from cvmlaunch.guest.profile import load_profile
 from cvmlaunch.guest.spec import (
     BootFile,
