@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             for problem in found:
                 print(f"refused: {problem}")
-            print("the firmware will accept this ID block" if not found else "")
+            if not found:
+                print("the firmware will accept this ID block")
         return EXIT_MISMATCH if found else EXIT_OK
     signed = id_block_for(config, ld=ld, policy=policy, deterministic=not args.random_k,
                           names=names)  # fmt: skip
