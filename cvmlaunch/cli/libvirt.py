@@ -30,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     version = args.libvirt_version or spec.vm_definition.libvirt_version
-    xml = domain_xml(spec, name=args.name, version=version)
+    signed = None
+    if spec.id_block is not None:  # signed (or checked) over the digest the spec measures
+        from cvmlaunch.measure.idblock import signed_for
+
+        found = signed_for(spec)
+        signed = None if found is None else found.parts
+    xml = domain_xml(spec, name=args.name, version=version, id_block=signed)
     if args.json:
         print(json_text({"xml": xml, "libvirt_version": version}))
     else:

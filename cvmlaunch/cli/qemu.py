@@ -37,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_profile(args.profile or default_profile()).to_spec()
     version = qemu_version_of(spec, args.qemu_version)
-    argv = qemu_args(spec, version=version)
-    obj = confidential_object(spec, version=version)
+    signed = None
+    if spec.id_block is not None:  # signed (or checked) over the digest, once for both forms
+        from cvmlaunch.measure.idblock import signed_for
+
+        found = signed_for(spec)
+        signed = None if found is None else found.parts
+    argv = qemu_args(spec, version=version, id_block=signed)
+    obj = confidential_object(spec, version=version, id_block=signed)
     if args.json:
         print(json_text({"argv": argv, "object": obj, "qemu_version": version}))
     elif args.format == "json":

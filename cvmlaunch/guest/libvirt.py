@@ -19,6 +19,7 @@ from cvmlaunch.guest.spec import (
     PageOrder,
     RawDataTail,
     Vmm,
+    definition_id_block,
     qemu_version,
 )
 from cvmlaunch.guest.technology import Technology
@@ -44,7 +45,13 @@ _GUEST_FEATURES = GuestSpec._field_defaults["guest_features"]
 _NOT_XML = re.compile("[^\t\n\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|\r")
 
 
-def domain_xml(spec: GuestSpec, *, name: str = "cvmlaunch", version: str | None = None) -> str:
+def domain_xml(
+    spec: GuestSpec,
+    *,
+    name: str = "cvmlaunch",
+    version: str | None = None,
+    id_block: tuple[bytes, bytes, bool] | None = None,
+) -> str:
     """The libvirt domain XML that boots exactly the guest `spec` measures, for libvirt
     `version` (else the profile's `libvirt.version`). ProfileError names every profile key
     the version cannot express or boot."""
@@ -81,7 +88,7 @@ def domain_xml(spec: GuestSpec, *, name: str = "cvmlaunch", version: str | None 
     elif spec.cpu is not None:
         cpu = ET.SubElement(domain, "cpu", mode="custom", match="exact")
         ET.SubElement(cpu, "model", fallback="forbid").text = spec.cpu.name
-    domain.append(_launch_security(spec))
+    domain.append(_launch_security(spec, id_block))
     ET.indent(domain, "  ")
     return ET.tostring(domain, encoding="unicode") + "\n"
 
@@ -144,7 +151,7 @@ def _unexpressible(spec: GuestSpec, version: str | None) -> list[FieldProblem]:
     return out
 
 
-def _launch_security(spec: GuestSpec) -> Element:
+def _launch_security(spec: GuestSpec, id_block: tuple[bytes, bytes, bool] | None) -> Element:
     tech = spec.technology
     element = ET.Element("launchSecurity", type=_TYPE[tech])
     if tech is TDX:
@@ -164,17 +171,13 @@ def _launch_security(spec: GuestSpec) -> Element:
         ET.SubElement(element, "policy").text = f"0x{spec.sev_policy:04x}"
         return element
     ET.SubElement(element, "policy").text = f"0x{spec.snp_policy:08x}"
-    if spec.id_block is not None:
-        from cvmlaunch.measure import measure
-        from cvmlaunch.measure.idblock import id_block_for
-        from cvmlaunch.plan import build_plan
-
-        digest = measure(build_plan(spec)).digest  # the ID block signs the launch digest
-        signed = id_block_for(spec.id_block, ld=digest, policy=spec.snp_policy)
-        if signed.author_key_enabled:
+    parts = definition_id_block(spec.id_block, id_block)
+    if parts is not None:
+        block, auth, author_key_enabled = parts
+        if author_key_enabled:
             element.set("authorKey", "yes")
-        ET.SubElement(element, "idBlock").text = base64.b64encode(signed.block).decode()
-        ET.SubElement(element, "idAuth").text = base64.b64encode(signed.auth).decode()
+        ET.SubElement(element, "idBlock").text = base64.b64encode(block).decode()
+        ET.SubElement(element, "idAuth").text = base64.b64encode(auth).decode()
     if any(spec.host_data):
         ET.SubElement(element, "hostData").text = base64.b64encode(spec.host_data).decode()
     return element

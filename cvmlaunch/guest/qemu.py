@@ -19,15 +19,17 @@ from cvmlaunch.abi.snp import KVM_VMSA_GPA, SevFeature
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import (
     GuestSpec,
-    IdBlockConfig,
     PageOrder,
     RawDataTail,
     Vmm,
+    definition_id_block,
     qemu_version,
 )
 from cvmlaunch.guest.technology import Technology
 
 Version = tuple[int, int]
+# An ID block signed over the guest's launch digest: (block, auth, AUTHOR_KEY_EN).
+SignedParts = tuple[bytes, bytes, bool]
 
 
 def words(text: str) -> frozenset[str]:
@@ -138,26 +140,34 @@ def _problems(spec: GuestSpec, text: str, v: Version) -> Iterator[FieldProblem]:
             yield FieldProblem("tdx.kernel_authenticode", "a boot given by digests cannot boot")
 
 
-def confidential_object(spec: GuestSpec, *, version: str | None = None) -> dict[str, Any]:
+def confidential_object(
+    spec: GuestSpec, *, version: str | None = None, id_block: SignedParts | None = None
+) -> dict[str, Any]:
     """The confidential-guest object as QMP `object-add` takes it: qom-type, id and every
     property the spec fixes, typed (QAPI int/bool/str). ProfileError: what QEMU `version`
     (else the spec's [qemu] version) cannot boot."""
-    return _launch(spec, version)[1]
+    return _launch(spec, version, id_block)[1]
 
 
-def qemu_args(spec: GuestSpec, *, version: str | None = None) -> list[str]:
+def qemu_args(
+    spec: GuestSpec, *, version: str | None = None, id_block: SignedParts | None = None
+) -> list[str]:
     """The QEMU arguments (after the binary) that boot exactly the guest `spec` measures,
     for QEMU `version` (else [qemu] version, else a TD's tdx.qemu). ProfileError lists
     every key that version cannot boot."""
-    return _launch(spec, version)[0]
+    return _launch(spec, version, id_block)[0]
 
 
-def qemu_argv_json(spec: GuestSpec, *, version: str | None = None) -> str:
+def qemu_argv_json(
+    spec: GuestSpec, *, version: str | None = None, id_block: SignedParts | None = None
+) -> str:
     """`qemu_args` as a JSON array."""
-    return json.dumps(qemu_args(spec, version=version))
+    return json.dumps(qemu_args(spec, version=version, id_block=id_block))
 
 
-def _launch(spec: GuestSpec, version: str | None) -> tuple[list[str], dict[str, Any]]:
+def _launch(
+    spec: GuestSpec, version: str | None, id_block: SignedParts | None
+) -> tuple[list[str], dict[str, Any]]:
     spec = spec.check()
     text, v = _version(spec, version)
     problems = list(_problems(spec, text, v))
@@ -181,8 +191,12 @@ def _launch(spec: GuestSpec, version: str | None) -> tuple[list[str], dict[str, 
     if tech is SEV_SNP:
         if any(spec.host_data):
             cgs["host-data"] = base64.b64encode(spec.host_data).decode()
-        if spec.id_block is not None:
-            cgs |= _id_block(spec, spec.id_block)
+        parts = definition_id_block(spec.id_block, id_block)
+        if parts is not None:
+            block, auth, author_key_enabled = parts
+            cgs["id-block"] = base64.b64encode(block).decode()
+            cgs["id-auth"] = base64.b64encode(auth).decode()
+            cgs["author-key-enabled"] = author_key_enabled
     missing = [
         p for p in cgs if p not in ("qom-type", "id") and PROPERTIES[cgs["qom-type"]][p] > v
     ]
@@ -208,23 +222,6 @@ def _launch(spec: GuestSpec, version: str | None) -> tuple[list[str], dict[str, 
             args += ["-initrd", str(spec.boot.initrd.path)]
         args += ["-append", spec.boot.cmdline]
     return args, cgs
-
-
-def _id_block(spec: GuestSpec, config: IdBlockConfig) -> dict[str, Any]:
-    """id-block, id-auth, author-key-enabled: as given signed (measure and launch check it
-    against the digest), or signed here over the digest this spec measures."""
-    from cvmlaunch.measure.idblock import SignedIdBlock, id_block_for
-
-    if config.block is not None and config.auth is not None:
-        signed = SignedIdBlock(config.block, config.auth, config.author_key_enabled)
-    else:
-        from cvmlaunch.measure import measure
-        from cvmlaunch.plan import build_plan
-
-        ld = measure(build_plan(spec)).digest
-        signed = id_block_for(config, ld=ld, policy=spec.snp_policy)
-    props = signed.qemu()
-    return {**props, "author-key-enabled": props["author-key-enabled"] == "on"}
 
 
 def _escaped(value: str) -> str:

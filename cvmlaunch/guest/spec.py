@@ -248,6 +248,21 @@ class IdBlockConfig(NamedTuple):
         return self.author_key is not None
 
 
+def definition_id_block(
+    config: IdBlockConfig | None, signed: tuple[bytes, bytes, bool] | None
+) -> tuple[bytes, bytes, bool] | None:
+    """The ID block a VM definition of a guest carries, as (block, auth, AUTHOR_KEY_EN):
+    `signed` (signed over the guest's launch digest by the caller, measure.idblock's
+    `signed_for`: the codecs do not measure), else the block the profile gives signed; a
+    ProfileError where keys are named and nothing was signed."""
+    if config is None or signed is not None:
+        return signed
+    if config.block is not None and config.auth is not None:
+        return config.block, config.auth, config.author_key_enabled
+    reason = "signed over the launch digest: sign it first (measure.idblock.signed_for)"
+    raise ProfileError([FieldProblem("snp.id_block", reason)])
+
+
 class GuestSpec(NamedTuple):
     """Everything that determines a launch digest (SEV family or TDX).
 
@@ -915,6 +930,7 @@ __all__ = [
     "Vmm",
     "checked_id_block",
     "cpu_from_forms",
+    "definition_id_block",
     "td_attribute_problems",
     "td_config_problems",
     "xfam_problems",

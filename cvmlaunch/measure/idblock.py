@@ -37,7 +37,7 @@ from cvmlaunch.inputs import read_input
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from cvmlaunch.guest.spec import IdBlockConfig
+    from cvmlaunch.guest.spec import GuestSpec, IdBlockConfig
 
 _log = log.get_logger("cvmlaunch.idblock")
 
@@ -78,6 +78,11 @@ class SignedIdBlock(NamedTuple):
         if not self.author_key_enabled:
             return None
         return hashlib.sha384(IdAuth.unpack(self.auth).author_key).digest()
+
+    @property
+    def parts(self) -> tuple[bytes, bytes, bool]:
+        """(block, auth, AUTHOR_KEY_EN): what SNP_LAUNCH_FINISH and a VM definition take."""
+        return self.block, self.auth, self.author_key_enabled
 
     def qemu(self) -> dict[str, str]:
         """The properties of QEMU's sev-snp-guest object that carry it."""
@@ -342,3 +347,17 @@ def expectations(config: IdBlockConfig) -> dict[str, Any]:
         "image_id": image_id,
         "min_guest_svn": guest_svn,
     }
+
+
+def signed_for(spec: GuestSpec, *, ld: bytes | None = None) -> SignedIdBlock | None:
+    """The ID block a launch of `spec` hands SNP_LAUNCH_FINISH (None: it has none), given or
+    signed with its keys over the digest `spec` measures (`ld` where the caller has it);
+    ProfileError with every reason the firmware would refuse it."""
+    if spec.id_block is None:
+        return None
+    if ld is None:
+        from cvmlaunch.measure import measure
+        from cvmlaunch.plan import build_plan
+
+        ld = measure(build_plan(spec)).digest
+    return id_block_for(spec.id_block, ld=ld, policy=spec.snp_policy)

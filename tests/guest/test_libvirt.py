@@ -29,6 +29,7 @@ from cvmlaunch.guest.spec import (
     VmDefinition,
 )
 from cvmlaunch.measure import measure
+from cvmlaunch.measure.idblock import signed_for
 from cvmlaunch.plan import build_plan
 from tests.conftest import DEBIAN_OVMF, SNP_VECTORS, VECTORS
 
@@ -41,6 +42,12 @@ SEV, SEV_ES, SEV_SNP, TDX = Technology.SEV, Technology.SEV_ES, Technology.SEV_SN
 
 
 @cache
+def domain_of(spec: GuestSpec, **kw: Any) -> str:
+    """`domain_xml` with the ID block signed over the spec's digest, as the command does."""
+    signed = signed_for(spec) if spec.id_block is not None else None
+    return domain_xml(spec, id_block=None if signed is None else signed.parts, **kw)
+
+
 def relaxng(version: str) -> Any:
     """libvirt's domain schema of `version`, as lxml's RelaxNG (its includes by path)."""
     from lxml import etree
@@ -93,15 +100,15 @@ def test_every_domain_validates_or_is_refused_as_the_schema_refuses(
 ) -> None:
     spec = guests()[case]
     if supported(spec, version):
-        xml = domain_xml(spec, version=version)
+        xml = domain_of(spec, version=version)
         assert schema_errors(xml, version) == []
         return
     with pytest.raises(ProfileError) as refused:
-        domain_xml(spec, version=version)
+        domain_of(spec, version=version)
     assert [p.field for p in refused.value.problems] == ["libvirt.version"]
     # The same domain as a newer libvirt takes it: this version's schema rejects it too,
     # at its <launchSecurity>.
-    errors = schema_errors(domain_xml(spec, version="12.9.0"), version)
+    errors = schema_errors(domain_of(spec, version="12.9.0"), version)
     assert any("launchSecurity" in e for e in errors), errors
 
 
@@ -111,7 +118,7 @@ def test_supported_matrix_covers_every_technology_and_version(debian_ovmf: Path)
         for spec in guests().values()
         for version in RNG_VERSIONS
         if supported(spec, version)
-        and not schema_errors(domain_xml(spec, version=version), version)
+        and not schema_errors(domain_of(spec, version=version), version)
     }
     assert valid == {(t, v) for t in ("sev", "sev-es") for v in RNG_VERSIONS} | {
         ("sev-snp", "11.3.0"),
@@ -124,8 +131,8 @@ def test_snp_before_10_5_and_tdx_before_11_6_are_refused(debian_ovmf: Path) -> N
     snp, tdx = guests()["sev-snp"], guests()["tdx"]
     for spec, old, new in ((snp, "10.4", "10.5"), (tdx, "11.5.0", "11.6")):
         with pytest.raises(ProfileError, match=r"^libvirt\.version: libvirt .* has no"):
-            domain_xml(spec, version=old)
-        assert "<launchSecurity" in domain_xml(spec, version=new)
+            domain_of(spec, version=old)
+        assert "<launchSecurity" in domain_of(spec, version=new)
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.stem)
@@ -133,9 +140,9 @@ def test_shipped_profiles_round_trip_to_their_digest(profile: Path, debian_ovmf:
     spec = load_profile(profile).to_spec()
     if spec.vmm != "qemu":  # EC2 and GCE boot their own VMM
         with pytest.raises(ProfileError, match=r"^vmm: libvirt boots with QEMU, not"):
-            domain_xml(spec, version="12.9")
+            domain_of(spec, version="12.9")
         return
-    xml = domain_xml(spec, version="12.9")
+    xml = domain_of(spec, version="12.9")
     assert schema_errors(xml, "12.9.0") == []
     assert digest(spec_from_libvirt(xml.encode())) == digest(spec)
 
@@ -220,7 +227,7 @@ def test_generated_guests_round_trip(boot_files: list[Path], debian_ovmf: Path) 
     def round_trip(case: tuple[GuestSpec, str]) -> None:
         spec, version = case
         spec = spec.check()
-        xml = domain_xml(spec, version=version)
+        xml = domain_of(spec, version=version)
         schema = next(v for v in RNG_VERSIONS if v.startswith(version))
         assert schema_errors(xml, schema) == []
         back = spec_from_libvirt(xml.encode())
@@ -258,7 +265,7 @@ def test_a_td_boots_its_kernel_but_its_rtmr_inputs_are_the_profiles(
         boot=DirectBoot(BootFile(boot_files[0]), BootFile(boot_files[2]), "console=hvc0"),
         td=tdx.td_config._replace(edk2=202502, qemu="10.1"),
     )
-    xml = domain_xml(spec, version="12.9")
+    xml = domain_of(spec, version="12.9")
     assert f"<kernel>{boot_files[0]}</kernel>" in xml and "kernelHashes" not in xml
     assert schema_errors(xml, "12.9.0") == []
     # The domain does not say which edk2 release the firmware is: RTMR1-2 need it.
@@ -270,7 +277,7 @@ def test_an_id_block_is_signed_over_the_digest_and_comes_back(debian_ovmf: Path)
     from cvmlaunch.measure.idblock import checked_id_block
 
     spec = guests()["sev-snp-id-block"]
-    xml = domain_xml(spec, version="11.3")
+    xml = domain_of(spec, version="11.3")
     assert 'authorKey="yes"' in xml
     back = spec_from_libvirt(xml.encode())
     assert back.id_block is not None and back.id_block.author_key_enabled
@@ -387,10 +394,10 @@ def test_libvirt_domains_import_and_come_back_with_their_launch_security(
         # libvirt's test ID block is filler: SNP_LAUNCH_FINISH would refuse it, so no domain
         # is written for it; the rest of the guest is.
         with pytest.raises(ProfileError, match=r"^snp\.id_block\.ld: "):
-            domain_xml(spec, version="12.9")
+            signed_for(spec)  # what `cvmlaunch libvirt` checks before it writes a domain
         spec = spec._replace(id_block=None)
         security = {k: v for k, v in security.items() if k not in ID_BLOCK}
-    ours = domain_xml(spec, version="12.9.0")
+    ours = domain_of(spec, version="12.9.0")
     assert schema_errors(ours, "12.9.0") == []
     back = launch_security(ours)
     # Where libvirt's domain leaves the C-bit to the host, ours names the profile's.
@@ -562,5 +569,5 @@ def test_what_libvirt_cannot_express_is_refused_by_profile_key(debian_ovmf: Path
     }
     for key, spec in cases.items():
         with pytest.raises(ProfileError) as refused:
-            domain_xml(spec)
+            domain_of(spec)
         assert key in [p.field for p in refused.value.problems], (key, refused.value)

@@ -514,3 +514,19 @@ def test_any_command_line_is_a_spec_or_a_profile_error(args: list[str]) -> None:
         spec_from_qemu(args)
     except ProfileError as e:
         assert e.problems
+
+
+def test_an_id_block_signed_with_keys_comes_from_the_caller(debian_ovmf: Path) -> None:
+    # The codec does not measure: a block to sign over the digest is signed by the caller
+    # (`cvmlaunch qemu` does it with measure.idblock.signed_for).
+    from cvmlaunch.measure.idblock import signed_for
+
+    keys = Path(__file__).resolve().parents[1] / "vectors" / "idblock" / "virtee-sev"
+    spec = _spec(SNP, debian_ovmf, id_block=IdBlockConfig(keys / "test_id_key.pem"))
+    with pytest.raises(ProfileError, match=r"^snp\.id_block: signed over the launch digest"):
+        qemu_args(spec, version="10.2")
+    signed = signed_for(spec)
+    assert signed is not None
+    obj = confidential_object(spec, version="10.2", id_block=signed.parts)
+    assert base64.b64decode(obj["id-block"]) == signed.block
+    assert base64.b64decode(obj["id-auth"]) == signed.auth and obj["author-key-enabled"] is False
