@@ -26,7 +26,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from cvmlaunch.attest.amd import AmdCerts
-from cvmlaunch.attest.certs import common_name, utc
+from cvmlaunch.attest.certs import UNREADABLE, common_name, utc
 from cvmlaunch.attest.files import MAX_EVIDENCE_FILE
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
@@ -37,15 +37,6 @@ _PEM_CRL = b"-----BEGIN X509 CRL-----"
 # salt as long as the digest (what go-sev-guest's verifier, Go's x509, requires of it).
 _PSS_SHA384 = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _SIGNED_WITH = "RSASSA-PSS SHA-384"
-# What `cryptography` raises for a CRL that loads but whose parts do not parse.
-_UNREADABLE = (
-    ValueError,
-    TypeError,
-    UnsupportedAlgorithm,
-    x509.InvalidVersion,
-    x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType,
-)
 
 
 class Revocation(NamedTuple):
@@ -117,7 +108,7 @@ def _parse(data: bytes, source: str) -> AmdCrl:
     try:
         load = x509.load_pem_x509_crl if _PEM_CRL in data else x509.load_der_x509_crl
         crl = load(data)
-    except _UNREADABLE:
+    except UNREADABLE:
         # `cryptography`'s message is its ASN.1 parser's state, which says nothing more.
         raise AttestationError(f"{source}: not a DER or PEM X.509 CRL") from None
     # Parse every part the checks read now, as certificates are: a damaged part is refused
@@ -128,7 +119,7 @@ def _parse(data: bytes, source: str) -> AmdCrl:
         revoked = {entry.serial_number: _revocation(entry) for entry in crl}
         this_update, next_update = crl.last_update_utc, crl.next_update_utc
         encoded = crl.public_bytes(Encoding.DER)
-    except _UNREADABLE as e:
+    except UNREADABLE as e:
         raise AttestationError(f"{source}: a damaged X.509 CRL ({e})") from None
     # `cryptography` has refused a CRL whose signatureAlgorithm differs from the signed
     # TBSCertList's copy, so the algorithm the checks read is the one that was signed.

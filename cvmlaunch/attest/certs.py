@@ -56,18 +56,20 @@ def load_certificates(data: bytes, source: str) -> list[x509.Certificate]:
         try:
             for cert in certs:
                 _parse_fully(cert)
-        except _UNREADABLE as e:
+        except UNREADABLE as e:
             raise AttestationError(f"{source}: a damaged X.509 certificate ({e})") from None
     return certs
 
 
-# What `cryptography` raises for a certificate that loads but whose parts do not parse.
-_UNREADABLE = (
+# What `cryptography` raises for a certificate or CRL that loads but whose parts do not
+# parse.
+UNREADABLE = (
     ValueError,
     TypeError,
     UnsupportedAlgorithm,
     x509.InvalidVersion,
     x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
 )
 
 
@@ -221,7 +223,7 @@ def _load_ders(ders: list[bytes], known: dict[bytes, x509.Certificate]) -> Chain
                 same = own is not None and nxt is not None and own.issuer == nxt.subject
                 keys[i], subjects[i] = _parse_fully(cert, issuer=not same)
                 certs[i] = cert
-        except (*_UNREADABLE, x509.InvalidVersion):
+        except UNREADABLE:
             return None
     return Chain([cert for cert in certs if cert is not None], ders, keys, subjects, parts)
 
