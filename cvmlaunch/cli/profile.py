@@ -109,13 +109,13 @@ def _compare(spec: GuestSpec, other: GuestSpec, source: str, args: argparse.Name
         if ours != theirs and spec.technology in field.applies:
             differences.append({"key": field.key, "profile": _shown(ours), source: _shown(theirs),
                                 "measured": field.measured})  # fmt: skip
-    blocks = [_signed_block(s) for s in (spec, other)]
+    measured = [measure(build_plan(s)).digest for s in (spec, other)]
+    blocks = [_signed_block(s, ld) for s, ld in zip((spec, other), measured, strict=True)]
     if blocks[0] != blocks[1]:  # the block as SNP_LAUNCH_FINISH gets it, however given
         differences.append({"key": "snp.id_block", "profile": _shown(blocks[0]),
                             source: _shown(blocks[1]), "measured": False})  # fmt: skip
-    digests = {"profile": measure(build_plan(spec)).digest.hex()}
-    digests[source] = measure(build_plan(other)).digest.hex()
-    same = digests["profile"] == digests[source]
+    digests = {"profile": measured[0].hex(), source: measured[1].hex()}
+    same = measured[0] == measured[1]
     if args.json:
         doc = {"profile": str(args.profile), "differences": differences, "measurements": digests,
                "same_measurement": same}  # fmt: skip
@@ -142,14 +142,14 @@ _UNSAID = (
 )
 
 
-def _signed_block(spec: GuestSpec) -> bytes | None:
+def _signed_block(spec: GuestSpec, ld: bytes) -> bytes | None:
     """The ID block `spec` launches with, as SNP_LAUNCH_FINISH gets it: given, or signed over
-    its digest (a block the firmware would refuse is a difference, not an error here)."""
+    its digest `ld` (a block the firmware would refuse is a difference, not an error here)."""
     if spec.id_block is None or spec.id_block.block is not None:
         return None if spec.id_block is None else spec.id_block.block
     from cvmlaunch.measure.idblock import signed_for
 
-    signed = signed_for(spec)
+    signed = signed_for(spec, ld=ld)
     return None if signed is None else signed.block
 
 
