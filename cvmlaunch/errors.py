@@ -4,11 +4,13 @@ Every failure a caller can act on is a `CvmlaunchError`; the CLI turns any of th
 line on stderr and exit code 2 (bad input) or 1 (a check that failed).
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
+from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class CvmlaunchError(Exception):
@@ -99,7 +101,7 @@ class KvmError(CvmlaunchError):
             f" ({values})" if values else ""
         )
 
-    def at(self, step: str) -> "KvmError":
+    def at(self, step: str) -> KvmError:
         """This error, named with the launch phase it happened in."""
         self.step = step
         self.args = (self._message(),)

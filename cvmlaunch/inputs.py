@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cvmlaunch.errors import InputError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _CHUNK = 1 << 20
 _NULL_DEVICE = os.makedev(1, 3)
@@ -85,19 +87,26 @@ def _too_large(name: str, path: Path | str, limit: int, what: str) -> InputError
     return InputError(_where(name, path), f"larger than {size_text(limit)}; not {what}")
 
 
-@contextmanager
-def open_input(
-    path: Path | str, *, limit: int, what: str, name: str = ""
-) -> Iterator[tuple[int, int]]:
-    """A descriptor on the regular file at `path` and its size (at most `limit`), to read at
-    offsets (`os.pread`); closed on leaving the block."""
-    fd, st = _open(path, name, what, stream=False)
-    try:
+class OpenInput:
+    """`with OpenInput(path, limit=…, what=…) as (fd, size)`: a descriptor on the regular
+    file at `path` and its size (at most `limit`), to read at offsets (`os.pread`); opened on
+    entering the block, closed on leaving it. (A class: contextlib costs start-up.)"""
+
+    def __init__(self, path: Path | str, *, limit: int, what: str, name: str = "") -> None:
+        self._where = (path, limit, what, name)
+        self._fd = -1
+
+    def __enter__(self) -> tuple[int, int]:
+        path, limit, what, name = self._where
+        fd, st = _open(path, name, what, stream=False)
         if st.st_size > limit:
+            os.close(fd)
             raise _too_large(name, path, limit, what)
-        yield fd, st.st_size
-    finally:
-        os.close(fd)
+        self._fd = fd
+        return fd, st.st_size
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
 
 def read_input(path: Path | str, *, limit: int, what: str, name: str = "") -> bytes:

@@ -7,7 +7,10 @@ a quiet command-line run never pays its import cost.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 # The standard library's level numbers, without importing `logging` at start-up.
 DEBUG, INFO, WARNING = 10, 20, 30

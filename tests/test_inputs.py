@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cvmlaunch.errors import InputError
-from cvmlaunch.inputs import kind_name, read_input, size_text, stream_input
+from cvmlaunch.inputs import OpenInput, kind_name, read_input, size_text, stream_input
 
 
 def test_reads_a_regular_file_whole(tmp_path: Path) -> None:
@@ -107,7 +107,35 @@ def test_no_descriptor_is_left_open(tmp_path: Path) -> None:
         read_input(path, limit=5, what="x")
         with pytest.raises(InputError):
             stream_input(path, lambda b: None, limit=4, what="x", name="n")
+        with (
+            pytest.raises(InputError, match="larger than 4 bytes"),
+            OpenInput(path, limit=4, what="x"),
+        ):
+            pass
+        with pytest.raises(ZeroDivisionError), OpenInput(path, limit=5, what="x"):
+            1 / 0  # noqa: B018
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_open_input_opens_on_entering_and_closes_on_leaving(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"12345")
+    before = len(os.listdir("/proc/self/fd"))
+    opening = OpenInput(path, limit=5, what="x")
+    assert len(os.listdir("/proc/self/fd")) == before
+    with opening as (fd, size):
+        assert len(os.listdir("/proc/self/fd")) == before + 1 and size == 5
+        assert os.pread(fd, 5, 0) == b"12345"
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    with (
+        pytest.raises(
+            InputError, match=r"^k /dev/zero: a character device; expected a regular file \(x\)$"
+        ),
+        OpenInput("/dev/zero", limit=5, what="x", name="k"),
+    ):
+        pass
 
 
 def test_words() -> None:

@@ -7,10 +7,9 @@ model: QEMU target/i386/cpu.c `builtin_x86_defs`; model versions (-v1, -v2, …)
 features and cache data, never family/model/stepping.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
+from __future__ import annotations
 
-from typing import NamedTuple
+from cvmlaunch.namedtuple import NamedTuple
 
 
 class FamilyModelStepping(NamedTuple):

@@ -10,7 +10,8 @@ that wrote big-endian or unpadded r and s produced firmware "Bad signature" fail
 """
 
 import struct
-from typing import NamedTuple
+
+from cvmlaunch.namedtuple import NamedTuple
 
 ID_BLOCK_SIZE = 96
 ID_AUTH_SIZE = 4096

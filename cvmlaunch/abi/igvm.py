@@ -5,12 +5,12 @@ checked with `microsoft/igvm-tooling:src/igvm/structure/igvmfileformat.py`. Name
 spec without its `IGVM_VHT_` / `IGVM_VHS_` prefixes. All fields are little-endian.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and a file holds thousands of headers.
+from __future__ import annotations
 
 import struct
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+
+from cvmlaunch.namedtuple import NamedTuple
 
 IGVM_MAGIC = 0x4D564749  # "IGVM" read as a little-endian u32
 IGVM_MAGIC_BYTES = b"IGVM"

@@ -5,13 +5,16 @@ Area" (SEV-ES layout), and Linux arch/x86/include/asm/svm.h `struct sev_es_save_
 Only the fields a launch sets are named; every other byte of the 4 KiB page is zero.
 """
 
-# No `from __future__ import annotations`: NamedTuple turns each string annotation into a
-# ForwardRef, compiling it (~20 us a field), and this module loads on every measurement.
+from __future__ import annotations
 
 import struct
-from typing import Any, NamedTuple
 
 from cvmlaunch.abi.snp import PAGE_SIZE
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Segment(NamedTuple):
@@ -100,7 +103,7 @@ class SaveArea(NamedTuple):
     x87_fcw: int
 
     @classmethod
-    def unpack(cls, page: bytes) -> "SaveArea":
+    def unpack(cls, page: bytes) -> SaveArea:
         """The fields of a VMSA page (what `pack` writes; the rest of the page is not read)."""
         values: dict[str, Any] = {}
         for name in cls._fields:

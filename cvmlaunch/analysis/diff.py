@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.cpu import models_with_signature, split_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType, sev_feature_names
@@ -28,6 +28,7 @@ from cvmlaunch.analysis.evidence import (
 from cvmlaunch.firmware.ovmf import FOUR_GIB
 from cvmlaunch.guest.fields import BY_KEY, listing_rank
 from cvmlaunch.measure.snp import snp_digest
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.sev import EC2_CPUID_LAST, GCE_SEC_MEM
 from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction

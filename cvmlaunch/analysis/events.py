@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import zip_longest
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.eventlog import RTMR_COUNT, event_type_name
 from cvmlaunch.measure.document import event_json
 from cvmlaunch.measure.rtmr import BOOT_RTMRS, event_causes
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.step import Step
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from cvmlaunch.abi.snp import PAGE_SIZE, ZERO_CONTENTS, PageType
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK
@@ -28,6 +28,7 @@ from cvmlaunch.guest.fields import (
     step_fields,
 )
 from cvmlaunch.guest.spec import Technology
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import Plan, TdPlan
 from cvmlaunch.plan.step import TD_RECORDS, Step, StepKind, TdAction
 

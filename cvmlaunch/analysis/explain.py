@@ -6,7 +6,7 @@ digest at its end.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import PAGE_SIZE, sev_feature_names
@@ -14,6 +14,7 @@ from cvmlaunch.abi.tdx import TdvfSectionType
 from cvmlaunch.analysis.evidence import STEP_FIELDS
 from cvmlaunch.guest.spec import Technology, Vmm, firmware_name
 from cvmlaunch.measure import Measurement, measure
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import LaunchPlan, PageOp, Plan, TdPageOp, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
 

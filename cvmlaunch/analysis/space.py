@@ -14,7 +14,7 @@ decides only what to ask it.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature
 from cvmlaunch.abi.snp import SevFeature
@@ -39,6 +39,7 @@ from cvmlaunch.measure.sweep import (
     point,
     sweep,
 )
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.sev import GCE_GENOA_VMSA_GPA
 
 # The names of the fields a configuration varies (the names `search_axes` takes as `fixed`).

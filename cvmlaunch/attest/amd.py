@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -25,6 +25,7 @@ from cvmlaunch.attest import der
 from cvmlaunch.attest.certs import common_name, load_certificate, load_certificates
 from cvmlaunch.attest.files import folder_files, read_bounded
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
+from cvmlaunch.namedtuple import NamedTuple
 
 _T = TypeVar("_T")
 _log = log.get_logger("cvmlaunch.attest")

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -31,6 +31,7 @@ from cvmlaunch.attest.files import MAX_EVIDENCE_FILE
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 _PEM_CRL = b"-----BEGIN X509 CRL-----"
 # AMD signs with the PSS parameters of its certificates: SHA-384, MGF1 over SHA-384, and a

@@ -9,7 +9,7 @@ brings of its own (its signature, its claims, the time checks) on every call.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cvmlaunch.attest.amd import AmdCerts
 from cvmlaunch.attest.certs import CertMemo, now_utc, utc
@@ -17,6 +17,7 @@ from cvmlaunch.attest.evidence import TDX, read_evidence
 from cvmlaunch.attest.expect import Expectations
 from cvmlaunch.attest.result import AuditResult
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:
     from cvmlaunch.attest.amd_crl import AmdCrl

@@ -18,13 +18,13 @@ import binascii
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from cvmlaunch import log
 from cvmlaunch.attest.amd import AmdCerts
 from cvmlaunch.attest.files import folder_files, read_bounded
 from cvmlaunch.errors import AttestationError, InputError
-from cvmlaunch.inputs import open_input, size_text
+from cvmlaunch.inputs import OpenInput, size_text
+from cvmlaunch.namedtuple import NamedTuple
 
 _log = log.get_logger("cvmlaunch.attest")
 
@@ -80,7 +80,7 @@ def _skipped(path: Path, reason: str) -> None:
 
 def _jsonl_items(path: Path, flag: str) -> Iterator[Item]:
     try:
-        with open_input(path, limit=MAX_JSONL_FILE, what=_WHAT, name=flag):
+        with OpenInput(path, limit=MAX_JSONL_FILE, what=_WHAT, name=flag):
             pass  # its kind and size: refused before any report is audited
     except InputError as e:
         raise AttestationError(str(e)) from None
@@ -94,7 +94,7 @@ def _records(path: Path, flag: str) -> Iterator[Item]:
     count = 0
     try:
         with (
-            open_input(path, limit=MAX_JSONL_FILE, what=_WHAT, name=flag) as (fd, _),
+            OpenInput(path, limit=MAX_JSONL_FILE, what=_WHAT, name=flag) as (fd, _),
             open(fd, "rb", closefd=False) as stream,
         ):
             number = 0

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from cvmlaunch.attest import der as _der
 from cvmlaunch.attest.result import Check, check
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 PublicKey = CertificatePublicKeyTypes

@@ -37,7 +37,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cvmlaunch.attest.certs import load_certificates, utc
 from cvmlaunch.attest.files import folder_files, read_bounded
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 # A PCS TCB info with tdxModuleIdentities is ~15 KiB, a PCK CRL with its revoked serials
 # ~100 KiB; the combined JSON carries them all.

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 INTEGER, OCTET_STRING, OID, IA5_STRING, SEQUENCE = 0x02, 0x04, 0x06, 0x16, 0x30
 

@@ -21,7 +21,7 @@ import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from itertools import zip_longest
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi import eventlog as abi
 from cvmlaunch.attest.event_data import decode_event, one_line, plain_text
@@ -29,6 +29,7 @@ from cvmlaunch.attest.result import Check, check
 from cvmlaunch.errors import AttestationError
 from cvmlaunch.measure.document import event_json
 from cvmlaunch.measure.rtmr import BOOT_RTMRS, event_causes
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.step import Step, StepKind
 
 # The largest log accepted (LAML is 64 KiB..1 MiB in the logs we know).

@@ -7,11 +7,11 @@ import base64
 import binascii
 import re
 import struct
-from typing import NamedTuple
 
 from cvmlaunch.abi.snp_report import MSG_REPORT_RSP, REPORT_SIZE
 from cvmlaunch.abi.tdx_quote import TDREPORT_SIZE, TDREPORT_TYPE
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 SEV_SNP, TDX = "sev-snp", "tdx"
 _TDX_PROBE = struct.Struct("<HHI")  # quote header: version, attestation key type, TEE type

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
 from cvmlaunch.guest.technology import Technology
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:  # an audit without a profile needs neither (their imports cost ~10 ms)
     from cvmlaunch.guest.spec import GuestSpec

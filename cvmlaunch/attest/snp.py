@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,6 +48,7 @@ from cvmlaunch.attest.expect import (
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import AMD_ARK_SHA256, amd_chain
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 
 class SnpReport(NamedTuple):

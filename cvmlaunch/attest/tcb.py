@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import NamedTuple, TypeVar, cast
+from typing import TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,6 +43,7 @@ from cvmlaunch.attest.result import Check, check
 from cvmlaunch.attest.roots import intel_root
 from cvmlaunch.attest.tdx import TdxQuote
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
 _T = TypeVar("_T")

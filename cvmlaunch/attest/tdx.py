@@ -22,7 +22,7 @@ import hashlib
 import struct
 from datetime import datetime
 from enum import IntFlag
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,6 +36,7 @@ from cvmlaunch.attest.expect import report_data as padded_report_data
 from cvmlaunch.attest.result import AuditResult, Check, check
 from cvmlaunch.attest.roots import INTEL_SGX_ROOT_SHA256, intel_root
 from cvmlaunch.errors import AttestationError
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:
     from cvmlaunch.attest.eventlog import EventLog

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:
     from cvmlaunch.analysis.events import EventDiff

@@ -3,12 +3,14 @@ measurements and firmware images."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from cvmlaunch.measure.document import inputs_json, td_identity, td_inputs, tdvf_json
 from cvmlaunch.plan.ops import TdPlan
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+
 if TYPE_CHECKING:  # the TDX and firmware-inspection modules load where they are used
+    from typing import Any
+
     from cvmlaunch.firmware.ovmf import OvmfImage
     from cvmlaunch.firmware.tdvf import TdvfMetadata
     from cvmlaunch.measure import Measurement

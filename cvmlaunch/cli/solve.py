@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch import log
 from cvmlaunch.cli.common import EXIT_MISMATCH, EXIT_OK, json_text
@@ -17,6 +17,7 @@ from cvmlaunch.guest.flags import (
     spec_from_args,
 )
 from cvmlaunch.guest.spec import GuestSpec, Technology
+from cvmlaunch.namedtuple import NamedTuple
 
 _log = log.get_logger("cvmlaunch.cli")
 # The RTMRs a TD's firmware boot extends (RTMR3 is the running guest's).

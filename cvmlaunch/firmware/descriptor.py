@@ -14,14 +14,13 @@ over the image and what follows it: the descriptor gives its chaining value afte
 the AP start address and the hash table area.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation.
-
-from typing import NamedTuple
+from __future__ import annotations
 
 from cvmlaunch.abi.ovmf import SevSectionType
 from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.firmware.ovmf import FOUR_GIB, GpaRange, OvmfImage, SevSection, first_overlap
 from cvmlaunch.firmware.tdvf import TdvfMetadata
+from cvmlaunch.namedtuple import NamedTuple
 
 
 class FirmwareDescriptor(NamedTuple):

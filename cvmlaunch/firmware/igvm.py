@@ -7,7 +7,7 @@ file we could not measure faithfully is refused with a `FirmwareError` naming th
 
 import zlib
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from cvmlaunch.abi import igvm as abi
 from cvmlaunch.abi.igvm import (
@@ -28,6 +28,7 @@ from cvmlaunch.abi.igvm import (
     VpContext,
 )
 from cvmlaunch.errors import FirmwareError
+from cvmlaunch.namedtuple import NamedTuple
 
 # A parameter area is zero-filled host memory the loader writes into the guest; no real file
 # needs more than a few pages, and PARAMETER_INSERT measures each of its pages.

@@ -4,17 +4,20 @@ Hostile input is expected: every offset and length is checked before it is follo
 anything unusable raises `FirmwareError` naming the file offset and what was expected.
 """
 
-# No `from __future__ import annotations`: NamedTuple turns each string annotation into a
-# ForwardRef, compiling it (~20 us a field), and this module loads on every measurement.
+from __future__ import annotations
 
-from collections.abc import Iterable
 from itertools import pairwise
-from typing import NamedTuple, Protocol, TypeVar
 
 from cvmlaunch.abi import ovmf as abi
 from cvmlaunch.abi.guid import guid_text
 from cvmlaunch.abi.snp import PAGE_SIZE
 from cvmlaunch.errors import FirmwareError
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Protocol, TypeVar
 
 FOUR_GIB = 1 << 32
 
@@ -52,19 +55,20 @@ class GpaRange(NamedTuple):
     def end(self) -> int:
         return self.base + self.size
 
-    def overlaps(self, other: "GpaRange") -> bool:
+    def overlaps(self, other: GpaRange) -> bool:
         return self.base < other.end and other.base < self.end
 
 
-class _Numbered(Protocol):
-    @property
-    def number(self) -> int: ...
+if TYPE_CHECKING:
 
-    @property
-    def range(self) -> GpaRange: ...
+    class _Numbered(Protocol):
+        @property
+        def number(self) -> int: ...
 
+        @property
+        def range(self) -> GpaRange: ...
 
-_T = TypeVar("_T", bound=_Numbered)
+    _T = TypeVar("_T", bound=_Numbered)
 
 
 def first_overlap(items: Iterable[_T]) -> tuple[_T, _T] | None:

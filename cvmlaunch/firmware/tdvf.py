@@ -7,16 +7,14 @@ bytes before the image end). Hostile input is expected: every field is checked b
 and anything unusable raises `FirmwareError` naming the section, the field and the offset.
 """
 
-# No `from __future__ import annotations`: NamedTuple turns each string annotation into a
-# ForwardRef, compiling it (~20 us a field), and every `measure` loads this module.
-
-from typing import NamedTuple
+from __future__ import annotations
 
 from cvmlaunch.abi import ovmf as ovmf_abi
 from cvmlaunch.abi import tdx as abi
 from cvmlaunch.abi.tdx import TdvfAttribute, TdvfSectionType
 from cvmlaunch.errors import FirmwareError
 from cvmlaunch.firmware.ovmf import GpaRange, first_overlap, parse_footer_table
+from cvmlaunch.namedtuple import NamedTuple
 
 # The widest guest-physical address space a TD can have (GPAW 52).
 MAX_GPA = 1 << 52

@@ -5,12 +5,15 @@ which argparse turns into one line naming the flag."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 from cvmlaunch.guest.spec import MAX_VCPUS, Vmm
 from cvmlaunch.guest.technology import MODE_ALIASES, Technology
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def integer(text: str) -> int:

@@ -8,15 +8,17 @@ reported, which kinds of measured step it shapes, how it is named in the `inputs
 profile's constraints and JSON Schema, and the spec's range checks, both read it).
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
+from __future__ import annotations
 
-from collections.abc import Iterable
 from enum import StrEnum
-from typing import NamedTuple
 
 from cvmlaunch.errors import FieldProblem
 from cvmlaunch.guest.technology import Technology
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class Format(StrEnum):
@@ -67,6 +69,11 @@ class Field(NamedTuple):
     bounds: tuple[int, int] | None = None  # a number's least and greatest value
     # What a difference in it means, for diff: a template of the two values {a} and {b}.
     meaning: str | None = None
+
+    @property
+    def td_attr(self) -> str:
+        """The TdConfig field that holds a `tdx.*` field's value."""
+        return (self.attr or "").removeprefix("td.")
 
 
 _TD_REPORTED = "{key}: reported in the TD report and quote, not part of MRTD"

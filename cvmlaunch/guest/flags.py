@@ -4,9 +4,7 @@ parsed flags (over a profile, the embedded default, or nothing) to a checked `Gu
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
 
 from cvmlaunch import log
 from cvmlaunch.errors import FieldProblem, ProfileError
@@ -35,6 +33,11 @@ from cvmlaunch.guest.spec import (
     cpu_from_forms,
 )
 from cvmlaunch.guest.technology import MODE_ALIASES
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 _log = log.get_logger("cvmlaunch.guest")
 
@@ -134,9 +137,7 @@ def _dest(flag: str) -> str:
 _GUEST_FLAGS = tuple(_dest(flag) for flag in BY_FLAG)
 # TdConfig field -> its flag's argparse name.
 _TD_FLAGS = {
-    cast(str, f.attr).removeprefix("td."): _dest(f.flag)
-    for f in FIELDS
-    if f.flag is not None and f.key.startswith("tdx.")
+    f.td_attr: _dest(f.flag) for f in FIELDS if f.flag is not None and f.key.startswith("tdx.")
 }
 # Spec fields a flag of the same name sets as it is (--technology and --firmware do more).
 _PLAIN_FLAGS = tuple(

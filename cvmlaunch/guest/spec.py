@@ -5,12 +5,10 @@ own, which keeps the measure path free of heavy imports. Every check here report
 problems it finds at once, each under the name a user wrote it with.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
+from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from cvmlaunch.abi.cpu import CPU_MODELS, cpu_signature, lookup_model, model_signature
 from cvmlaunch.abi.snp import (
@@ -35,8 +33,13 @@ from cvmlaunch.guest.fields import (
     within,
 )
 from cvmlaunch.guest.technology import Technology
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from cvmlaunch.firmware.descriptor import FirmwareDescriptor
 
 SHA256_SIZE = 32
@@ -63,7 +66,7 @@ class CpuSpec(NamedTuple):
     name: str | None = None
 
     @classmethod
-    def from_name(cls, name: str) -> "CpuSpec":
+    def from_name(cls, name: str) -> CpuSpec:
         """The named QEMU model; ProfileError (field `cpu.name`) if there is none."""
         canonical = lookup_model(name) if isinstance(name, str) else None
         if canonical is None:
@@ -74,7 +77,7 @@ class CpuSpec(NamedTuple):
         return cls(model_signature(canonical), canonical)
 
     @classmethod
-    def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> "CpuSpec":
+    def from_family_model_stepping(cls, family: int, model: int, stepping: int) -> CpuSpec:
         """ProfileError (field `cpu`) for values no CPUID signature can hold."""
         parts = {"family": family, "model": model, "stepping": stepping}
         if not all(_is_int(v) and within(f"cpu.{k}", v) for k, v in parts.items()):
@@ -107,13 +110,13 @@ def cpu_from_forms(
             raise ProfileError([FieldProblem(keys[0], p.reason) for p in e.problems]) from None
     if signature is not None:
         return CpuSpec(signature)
-    if any(v is None for v in fms):
+    family, model, stepping = fms
+    if family is None or model is None or stepping is None:
         if given:
             others = [k for k in keys[2:] if k != given[0]]
             reason = f"goes together with {others[0]} and {others[1]}"
             raise ProfileError([FieldProblem(given[0], reason)])
         return None
-    family, model, stepping = cast(tuple[int, int, int], fms)
     try:
         return CpuSpec.from_family_model_stepping(family, model, stepping)
     except ProfileError as e:
@@ -289,7 +292,7 @@ class GuestSpec(NamedTuple):
     td: TdConfig | None = None
     # The firmware by its measured facts instead of the image (sev-snp; `firmware` is then
     # not read).
-    firmware_descriptor: "FirmwareDescriptor | None" = None
+    firmware_descriptor: FirmwareDescriptor | None = None
     id_block: IdBlockConfig | None = None
     igvm: IgvmConfig | None = None
     vm: VmDefinition | None = None
@@ -331,7 +334,7 @@ class GuestSpec(NamedTuple):
             if f.expectation is not None and self.technology in f.applies
         }
 
-    def check(self) -> "GuestSpec":
+    def check(self) -> GuestSpec:
         """This spec with every value in its own type (an enum's value string becomes the
         enum, a path string a Path), if usable; otherwise ProfileError listing every
         problem. Measure only what `check` returns."""
@@ -341,7 +344,7 @@ class GuestSpec(NamedTuple):
             raise ProfileError(problems)
         return spec
 
-    def _normalized(self) -> tuple["GuestSpec", list[FieldProblem]]:
+    def _normalized(self) -> tuple[GuestSpec, list[FieldProblem]]:
         """This spec with convertible values converted; a value of a wrong type is a problem
         and is replaced by the default, so that the semantic checks can still run."""
         problems: list[FieldProblem] = []
@@ -499,12 +502,15 @@ def _typed(value: object, kind: object) -> tuple[object, str | None]:
         if "\0" in str(value):  # no system call takes it
             return value, "a path cannot contain a NUL character"
         return Path(value), None
-    enum = cast(type[StrEnum], base)
-    try:
-        return enum(cast(str, value)), None
-    except ValueError:
-        values = ", ".join(repr(v.value) for v in enum)
-        return value, f"expected one of {values}, got {value!r}"
+    if not (isinstance(base, type) and issubclass(base, StrEnum)):
+        raise TypeError(f"no conversion to {base!r}")  # a kind table names a new kind
+    if isinstance(value, str):
+        try:
+            return base(value), None
+        except ValueError:
+            pass
+    values = ", ".join(repr(v.value) for v in base)
+    return value, f"expected one of {values}, got {value!r}"
 
 
 # GuestSpec attribute, its profile key, and its type.
@@ -544,7 +550,7 @@ _TD_TYPES: tuple[tuple[str, object], ...] = (
 
 def _attr(key: str) -> str:
     """The attribute of a spec (or, for `td.*`, of its TdConfig) that holds field `key`."""
-    return cast(str, BY_KEY[key].attr).removeprefix("td.")
+    return BY_KEY[key].td_attr
 
 
 def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
@@ -567,7 +573,7 @@ def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
             problems.append(FieldProblem("tdx.acpi", reason))
             fields["acpi"] = None
         else:
-            fields["acpi"] = tuple(cast(bytes, d) for d, _ in digests)
+            fields["acpi"] = tuple(d for d, _ in digests if isinstance(d, bytes))
     return TdConfig(**fields), problems
 
 
@@ -591,8 +597,8 @@ def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem
         problems += [FieldProblem(name, p) for p in (bad_path, bad_sha) if p is not None]
         files.append(
             BootFile(
-                cast(Path | None, path) if bad_path is None else None,
-                cast(bytes | None, sha) if bad_sha is None else None,
+                path if bad_path is None and isinstance(path, Path) else None,
+                sha if bad_sha is None and isinstance(sha, bytes) else None,
             )
         )
     cmdline: object = boot.cmdline
@@ -735,7 +741,7 @@ def firmware_name(spec: GuestSpec) -> str:
     return "(descriptor)" if spec.firmware_descriptor is not None else str(spec.firmware)
 
 
-def _descriptor_problems(spec: GuestSpec, descriptor: "FirmwareDescriptor") -> list[FieldProblem]:
+def _descriptor_problems(spec: GuestSpec, descriptor: FirmwareDescriptor) -> list[FieldProblem]:
     key = "firmware.descriptor"
     out = [FieldProblem(f"{key}.{name}", reason) for name, reason in descriptor.problems()]
     if spec.technology is Technology.TDX:

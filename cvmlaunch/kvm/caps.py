@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from cvmlaunch.abi.kvm import Cap, GuestMemfdFlag, VmType, ffi
 from cvmlaunch.errors import KvmError
 from cvmlaunch.kvm.fd import OwnedFd
+from cvmlaunch.namedtuple import NamedTuple
 
 
 # What the probes ask of /dev/kvm and of a VM (objects.py builds on this module: a Vm keeps

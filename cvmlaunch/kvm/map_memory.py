@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import mmap
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.kvm import PAGE_SHIFT, PAGE_SIZE, MapFlag, SevCmd, TdxCmd, VmType, ffi
 from cvmlaunch.abi.kvm import TDX_MEASURE_MEMORY_REGION as MEASURE
@@ -30,6 +30,7 @@ from cvmlaunch.errors import KvmError
 from cvmlaunch.kvm.fd import struct_fields
 from cvmlaunch.kvm.objects import Vcpu, Vm
 from cvmlaunch.kvm.sys import address
+from cvmlaunch.namedtuple import NamedTuple
 
 # Consecutive calls that report success without progress before the loop gives up.
 _STALL_LIMIT = 1000

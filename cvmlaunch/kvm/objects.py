@@ -10,7 +10,7 @@ commands come from the `SevVm` (sev.py) and `TdxVm`/`TdxVcpu` (tdx.py) mixins.
 from __future__ import annotations
 
 import errno
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.kvm import (
     KVM_API_VERSION,
@@ -28,6 +28,7 @@ from cvmlaunch.kvm.fd import Device, OwnedFd, open_file
 from cvmlaunch.kvm.sev import SevVm
 from cvmlaunch.kvm.sys import Kernel, LinuxKernel, Mapping, address
 from cvmlaunch.kvm.tdx import TdxVcpu, TdxVm
+from cvmlaunch.namedtuple import NamedTuple
 
 # Device lived here before fd.py and is still importable from here.
 __all__ = ["Device", "GuestMemfd", "Kvm", "Slot", "Vcpu", "Vm"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import NamedTuple
 
 from cvmlaunch.kvm import MapCall
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.step import Step, StepKind
 
 

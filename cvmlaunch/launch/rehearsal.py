@@ -20,11 +20,12 @@ byte always changes s1. The host computes the same sums from the plan's bytes.
 from __future__ import annotations
 
 from array import array
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.kvm import EXIT_HLT, EXIT_IO, EXIT_IO_OUT, PAGE_SIZE
 from cvmlaunch.errors import LaunchError
 from cvmlaunch.kvm import Vcpu
+from cvmlaunch.namedtuple import NamedTuple
 
 CHECKER_CODE = bytes.fromhex("AD 01C3 01DF E2F9 89D8 E710 89F8 E710 F4")
 CHECKER_PORT = 0x10

@@ -1,12 +1,10 @@
 """Pure measurement engines: a LaunchPlan in, the digest the platform will report out."""
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
-
-from typing import NamedTuple
+from __future__ import annotations
 
 from cvmlaunch.guest.spec import Technology
 from cvmlaunch.measure.snp import snp_digest
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import Plan, TdPlan
 from cvmlaunch.plan.step import Step
 

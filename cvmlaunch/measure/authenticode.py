@@ -11,19 +11,18 @@ the file less the certificate table. Nothing is padded. See reference/tdx-measur
 The file is read at offsets, a chunk at a time: memory does not grow with the image.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef.
+from __future__ import annotations
 
 import hashlib
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 from cvmlaunch.errors import InputError
 from cvmlaunch.guest.files import MAX_KERNEL_SIZE
-from cvmlaunch.inputs import open_input
+from cvmlaunch.inputs import OpenInput
+from cvmlaunch.namedtuple import NamedTuple
 
 _CHUNK = 1 << 20
 # Everything from the DOS header to the end of the section table must lie in this much.
@@ -150,7 +149,7 @@ def authenticode(
     """The Authenticode SHA-384 of the PE image at `path` (as served by QEMU < 10.2 when
     `patch` is given). `name` is the key the path came from, for errors."""
     what = "a PE/COFF kernel image"
-    with open_input(path, limit=MAX_KERNEL_SIZE, what=what, name=name) as (fd, size):
+    with OpenInput(path, limit=MAX_KERNEL_SIZE, what=what, name=name) as (fd, size):
         try:
             head = os.pread(fd, _HEAD, 0)
             ranges = authenticode_ranges(head, size)

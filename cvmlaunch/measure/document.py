@@ -4,8 +4,6 @@ identity fields, and the trace, JSON-ready. Launch records carry the same `input
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.cpu import split_signature
 from cvmlaunch.abi.snp import sev_feature_names
@@ -14,7 +12,12 @@ from cvmlaunch.measure import Measurement
 from cvmlaunch.plan.ops import LaunchPlan, Plan, TdPlan
 from cvmlaunch.plan.step import TD_RECORDS, Step
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+
 if TYPE_CHECKING:  # the TDX modules load only for a TD (CLI start-up)
+    from collections.abc import Sequence
+    from typing import Any
+
     from cvmlaunch.firmware.tdvf import TdvfMetadata
 
 

@@ -17,7 +17,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch import log
 from cvmlaunch.abi.idblock import (
@@ -33,6 +33,7 @@ from cvmlaunch.abi.idblock import (
 )
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.inputs import read_input
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec

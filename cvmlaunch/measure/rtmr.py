@@ -17,12 +17,10 @@ given as its stable tag's year and month (202411 for edk2-stable202411):
   plain QEMU direct boot provides none of them, so none appear here.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef.
+from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from hashlib import sha384
-from typing import NamedTuple
 
 from cvmlaunch.abi.eventlog import (
     EFI_GLOBAL_VARIABLE,
@@ -36,6 +34,7 @@ from cvmlaunch.guest.fields import EDK2
 from cvmlaunch.guest.files import file_digest
 from cvmlaunch.guest.spec import ACPI_BLOBS, GuestSpec, qemu_version
 from cvmlaunch.measure.authenticode import SetupHeaderPatch, authenticode
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import TdPlan
 from cvmlaunch.plan.step import Step, StepKind
 

@@ -6,11 +6,9 @@ CONTENTS is SHA-384 of the page for NORMAL and VMSA pages and 48 zero bytes othe
 (measure/sweep.py) both chain through it, so the rule is written once.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every SNP measurement.
+from __future__ import annotations
 
 from hashlib import sha384
-from typing import NamedTuple
 
 from cvmlaunch.abi.snp import (
     LD_SIZE,
@@ -21,6 +19,7 @@ from cvmlaunch.abi.snp import (
     PageType,
 )
 from cvmlaunch.firmware.ovmf import OvmfImage
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import LaunchPlan, PageOp
 from cvmlaunch.plan.step import Step, StepKind
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from functools import partial
 from hashlib import sha384
 from itertools import product
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from cvmlaunch.abi.snp import KVM_VMSA_GPA, PageType
 from cvmlaunch.errors import FieldProblem, ProfileError
@@ -49,6 +49,7 @@ from cvmlaunch.guest.spec import (
 from cvmlaunch.measure import measure
 from cvmlaunch.measure.sev import sev_stream
 from cvmlaunch.measure.snp import extend, snp_digest
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan import TdPlan, build_sev_plan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
 from cvmlaunch.plan.vmsa import BSP_RESET_ADDRESS, save_area

@@ -4,16 +4,16 @@ One plan drives both the expected digest (`measure/`) and the executor that hand
 pages to the kernel, so the two cannot drift apart.
 """
 
-# No `from __future__ import annotations`: NamedTuple turns each string annotation into a
-# ForwardRef, compiling it (~20 us a field), and this module loads on every measurement.
-
-from typing import TYPE_CHECKING, NamedTuple
+from __future__ import annotations
 
 from cvmlaunch.abi.snp import PageType
 from cvmlaunch.abi.vmsa import SaveArea
 from cvmlaunch.firmware.ovmf import OvmfImage
 from cvmlaunch.guest.spec import GuestSpec
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.step import Step, StepKind, TdAction, vmsa_fields
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 
 if TYPE_CHECKING:  # the TDX and IGVM modules load only when used (CLI start-up)
     from cvmlaunch.abi.tdx import TdvfSectionType
@@ -81,7 +81,7 @@ class LaunchPlan(NamedTuple):
     ops: tuple[PageOp, ...]
     kernel_hashes: KernelHashes | None
     firmware_digest: bytes | None
-    igvm: "IgvmFile | None" = None
+    igvm: IgvmFile | None = None
 
 
 class TdPageOp(NamedTuple):
@@ -97,7 +97,7 @@ class TdPageOp(NamedTuple):
     data: memoryview | None
     label: str
     section: int
-    section_type: "TdvfSectionType"
+    section_type: TdvfSectionType
 
 
 class TdPlan(NamedTuple):
@@ -109,7 +109,7 @@ class TdPlan(NamedTuple):
     spec: GuestSpec
     firmware_size: int
     firmware_sha256: bytes
-    tdvf: "TdvfMetadata"
+    tdvf: TdvfMetadata
     ops: tuple[TdPageOp, ...]
     td_hob: bytes | None
     # The MRTD a firmware descriptor gives (its page contents are not at hand).

@@ -7,15 +7,17 @@ record) with the digest after it, or a map_memory call (a range of pages and its
 Documents (`measure --trace --json`, `launch --json`) are read into steps once, at the edge.
 """
 
-# No `from __future__ import annotations`: NamedTuple would compile each string annotation
-# into a ForwardRef, and this module loads on every measurement.
+from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
-from typing import NamedTuple
 
 from cvmlaunch.abi.snp import PAGE_SIZE, PageType
 from cvmlaunch.abi.vmsa import SaveArea, Segment
+from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 class StepKind(StrEnum):

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.spec import GuestSpec, Technology
+from cvmlaunch.namedtuple import NamedTuple
 
 if TYPE_CHECKING:
     from datetime import datetime

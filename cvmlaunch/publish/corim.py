@@ -44,13 +44,14 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import cbor2
 
 from cvmlaunch.abi.snp_report import TCB_LAYOUTS
 from cvmlaunch.errors import FieldProblem, ProfileError
 from cvmlaunch.guest.technology import Technology
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.publish import PublishOptions, Reference, cose, utc
 from cvmlaunch.publish.cose import TAG_SIGN1
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import cbor2
 
 from cvmlaunch.errors import AttestationError, FieldProblem, ProfileError
+from cvmlaunch.namedtuple import NamedTuple
 
 MEDIA_TYPE = "application/rim+cbor"
 TAG_SIGN1 = 18

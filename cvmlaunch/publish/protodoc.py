@@ -18,9 +18,10 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.errors import FieldProblem, ProfileError
+from cvmlaunch.namedtuple import NamedTuple
 
 # Bounds for the documents read here (verifier policies): their schemas nest four deep, and
 # a list of 48-byte digests takes 3 tokens an entry.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
-from typing import NamedTuple
+
+from cvmlaunch.namedtuple import NamedTuple
 
 
 class Fault(NamedTuple):

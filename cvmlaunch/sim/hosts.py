@@ -7,9 +7,9 @@ kernel carrying the 2024 KVM_MAP_MEMORY RFC, per kvm-abi.md §1.2, §1.3, §1.5,
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
 
 from cvmlaunch.abi.kvm import MEMORY_ATTRIBUTE_PRIVATE, Cap, GuestMemfdFlag, VmType
+from cvmlaunch.namedtuple import NamedTuple
 
 
 class SimHost(StrEnum):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Sequence
 from itertools import count
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from cvmlaunch.abi.kvm import IOCTLS, KVM_API_VERSION, VmType
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.sim.faults import Fault, PageBudget, Partial, call_faults
 from cvmlaunch.sim.hosts import PROFILES, SimHost
 from cvmlaunch.sim.memory import GuestMemfd

@@ -13,10 +13,11 @@ import mmap
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from cvmlaunch.abi.kvm import MEMORY_ATTRIBUTE_PRIVATE, PAGE_SHIFT, PAGE_SIZE, GuestMemfdFlag
 from cvmlaunch.abi.kvm import MemFlag as M
+from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.sim.faults import PageBudget
 from cvmlaunch.sim.hosts import NR_MEMSLOTS
 from cvmlaunch.sim.usercopy import buffer_address, fail
