@@ -104,8 +104,6 @@ def _remove(temp: Path) -> None:
 # write replaces such a folder whole, and nothing else.
 FOLDER_INDEX = "index.json"
 _MAX_INDEX_SIZE = 64 << 20
-_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths in one step
-_AT_FDCWD = -100
 
 
 def write_output_folder(
@@ -231,19 +229,17 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _exchange(new: Path, old: Path) -> None:
-    """Swap `new` and `old` in one step (renameat2 RENAME_EXCHANGE, Linux 3.15; cffi's ABI
-    mode, as for the KVM ioctls)."""
-    from cffi import FFI
+    """Swap `new` and `old` in one step, never a moment without the folder."""
+    from cvmlaunch.kvm.sys import rename_exchange
 
-    ffi = FFI()
-    ffi.cdef("int renameat2(int, const char *, int, const char *, unsigned int);")
-    libc: Any = ffi.dlopen(None)
-    if libc.renameat2(_AT_FDCWD, bytes(new), _AT_FDCWD, bytes(old), _RENAME_EXCHANGE) == 0:
-        return
-    code = ffi.errno
-    if code == errno.EINVAL:  # the file system cannot: never a moment without the folder
-        raise OSError(code, "its file system cannot swap folders in one step; remove it first")
-    raise OSError(code, os.strerror(code))
+    try:
+        rename_exchange(bytes(new), bytes(old))
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # the file system cannot
+            raise OSError(
+                e.errno, "its file system cannot swap folders in one step; remove it first"
+            ) from None
+        raise
 
 
 def _remove_ours(folder: Path) -> None:

@@ -196,3 +196,23 @@ def test_a_failed_write_leaves_the_earlier_folder_and_no_temporary(
                             name="--dir")  # fmt: skip
     assert listing(out) == before
     assert os.listdir(tmp_path) == ["out"]
+
+
+def test_a_file_system_that_cannot_swap_folders_leaves_the_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cvmlaunch.kvm import sys as kernel
+
+    out = tmp_path / "out"
+    write_output_folder(out, DOCS, {"cvmlaunch": "t"}, name="--dir")
+    before = listing(out)
+
+    def cannot(new: bytes, old: bytes) -> None:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(kernel, "rename_exchange", cannot)
+    reason = "its file system cannot swap folders in one step; remove it first"
+    with pytest.raises(OutputError, match=f"^--dir {out}: {reason}$"):
+        write_output_folder(out, {"x.json": b"x"}, {"cvmlaunch": "t"}, name="--dir")
+    assert listing(out) == before
+    assert os.listdir(tmp_path) == ["out"]

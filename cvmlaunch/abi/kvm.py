@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import errno
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
 
 from cffi import FFI
+
+from cvmlaunch.namedtuple import NamedTuple
 
 CDEF = """
 struct kvm_userspace_memory_region2 {
@@ -108,6 +109,8 @@ struct kvm_run {
 };
 
 int ioctl(int fd, unsigned long request, ...);
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+              unsigned int flags);
 """
 
 ffi = FFI()
