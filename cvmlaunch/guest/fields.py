@@ -71,8 +71,8 @@ class Field(NamedTuple):
     meaning: str | None = None
 
     @property
-    def td_attr(self) -> str:
-        """The TdConfig field that holds a `tdx.*` field's value."""
+    def attr_name(self) -> str:
+        """The attribute that holds the value, in the GuestSpec or (`td.*`) its TdConfig."""
         return (self.attr or "").removeprefix("td.")
 
 

@@ -137,7 +137,7 @@ def _dest(flag: str) -> str:
 _GUEST_FLAGS = tuple(_dest(flag) for flag in BY_FLAG)
 # TdConfig field -> its flag's argparse name.
 _TD_FLAGS = {
-    f.td_attr: _dest(f.flag) for f in FIELDS if f.flag is not None and f.key.startswith("tdx.")
+    f.attr_name: _dest(f.flag) for f in FIELDS if f.flag is not None and f.key.startswith("tdx.")
 }
 # Spec fields a flag of the same name sets as it is (--technology and --firmware do more).
 _PLAIN_FLAGS = tuple(

@@ -550,7 +550,7 @@ _TD_TYPES: tuple[tuple[str, object], ...] = (
 
 def _attr(key: str) -> str:
     """The attribute of a spec (or, for `td.*`, of its TdConfig) that holds field `key`."""
-    return BY_KEY[key].td_attr
+    return BY_KEY[key].attr_name
 
 
 def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
