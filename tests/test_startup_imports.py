@@ -10,6 +10,7 @@ import gc
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,11 +82,29 @@ def test_measure_from_flags_loads_only_what_it_uses() -> None:
 NOT_LOADED_BY_MEASURING = ("typing", "contextlib", "collections.abc")
 
 
-def test_measuring_loads_neither_typing_nor_contextlib() -> None:
+ZERO_DIGEST = "00" * 48
+# Each technology's path, with what it loads beyond SNP: the SHA-256 stream and HMAC (SEV,
+# SEV-ES), the MRTD engine and, for a TD, the RTMR events and their log; and the documents.
+MEASURING = {
+    "sev-snp": MEASURE,
+    "sev-snp json trace": [*MEASURE, "--json", "--trace"],
+    "sev-es": ["measure", "--technology", "sev-es", "--vcpus", "2", "--vcpu-type", "EPYC-v4"],
+    "sev": ["measure", "--technology", "sev", "--json"],
+    "tdx": [
+        *("measure", "--technology", "tdx", "--edk2", "202411", "--json", "--trace"),
+        *("--kernel-authenticode", ZERO_DIGEST, "--initrd-sha384", ZERO_DIGEST),
+    ],
+}
+
+
+@pytest.mark.parametrize("argv", MEASURING.values(), ids=MEASURING.keys())
+def test_measuring_loads_neither_typing_nor_contextlib(argv: list[str], debian_ovmf: Path) -> None:
     # An editable install's import hook may load some of them before any code of ours runs.
+    if "--firmware" not in argv:
+        argv = [*argv, "--firmware", str(debian_ovmf)]
     bare = _modules_after("")
-    added = _modules_after(f"from cvmlaunch.cli import main\nassert main({MEASURE!r}) == 0") - bare
-    assert "cvmlaunch.measure.snp" in added  # the probe did measure
+    added = _modules_after(f"from cvmlaunch.cli import main\nassert main({argv!r}) == 0") - bare
+    assert "cvmlaunch.plan" in added  # the probe did measure
     assert [name for name in NOT_LOADED_BY_MEASURING if name in added] == []
 
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 from cvmlaunch.errors import InputError
 from cvmlaunch.guest.files import MAX_KERNEL_SIZE
 from cvmlaunch.inputs import OpenInput
 from cvmlaunch.namedtuple import NamedTuple
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _CHUNK = 1 << 20
 # Everything from the DOS header to the end of the section table must lie in this much.

@@ -19,7 +19,6 @@ given as its stable tag's year and month (202411 for edk2-stable202411):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from hashlib import sha384
 
 from cvmlaunch.abi.eventlog import (
@@ -37,6 +36,10 @@ from cvmlaunch.measure.authenticode import SetupHeaderPatch, authenticode
 from cvmlaunch.namedtuple import NamedTuple
 from cvmlaunch.plan.ops import TdPlan
 from cvmlaunch.plan.step import Step, StepKind
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 # QEMU 10.2 stopped rewriting the kernel's setup header for confidential guests (a7542a38f399).
 QEMU_KEEPS_KERNEL_HEADER = (10, 2)

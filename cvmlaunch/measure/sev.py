@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import TYPE_CHECKING
 
 from cvmlaunch.guest.spec import SevLaunchSecretInputs
 from cvmlaunch.measure.sha256 import Sha256From
 from cvmlaunch.plan.ops import LaunchPlan
 from cvmlaunch.plan.step import Step, StepKind
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 
 if TYPE_CHECKING:
     from hashlib import _Hash

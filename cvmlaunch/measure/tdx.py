@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from hashlib import sha384
 from itertools import repeat
-from typing import Any
 
 from cvmlaunch.abi.tdx import MR_EXTEND_CHUNK, MR_EXTEND_TAG, MRTD_RECORD, PAGE_ADD_TAG, PAGE_SIZE
 from cvmlaunch.guest.spec import PageOrder
 from cvmlaunch.plan.ops import TdPageOp, TdPlan
 from cvmlaunch.plan.step import Step, StepKind, TdAction
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 
 def mrtd(plan: TdPlan, trace: list[Step] | None = None) -> bytes:
