@@ -164,7 +164,7 @@ def _describe(args: argparse.Namespace) -> int:
     from cvmlaunch.firmware.ovmf import parse_ovmf
     from cvmlaunch.firmware.tdvf import find_tdvf
     from cvmlaunch.guest.files import read_firmware
-    from cvmlaunch.guest.profile import descriptor_table
+    from cvmlaunch.guest.profile_writer import descriptor_table
 
     data = read_firmware(args.image, "image")
     image = parse_ovmf(data)
@@ -200,7 +200,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _snp_facts(image: OvmfImage, sha256: bytes) -> dict[str, Any]:
     from cvmlaunch.firmware.descriptor import describe
-    from cvmlaunch.guest.profile import descriptor_table
+    from cvmlaunch.guest.profile_writer import descriptor_table
     from cvmlaunch.measure.snp import firmware_pages_digest
 
     if image.sev_metadata is None:

@@ -190,7 +190,7 @@ def _from_libvirt(args: argparse.Namespace) -> int:
 
 
 def _write(spec: GuestSpec, source: str, args: argparse.Namespace) -> int:
-    from cvmlaunch.guest.profile import profile_document, toml_text
+    from cvmlaunch.guest.profile_writer import profile_document, toml_text
 
     doc = profile_document(spec, f"from {source}")
     text = json_text(doc) + "\n" if args.json else toml_text(doc)

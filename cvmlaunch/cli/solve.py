@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from cvmlaunch.abi.cpu import models_with_signature
     from cvmlaunch.analysis.space import fixed_fields, fold, rtmr_matches, search_axes, solve
     from cvmlaunch.guest.fields import BY_FLAG
-    from cvmlaunch.guest.profile import profile_document, toml_text
+    from cvmlaunch.guest.profile_writer import profile_document, toml_text
     from cvmlaunch.measure.sweep import point_doc
 
     fixed = fixed_fields([f for f in BY_FLAG if getattr(args, _dest(f)) is not None])

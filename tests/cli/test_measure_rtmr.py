@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cvmlaunch.guest.profile import load_profile, profile_document, toml_text
+from cvmlaunch.guest.profile import load_profile
+from cvmlaunch.guest.profile_writer import profile_document, toml_text
 from tests.conftest import DEBIAN_OVMF, TDX_VECTORS, CliRunner
 
 KERNEL = TDX_VECTORS / "vmlinuz-6.1.0-56-amd64"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cvmlaunch.guest.libvirt_import import spec_from_libvirt
-from cvmlaunch.guest.profile import profile_document
+from cvmlaunch.guest.profile_writer import profile_document
 from cvmlaunch.guest.qemu_import import spec_from_qemu
 from tests.conftest import CliRunner
 

@@ -24,7 +24,8 @@ from cvmlaunch.guest.fields import (
     step_fields,
 )
 from cvmlaunch.guest.flags import add_guest_arguments
-from cvmlaunch.guest.profile import Profile, parse_profile, profile_document, profile_json_schema
+from cvmlaunch.guest.profile import Profile, parse_profile, profile_json_schema
+from cvmlaunch.guest.profile_writer import profile_document
 from cvmlaunch.guest.spec import (
     MAX_MEMORY_MIB,
     MAX_VCPUS,

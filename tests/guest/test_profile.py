@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 
 from cvmlaunch.errors import ProfileError
-from cvmlaunch.guest.fields import HEX_KEYS
-from cvmlaunch.guest.profile import (
-    load_profile,
-    parse_profile,
-    profile_document,
-    profile_json_schema,
-    read_profile,
-    toml_text,
-)
+from cvmlaunch.guest.profile import load_profile, parse_profile, profile_json_schema, read_profile
 from cvmlaunch.guest.spec import BootFile, CpuSpec, Technology, Vmm
 
 ROOT = Path(__file__).parents[2]
@@ -135,58 +127,6 @@ def test_json_schema() -> None:
     assert {"schema_version", "technology", "firmware", "vcpus", "cpu", "vmm"} <= set(props)
     assert schema["additionalProperties"] is False
     assert props["vcpus"]["maximum"] == 4096
-
-
-@pytest.mark.parametrize(
-    "path",
-    [*sorted(ROOT.glob("profiles/*.toml")), ROOT / "cvmlaunch" / "data" / "default.toml"],
-    ids=lambda p: p.name,
-)
-def test_profile_document_round_trips(path: Path) -> None:
-    """What `solve` prints as a ready profile describes exactly the same guest."""
-    spec = load_profile(path).to_spec()
-    text = toml_text(profile_document(spec, 'a "quoted" description\twith a tab'))
-    assert parse_profile(tomllib.loads(text)).to_spec() == spec
-
-
-@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
-def test_profile_writer_numbers(path: Path) -> None:
-    """Numbers of the field table's hex fields are written in hex, counts in decimal."""
-    doc = profile_document(load_profile(path).to_spec())
-    lines = toml_text(doc).splitlines()
-    for table in (doc, *(t for t in doc.values() if isinstance(t, dict))):
-        for key, value in table.items():
-            if isinstance(value, int):
-                written = f"{value:#x}" if key in HEX_KEYS else str(value)
-                assert f"{key} = {written}" in lines
-
-
-def test_profile_writer_layout_and_escapes() -> None:
-    doc = {
-        "schema_version": 1,
-        "cmdline": 'a "q" \\ \t\x7f\x1b\x01 é',
-        "snp": {"policy": 0x30000, "guest_features": 1},
-        "boot": {"cmdline": "x"},
-    }
-    text = toml_text(doc)
-    assert text == (
-        "schema_version = 1\n"
-        'cmdline = "a \\"q\\" \\\\ \\t\\u007f\\u001b\\u0001 é"\n'
-        "\n[snp]\npolicy = 0x30000\nguest_features = 0x1\n"
-        '\n[boot]\ncmdline = "x"\n'
-    )
-    assert tomllib.loads(text) == doc
-
-
-def test_profile_writer_round_trips_every_character() -> None:
-    """Any cmdline a spec accepts (no NUL) is written as TOML that reads back the same."""
-    spec = load_profile(ROOT / "profiles/direct-boot-snp.toml").to_spec()
-    assert spec.boot is not None
-    cmdline = "".join(map(chr, range(1, 0x80))) + "\u00a0\u2028\ufeff😀"
-    spec = spec._replace(boot=spec.boot._replace(cmdline=cmdline))
-    text = toml_text(profile_document(spec))
-    assert tomllib.loads(text)["boot"]["cmdline"] == cmdline
-    assert parse_profile(tomllib.loads(text)).to_spec() == spec
 
 
 @pytest.mark.parametrize(
