@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     signed, refused = None, list[FieldProblem]()
     config = plan.spec.id_block
     if config is not None:  # signed (or checked) over the digest just computed
-        from cvmlaunch.measure.idblock import checked_id_block
+        from cvmlaunch.measure.idblock import id_block_and_refusals
 
-        signed, refused = checked_id_block(config, ld=result.digest,
-                                           policy=plan.spec.snp_policy)  # fmt: skip
+        signed, refused = id_block_and_refusals(config, ld=result.digest,
+                                                policy=plan.spec.snp_policy)  # fmt: skip
     if args.json:
         from cvmlaunch.measure.document import measurement_json, with_base64
 

@@ -72,8 +72,9 @@ class Field(NamedTuple):
 
     @property
     def attr_name(self) -> str:
-        """The attribute that holds the value, in the GuestSpec or (`td.*`) its TdConfig."""
-        return (self.attr or "").removeprefix("td.")
+        """The attribute that holds the value, in the GuestSpec or in the part of it that `attr`
+        names first (`td.xfam`: the TdConfig's `xfam`)."""
+        return (self.attr or "").rpartition(".")[2]
 
 
 _TD_REPORTED = "{key}: reported in the TD report and quote, not part of MRTD"

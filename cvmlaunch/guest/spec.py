@@ -38,6 +38,7 @@ from cvmlaunch.namedtuple import NamedTuple
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (start-up)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from cvmlaunch.firmware.descriptor import FirmwareDescriptor
@@ -347,15 +348,8 @@ class GuestSpec(NamedTuple):
     def _normalized(self) -> tuple[GuestSpec, list[FieldProblem]]:
         """This spec with convertible values converted; a value of a wrong type is a problem
         and is replaced by the default, so that the semantic checks can still run."""
-        problems: list[FieldProblem] = []
         fields = self._asdict()
-        defaults = GuestSpec._field_defaults
-        for key, kind in _TYPES:
-            name = _attr(key)
-            fields[name], problem = _typed(fields[name], kind)
-            if problem is not None:
-                problems.append(FieldProblem(key, problem))
-                fields[name] = defaults.get(name, _FALLBACK.get(name))
+        problems = _typed_fields(fields, _TYPES, _FALLBACK | GuestSpec._field_defaults)
         td, td_problems = _normalized_td(fields["td"])
         boot, boot_problems = _normalized_boot(fields["boot"])
         fields.update(td=td, boot=boot)
@@ -513,8 +507,25 @@ def _typed(value: object, kind: object) -> tuple[object, str | None]:
     return value, f"expected one of {values}, got {value!r}"
 
 
-# GuestSpec attribute, its profile key, and its type.
-# The type of each plain field, by its key (the field table says where it lives).
+def _typed_fields(
+    fields: dict[str, object],
+    kinds: tuple[tuple[str, object], ...],
+    defaults: Mapping[str, object],
+) -> list[FieldProblem]:
+    """Each of `fields` that `kinds` names by its profile key, in its kind (`_typed`); one of a
+    wrong kind is a problem under its key and takes its default, so that the other checks
+    can still run."""
+    problems = []
+    for key, kind in kinds:
+        name = _attr(key)
+        fields[name], problem = _typed(fields[name], kind)
+        if problem is not None:
+            problems.append(FieldProblem(key, problem))
+            fields[name] = defaults.get(name)
+    return problems
+
+
+# The kind of each plain field, by its key (the field table says where it lives).
 _TYPES: tuple[tuple[str, object], ...] = (
     ("technology", Technology),
     ("firmware.path", Path),
@@ -549,7 +560,7 @@ _TD_TYPES: tuple[tuple[str, object], ...] = (
 
 
 def _attr(key: str) -> str:
-    """The attribute of a spec (or, for `td.*`, of its TdConfig) that holds field `key`."""
+    """The attribute that holds field `key`, in the GuestSpec or the part it belongs to."""
     return BY_KEY[key].attr_name
 
 
@@ -558,13 +569,8 @@ def _normalized_td(td: object) -> tuple[TdConfig | None, list[FieldProblem]]:
         return None, []
     if not isinstance(td, TdConfig):
         return None, [FieldProblem("tdx", "expected a TdConfig or None")]
-    fields, problems = td._asdict(), []
-    for key, kind in _TD_TYPES:
-        name = _attr(key)
-        fields[name], problem = _typed(fields[name], kind)
-        if problem is not None:
-            problems.append(FieldProblem(key, problem))
-            fields[name] = TdConfig._field_defaults[name]
+    fields = td._asdict()
+    problems = _typed_fields(fields, _TD_TYPES, TdConfig._field_defaults)
     acpi = fields["acpi"]
     if acpi is not None:
         digests = [_typed(d, bytes) for d in acpi] if isinstance(acpi, tuple | list) else []
@@ -611,12 +617,12 @@ def _normalized_boot(boot: object) -> tuple[DirectBoot | None, list[FieldProblem
     return DirectBoot(kernel, files[1], cmdline), problems
 
 
-_VM_TYPES: tuple[tuple[str, str, object], ...] = (
-    ("qemu_version", "qemu.version", (str, _OPTIONAL)),
-    ("libvirt_version", "libvirt.version", (str, _OPTIONAL)),
-    ("machine", "qemu.machine", str),
-    ("cbitpos", "qemu.cbitpos", int),
-    ("reduced_phys_bits", "qemu.reduced_phys_bits", int),
+_VM_TYPES: tuple[tuple[str, object], ...] = (
+    ("qemu.version", (str, _OPTIONAL)),
+    ("libvirt.version", (str, _OPTIONAL)),
+    ("qemu.machine", str),
+    ("qemu.cbitpos", int),
+    ("qemu.reduced_phys_bits", int),
 )
 
 
@@ -625,12 +631,8 @@ def _normalized_vm(vm: object) -> tuple[VmDefinition | None, list[FieldProblem]]
         return None, []
     if not isinstance(vm, VmDefinition):
         return None, [FieldProblem("qemu", "expected a VmDefinition or None")]
-    fields, problems = vm._asdict(), []
-    for name, key, kind in _VM_TYPES:
-        fields[name], problem = _typed(fields[name], kind)
-        if problem is not None:
-            problems.append(FieldProblem(key, problem))
-            fields[name] = VmDefinition._field_defaults[name]
+    fields = vm._asdict()
+    problems = _typed_fields(fields, _VM_TYPES, VmDefinition._field_defaults)
     return VmDefinition(**fields), problems
 
 
@@ -655,18 +657,18 @@ def _vm_problems(vm: VmDefinition, td: TdConfig | None) -> list[FieldProblem]:
     return out
 
 
-_ID_BLOCK_TYPES: tuple[tuple[str, str, object], ...] = (
-    ("id_key", "id_key", (Path, _OPTIONAL)),
-    ("author_key", "author_key", (Path, _OPTIONAL)),
-    ("family_id", "family_id", bytes),
-    ("image_id", "image_id", bytes),
-    ("guest_svn", "guest_svn", int),
-    ("id_key_passphrase_file", "id_key_passphrase_file", (Path, _OPTIONAL)),
-    ("id_key_passphrase_env", "id_key_passphrase_env", (str, _OPTIONAL)),
-    ("author_key_passphrase_file", "author_key_passphrase_file", (Path, _OPTIONAL)),
-    ("author_key_passphrase_env", "author_key_passphrase_env", (str, _OPTIONAL)),
-    ("block", "block", (bytes, _OPTIONAL)),
-    ("auth", "auth", (bytes, _OPTIONAL)),
+_ID_BLOCK_TYPES: tuple[tuple[str, object], ...] = (
+    ("snp.id_block.id_key", (Path, _OPTIONAL)),
+    ("snp.id_block.author_key", (Path, _OPTIONAL)),
+    ("snp.id_block.family_id", bytes),
+    ("snp.id_block.image_id", bytes),
+    ("snp.id_block.guest_svn", int),
+    ("snp.id_block.id_key_passphrase_file", (Path, _OPTIONAL)),
+    ("snp.id_block.id_key_passphrase_env", (str, _OPTIONAL)),
+    ("snp.id_block.author_key_passphrase_file", (Path, _OPTIONAL)),
+    ("snp.id_block.author_key_passphrase_env", (str, _OPTIONAL)),
+    ("snp.id_block.block", (bytes, _OPTIONAL)),
+    ("snp.id_block.auth", (bytes, _OPTIONAL)),
 )
 
 
@@ -675,12 +677,8 @@ def _normalized_id_block(config: object) -> tuple[IdBlockConfig | None, list[Fie
         return None, []
     if not isinstance(config, IdBlockConfig):
         return None, [FieldProblem("snp.id_block", "expected an IdBlockConfig or None")]
-    fields, problems = config._asdict(), []
-    for name, key, kind in _ID_BLOCK_TYPES:
-        fields[name], problem = _typed(fields[name], kind)
-        if problem is not None:
-            problems.append(FieldProblem(f"snp.id_block.{key}", problem))
-            fields[name] = IdBlockConfig._field_defaults[name]
+    fields = config._asdict()
+    problems = _typed_fields(fields, _ID_BLOCK_TYPES, IdBlockConfig._field_defaults)
     return IdBlockConfig(**fields), problems
 
 

@@ -1,4 +1,5 @@
-"""The kernel boundary: the few syscalls the kvm layer makes, as one injectable object.
+"""The kernel boundary: the few syscalls the kvm layer makes, as one injectable object, and
+the one call outside KVM that the os module lacks (renameat2's exchange, for output folders).
 
 Everything above this (struct packing, partial-progress loops, ordering, cleanup) is shared
 by every backend: `LinuxKernel` answers from the running kernel, `cvmlaunch.sim.SimKernel`

@@ -268,14 +268,15 @@ def id_block_for(
     """The signed ID block of a guest whose launch digest is `ld` and policy `policy`: the
     one `config` gives, or signed with its keys; ProfileError with every reason the platform
     would refuse it. `names` renames config fields in errors (a command's flags)."""
-    signed, found = checked_id_block(config, ld=ld, policy=policy, deterministic=deterministic,
-                                     names=names)  # fmt: skip
+    signed, found = id_block_and_refusals(
+        config, ld=ld, policy=policy, deterministic=deterministic, names=names
+    )
     if found:
         raise ProfileError(found)
     return signed
 
 
-def checked_id_block(
+def id_block_and_refusals(
     config: IdBlockConfig,
     *,
     ld: bytes,

@@ -274,14 +274,14 @@ def test_a_td_boots_its_kernel_but_its_rtmr_inputs_are_the_profiles(
 
 
 def test_an_id_block_is_signed_over_the_digest_and_comes_back(debian_ovmf: Path) -> None:
-    from cvmlaunch.measure.idblock import checked_id_block
+    from cvmlaunch.measure.idblock import id_block_and_refusals
 
     spec = guests()["sev-snp-id-block"]
     xml = domain_of(spec, version="11.3")
     assert 'authorKey="yes"' in xml
     back = spec_from_libvirt(xml.encode())
     assert back.id_block is not None and back.id_block.author_key_enabled
-    _, refused = checked_id_block(back.id_block, ld=digest(back), policy=back.snp_policy)
+    _, refused = id_block_and_refusals(back.id_block, ld=digest(back), policy=back.snp_policy)
     assert refused == []  # the firmware would take it: it signs this launch digest
 
 
