@@ -36,7 +36,7 @@ def run(cmd: list[str]) -> tuple[float, float, bytes]:
         child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         if child.returncode != 0:
             raise subprocess.CalledProcessError(child.returncode, cmd)
         out.seek(0)
